@@ -1,0 +1,282 @@
+//! Tracer configuration: buffer sizes, overflow policy, span limits, sampler
+//! and process identity, validated once by [`TracerBuilder::build`].
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// What a thread does when its ring to the flusher is full at `finish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Never wait: the finished span is dropped and counted under
+    /// [`DropReason::RingFull`](crate::DropReason::RingFull). The default.
+    #[default]
+    DropNewest,
+    /// Wait for the flusher to make room, at most `timeout`; after that the
+    /// span is dropped and counted under
+    /// [`DropReason::BlockTimeout`](crate::DropReason::BlockTimeout).
+    ///
+    /// This is the one exception to "the hot path never blocks": the waiting
+    /// thread spins, then yields, then sleeps in steps of at most 50 µs, and
+    /// reads the monotonic clock while it waits. Choose it for audit callers
+    /// who prefer a slower request to a missing record.
+    Block {
+        /// The longest a single `finish` waits. At most one minute.
+        timeout: Duration,
+    },
+}
+
+/// Which spans are recorded. Unsampled spans still carry and propagate their
+/// context (ids, baggage), but record nothing and cost close to nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampler {
+    /// Record every span.
+    Always,
+    /// Record no span.
+    Never,
+    /// Record a trace when its id falls in the first `ratio` of the id space,
+    /// so every service using the same ratio makes the same decision for a
+    /// trace. `ratio` must be within `0.0..=1.0`.
+    Ratio(f64),
+    /// Follow the parent's decision; use `root` for spans without a parent.
+    ParentBased {
+        /// The sampler for root spans.
+        root: Box<Sampler>,
+    },
+}
+
+impl Default for Sampler {
+    /// `ParentBased { root: Always }`: record everything unless a caller
+    /// upstream decided not to.
+    fn default() -> Self {
+        Sampler::ParentBased {
+            root: Box::new(Sampler::Always),
+        }
+    }
+}
+
+/// Bounds on what one span may carry. Anything beyond them is truncated and
+/// counted in [`Stats::limits`](crate::Stats::limits), never an error and
+/// never a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanLimits {
+    /// Tags kept per span; later tags are dropped.
+    pub max_tags: usize,
+    /// Log entries kept per span; later logs are dropped.
+    pub max_logs: usize,
+    /// Fields kept per log entry; later fields are dropped.
+    pub max_log_fields: usize,
+    /// Bytes kept of a string tag or log value; longer values are cut at the
+    /// last UTF-8 character boundary that fits.
+    pub max_value_bytes: usize,
+    /// Baggage items per span (inherited ones included).
+    pub max_baggage_items: usize,
+    /// Bytes of baggage per span, keys and values added up.
+    pub max_baggage_bytes: usize,
+}
+
+impl Default for SpanLimits {
+    fn default() -> Self {
+        SpanLimits {
+            max_tags: 64,
+            max_logs: 64,
+            max_log_fields: 16,
+            max_value_bytes: 4096,
+            max_baggage_items: 64,
+            max_baggage_bytes: 8192,
+        }
+    }
+}
+
+/// The identity stamped on every record of a tracer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    /// The service name, e.g. `"apiserver"`.
+    pub service: Cow<'static, str>,
+    /// Free-form identity tags, e.g. host name, version, instance id.
+    pub tags: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+}
+
+impl Default for Process {
+    /// Service `"unknown_service"` (OpenTelemetry's convention), no tags.
+    fn default() -> Self {
+        Process {
+            service: Cow::Borrowed("unknown_service"),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// Validated configuration of a [`Tracer`](crate::Tracer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Finished spans each thread can hand to the flusher before its ring is
+    /// full (rounded up to a power of two). Each thread that records spans has
+    /// its own ring of this size.
+    pub ring_capacity: usize,
+    /// Initial bytes of each span buffer's bump arena, which holds the span's
+    /// copied strings. An arena that outgrows it keeps its largest chunk when
+    /// recycled.
+    pub arena_chunk_bytes: usize,
+    /// Most spans per call to [`Recorder::record`](crate::Recorder::record).
+    pub max_batch_size: usize,
+    /// Longest a finished span waits in the flusher before it is handed to
+    /// the recorder in a partial batch.
+    pub flush_interval: Duration,
+    /// What `finish` does when the ring is full.
+    pub overflow: OverflowPolicy,
+    /// Per-span bounds.
+    pub limits: SpanLimits,
+    /// Which spans are recorded.
+    pub sampler: Sampler,
+    /// The identity stamped on every record.
+    pub process: Process,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ring_capacity: 8192,
+            arena_chunk_bytes: 256,
+            max_batch_size: 1024,
+            flush_interval: Duration::from_millis(100),
+            overflow: OverflowPolicy::DropNewest,
+            limits: SpanLimits::default(),
+            sampler: Sampler::default(),
+            process: Process::default(),
+        }
+    }
+}
+
+/// Largest accepted `ring_capacity` (2^22 spans per thread).
+pub const MAX_RING_CAPACITY: usize = 1 << 22;
+/// Largest accepted `arena_chunk_bytes` (1 MiB).
+pub const MAX_ARENA_CHUNK_BYTES: usize = 1 << 20;
+/// Largest accepted `max_batch_size`.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Accepted range of `flush_interval`.
+pub const FLUSH_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+/// Longest accepted `Block` timeout.
+pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A configuration value that [`TracerBuilder::build`] rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `ring_capacity` was 0 or above [`MAX_RING_CAPACITY`].
+    #[error("ring_capacity must be within 1..={max}, got {got}")]
+    RingCapacity {
+        /// The rejected value.
+        got: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// `arena_chunk_bytes` was 0 or above [`MAX_ARENA_CHUNK_BYTES`].
+    #[error("arena_chunk_bytes must be within 1..={max}, got {got}")]
+    ArenaChunk {
+        /// The rejected value.
+        got: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// `max_batch_size` was 0 or above [`MAX_BATCH_SIZE`].
+    #[error("max_batch_size must be within 1..={max}, got {got}")]
+    BatchSize {
+        /// The rejected value.
+        got: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// `flush_interval` was outside [`FLUSH_INTERVAL_RANGE`].
+    #[error("flush_interval must be within 1 ms..=1 h, got {got:?}")]
+    FlushInterval {
+        /// The rejected value.
+        got: Duration,
+    },
+    /// A `Block` timeout was zero or above [`MAX_BLOCK_TIMEOUT`].
+    #[error("Block timeout must be within (0, 60 s], got {got:?}")]
+    BlockTimeout {
+        /// The rejected value.
+        got: Duration,
+    },
+    /// A sampling ratio was not a number within `0.0..=1.0`.
+    #[error("sampling ratio must be within 0.0..=1.0, got {got}")]
+    SamplerRatio {
+        /// The rejected value.
+        got: f64,
+    },
+    /// The service name was empty.
+    #[error("process service name must not be empty")]
+    EmptyServiceName,
+}
+
+impl Config {
+    /// Checks every field; the first bad one is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ring_capacity == 0 || self.ring_capacity > MAX_RING_CAPACITY {
+            return Err(ConfigError::RingCapacity {
+                got: self.ring_capacity,
+                max: MAX_RING_CAPACITY,
+            });
+        }
+        if self.arena_chunk_bytes == 0 || self.arena_chunk_bytes > MAX_ARENA_CHUNK_BYTES {
+            return Err(ConfigError::ArenaChunk {
+                got: self.arena_chunk_bytes,
+                max: MAX_ARENA_CHUNK_BYTES,
+            });
+        }
+        if self.max_batch_size == 0 || self.max_batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::BatchSize {
+                got: self.max_batch_size,
+                max: MAX_BATCH_SIZE,
+            });
+        }
+        let (lo, hi) = FLUSH_INTERVAL_RANGE;
+        if self.flush_interval < lo || self.flush_interval > hi {
+            return Err(ConfigError::FlushInterval {
+                got: self.flush_interval,
+            });
+        }
+        if let OverflowPolicy::Block { timeout } = self.overflow {
+            if timeout.is_zero() || timeout > MAX_BLOCK_TIMEOUT {
+                return Err(ConfigError::BlockTimeout { got: timeout });
+            }
+        }
+        validate_sampler(&self.sampler)?;
+        if self.process.service.is_empty() {
+            return Err(ConfigError::EmptyServiceName);
+        }
+        Ok(())
+    }
+}
+
+fn validate_sampler(sampler: &Sampler) -> Result<(), ConfigError> {
+    match sampler {
+        Sampler::Always | Sampler::Never => Ok(()),
+        Sampler::Ratio(r) if (0.0..=1.0).contains(r) => Ok(()),
+        Sampler::Ratio(r) => Err(ConfigError::SamplerRatio { got: *r }),
+        Sampler::ParentBased { root } => validate_sampler(root),
+    }
+}
+
+impl Sampler {
+    /// Whether a span of trace `trace_id` is recorded; `parent` is the
+    /// parent's decision, if the span has a parent.
+    #[inline]
+    pub(crate) fn decide(&self, trace_id: u128, parent: Option<bool>) -> bool {
+        match self {
+            Sampler::Always => true,
+            Sampler::Never => false,
+            Sampler::Ratio(ratio) => {
+                // The low 64 bits of a trace id are uniformly random (ours, W3C
+                // and 64-bit peers alike); compare them with the ratio's share
+                // of the 64-bit space. The float-to-int cast saturates at 1.0.
+                *ratio >= 1.0 || ((trace_id as u64) as f64) < ratio * (u64::MAX as f64)
+            }
+            Sampler::ParentBased { root } => match parent {
+                Some(sampled) => sampled,
+                None => root.decide(trace_id, None),
+            },
+        }
+    }
+}

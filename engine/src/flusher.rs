@@ -1,0 +1,267 @@
+//! The flusher: one named thread per tracer that moves finished spans from
+//! every thread's ring into batches, hands them to the recorder and sends the
+//! emptied buffers back.
+//!
+//! It polls rather than being woken: waking a thread from the hot path would
+//! be a syscall. While spans keep arriving it loops without sleeping; when a
+//! pass finds nothing it sleeps, starting at [`MIN_IDLE_SLEEP`] and doubling
+//! up to [`MAX_IDLE_SLEEP`] (or the flush interval, if shorter). So rings
+//! drain within a millisecond of a burst starting, an idle process wakes the
+//! flusher at most a thousand times a second, and a partial batch reaches
+//! the recorder one flush interval after its first span arrived.
+
+use crate::local::FlusherSlot;
+use crate::record::SpanRecord;
+use crate::recorder::{Batch, Recorder, RecorderError};
+use crate::sync::{Arc, Ordering};
+use crate::tracer::Shared;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// Shortest sleep after an empty pass.
+pub const MIN_IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Longest sleep after empty passes.
+pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
+
+/// Marks a batch entry that belongs to no slot (a late span).
+const NO_SLOT: usize = usize::MAX;
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    recorder: Box<dyn Recorder>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("spanrec-flusher".into())
+        .spawn(move || {
+            let max_batch = shared.config.max_batch_size;
+            Flusher {
+                shared,
+                recorder,
+                slots: Vec::new(),
+                batch: Vec::with_capacity(max_batch),
+                origins: Vec::with_capacity(max_batch),
+                batch_since: None,
+                flush_done: 0,
+                late: Vec::new(),
+            }
+            .run()
+        })
+}
+
+struct Flusher {
+    shared: Arc<Shared>,
+    recorder: Box<dyn Recorder>,
+    slots: Vec<Slot>,
+    /// Spans collected for the next `record` call.
+    batch: Vec<Box<SpanRecord>>,
+    /// `origins[i]` is the index in `slots` that `batch[i]` came from.
+    ///
+    /// Invariant: `slots` is only reordered while `batch` is empty.
+    origins: Vec<usize>,
+    /// When the oldest span in `batch` was collected.
+    batch_since: Option<Instant>,
+    flush_done: u64,
+    late: Vec<Box<SpanRecord>>,
+}
+
+struct Slot {
+    inner: FlusherSlot,
+    /// The thread exited and a drain after seeing that emptied the ring.
+    drained_for_good: bool,
+}
+
+impl Flusher {
+    fn run(mut self) {
+        let interval = self.shared.config.flush_interval;
+        let max_idle = MAX_IDLE_SLEEP.min(interval);
+        let mut idle = MIN_IDLE_SLEEP;
+        loop {
+            let (flush_wanted, shutdown) = self.shared.requests();
+            let moved = self.collect();
+            let flush_now = flush_wanted > self.flush_done;
+            let batch_due = self.batch_since.is_some_and(|t| t.elapsed() >= interval);
+            if flush_now || shutdown || batch_due {
+                self.deliver();
+            }
+            if self.batch.is_empty() {
+                self.retire_drained();
+            }
+            if shutdown {
+                self.shut_down();
+                return;
+            }
+            if flush_now {
+                self.call("flush", |r| r.flush());
+                self.flush_done = flush_wanted;
+                self.shared.flush_completed(flush_wanted);
+            }
+            if moved == 0 {
+                let until_due = self.batch_since.map_or(idle, |t| {
+                    interval.saturating_sub(t.elapsed()).max(MIN_IDLE_SLEEP)
+                });
+                std::thread::park_timeout(idle.min(until_due));
+                idle = (idle * 2).min(max_idle);
+            } else {
+                idle = MIN_IDLE_SLEEP;
+            }
+        }
+    }
+
+    /// One pass over every ring and the late list; returns spans moved.
+    fn collect(&mut self) -> usize {
+        let mut new_slots = Vec::new();
+        self.shared.collect_new(&mut new_slots, &mut self.late);
+        self.slots.extend(new_slots.into_iter().map(|inner| Slot {
+            inner,
+            drained_for_good: false,
+        }));
+        let mut moved = 0;
+        while let Some(record) = self.late.pop() {
+            self.add(record, NO_SLOT);
+            moved += 1;
+        }
+        for i in 0..self.slots.len() {
+            // ORDERING: Acquire pairs with the Release store in
+            // `LocalSlot::drop`: when it reads `true`, every push of the
+            // exited thread is visible to the drain below.
+            let orphaned = self.slots[i].inner.state.orphaned.load(Ordering::Acquire);
+            // A live thread keeps pushing; take at most a ring's worth so one
+            // busy thread cannot starve the others. An exited one cannot.
+            let limit = if orphaned {
+                usize::MAX
+            } else {
+                self.shared.config.ring_capacity
+            };
+            let mut n = 0;
+            while n < limit {
+                let Some(record) = self.slots[i].inner.spans.pop() else {
+                    break;
+                };
+                self.add(record, i);
+                n += 1;
+            }
+            self.shared
+                .flusher_counters
+                .ring_high_water
+                .raise_to(n as u64);
+            if orphaned {
+                self.slots[i].drained_for_good = true;
+            }
+            moved += n;
+        }
+        moved
+    }
+
+    fn add(&mut self, record: Box<SpanRecord>, origin: usize) {
+        if self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
+        }
+        self.batch.push(record);
+        self.origins.push(origin);
+        if self.batch.len() >= self.shared.config.max_batch_size {
+            self.deliver();
+        }
+    }
+
+    /// Hands the batch to the recorder, counts the outcome, and sends the
+    /// buffers back to their threads.
+    fn deliver(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let n = self.batch.len() as u64;
+        let counters = &self.shared.flusher_counters;
+        counters.batches.incr();
+        let batch = Batch {
+            records: &self.batch,
+        };
+        let recorder = &mut self.recorder;
+        match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
+            Ok(Ok(())) => counters.recorded.add(n),
+            Ok(Err(e)) => {
+                counters.recorder_errors.incr();
+                counters.recorder_error_drops.add(n);
+                self.shared.set_last_recorder_error(error_chain(&e));
+            }
+            Err(_) => {
+                counters.recorder_panics.incr();
+                counters.recorder_error_drops.add(n);
+                self.shared
+                    .set_last_recorder_error("recorder panicked in record".into());
+            }
+        }
+        for (mut record, origin) in self.batch.drain(..).zip(self.origins.drain(..)) {
+            record.reset();
+            if let Some(slot) = self.slots.get_mut(origin) {
+                if !slot.drained_for_good {
+                    // A full return ring (a thread that finishes more spans
+                    // than it starts) frees the buffer instead.
+                    let _ = slot.inner.returns.push(record);
+                }
+            }
+        }
+        self.batch_since = None;
+    }
+
+    /// Calls a recorder method other than `record`, catching panics.
+    fn call(&mut self, what: &str, f: impl FnOnce(&mut dyn Recorder) -> Result<(), RecorderError>) {
+        let recorder = &mut *self.recorder;
+        let counters = &self.shared.flusher_counters;
+        match catch_unwind(AssertUnwindSafe(|| f(recorder))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                counters.recorder_errors.incr();
+                self.shared.set_last_recorder_error(error_chain(&e));
+            }
+            Err(_) => {
+                counters.recorder_panics.incr();
+                self.shared
+                    .set_last_recorder_error(format!("recorder panicked in {what}"));
+            }
+        }
+    }
+
+    /// Forgets slots of exited threads that are drained for good.
+    /// Requires an empty batch (the `origins` invariant).
+    fn retire_drained(&mut self) {
+        debug_assert!(self.batch.is_empty());
+        let mut i = 0;
+        while i < self.slots.len() {
+            if self.slots[i].drained_for_good {
+                let slot = self.slots.swap_remove(i);
+                self.shared.retire(slot.inner);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn shut_down(&mut self) {
+        // `closed` is set: threads stop pushing soon. Drain until a pass
+        // finds nothing; anything pushed after that is counted by `stats`.
+        for _ in 0..1000 {
+            if self.collect() == 0 {
+                break;
+            }
+        }
+        self.deliver();
+        self.call("shutdown", |r| r.shutdown());
+        let slots = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|s| s.inner)
+            .collect();
+        self.shared.close_slots(slots);
+        self.shared.flusher_exited();
+    }
+}
+
+fn error_chain(e: &RecorderError) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

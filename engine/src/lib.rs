@@ -1,0 +1,83 @@
+//! spanrec: a lock-free span recorder.
+//!
+//! Spans are started and finished on request threads at a cost of tens of
+//! nanoseconds; a background thread, `spanrec-flusher`, hands every finished
+//! span in batches to a [`Recorder`] (MongoDB through the `spanrec-mongo`
+//! crate, or your own). Every finished span is either recorded or counted as
+//! dropped under a named [`DropReason`]; [`Tracer::stats`] shows which.
+//!
+//! ```
+//! use spanrec::{InMemoryRecorder, Tracer};
+//! use std::time::{Duration, Instant};
+//!
+//! let recorder = InMemoryRecorder::new();
+//! let tracer = Tracer::builder()
+//!     .service_name("apiserver")
+//!     .recorder(recorder.clone())
+//!     .build()?;
+//!
+//! let mut request = tracer.start_span("Client.FullStatus");
+//! request.set_tag("user", "admin");
+//! request.set_baggage_item("caller", "juju-cli");
+//! {
+//!     let _active = request.enter();
+//!     let mut query = tracer.start_span("db.find"); // child of `request`
+//!     query.set_tag("db.rows", 3);
+//!     query.log("cache.miss", [("key", "machines")]);
+//! } // `query` finishes here
+//! request.finish();
+//!
+//! tracer.flush(Instant::now() + Duration::from_secs(5))?;
+//! let query = recorder.find("db.find").unwrap();
+//! assert_eq!(query.baggage_item("caller"), Some("juju-cli"));
+//! let stats = tracer.stats();
+//! assert_eq!(stats.recorded + stats.dropped.total(), stats.finished);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The hot path
+//! Starting, tagging, logging and finishing a span take no lock, make no
+//! syscall and, once the thread's buffer pool is warm, allocate nothing:
+//! borrowed strings are copied into the span buffer's bump arena; buffers
+//! travel to the flusher through a per-thread SPSC ring and come back through
+//! another. The one exception is the opt-in [`OverflowPolicy::Block`], which
+//! waits (bounded by its timeout) when a thread's ring is full. See
+//! `docs/architecture.md` for the design and its invariants.
+
+#![allow(
+    clippy::vec_box,
+    reason = "a `Box<SpanRecord>` is the unit that travels through the rings and is recycled; \
+              moving the pointer, not the record, is the point"
+)]
+#![allow(
+    clippy::missing_const_for_thread_local,
+    reason = "thread-locals go through the `sync` facade, and loom's `thread_local!` takes no `const` block"
+)]
+
+mod clock;
+mod config;
+mod flusher;
+mod ids;
+mod local;
+mod record;
+mod recorder;
+#[doc(hidden)]
+pub mod ring;
+mod span;
+mod stats;
+mod sync;
+mod tracer;
+
+pub use config::{
+    Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits, FLUSH_INTERVAL_RANGE,
+    MAX_ARENA_CHUNK_BYTES, MAX_BATCH_SIZE, MAX_BLOCK_TIMEOUT, MAX_RING_CAPACITY,
+};
+pub use flusher::{MAX_IDLE_SLEEP, MIN_IDLE_SLEEP};
+pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
+pub use recorder::{
+    Batch, FinishedLog, FinishedSpan, InMemoryRecorder, NullRecorder, OwnedValue, Recorder,
+    RecorderError,
+};
+pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
+pub use stats::{DropCounts, DropReason, LimitCounts, Stats};
+pub use tracer::{BuildError, FlushError, Tracer, TracerBuilder, DROP_SHUTDOWN_TIMEOUT};

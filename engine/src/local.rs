@@ -1,0 +1,275 @@
+//! Per-thread state: each thread that touches a tracer gets a *slot*, two
+//! SPSC rings shared with the flusher and a few counters.
+//!
+//! ```text
+//!   thread T (producer)            flusher (consumer)
+//!   spans:   Producer  ──────────▶ Consumer      finished span buffers
+//!   returns: Consumer  ◀────────── Producer      recycled, empty buffers
+//! ```
+//!
+//! A thread registers its slot on its first span (one parking_lot lock, the
+//! only lock the span path ever takes, and only once per thread and tracer).
+//! After that, starting a span pops a recycled buffer and finishing it pushes
+//! the buffer: no lock, no syscall, no allocation.
+//!
+//! Nothing is stranded: the flusher polls every slot at least once per
+//! flush interval, whether or not its thread is busy, so an idle thread's
+//! spans move on; when a thread exits, its slot is marked orphaned and the
+//! flusher drains and retires it.
+
+use crate::record::SpanRecord;
+use crate::ring::{ring, Consumer, Full, Producer};
+use crate::stats::ThreadCounters;
+use crate::sync::{thread_local, Arc, AtomicBool, Ordering};
+use crate::tracer::Shared;
+use crate::OverflowPolicy;
+use std::cell::RefCell;
+
+/// A slot's state seen by both sides.
+#[derive(Debug, Default)]
+pub(crate) struct SlotState {
+    /// Set once by the owning thread when it exits (the `LocalSlot` drop),
+    /// after its last push.
+    ///
+    /// Invariant: once the flusher reads `true`, no further push happens.
+    pub(crate) orphaned: AtomicBool,
+    /// Set when the tracer is gone, so the thread can free its half early.
+    pub(crate) tracer_gone: AtomicBool,
+    /// Counters written only by the owning thread.
+    pub(crate) counters: ThreadCounters,
+}
+
+/// The flusher's half of a slot.
+pub(crate) struct FlusherSlot {
+    pub(crate) spans: Consumer<Box<SpanRecord>>,
+    pub(crate) returns: Producer<Box<SpanRecord>>,
+    pub(crate) state: Arc<SlotState>,
+}
+
+/// Recycled buffers kept aside by a thread when its return ring is empty of
+/// them (dropped and unsampled spans); beyond this many they are freed.
+const SPARE_CAPACITY: usize = 32;
+
+/// The thread's half of a slot.
+pub(crate) struct LocalSlot {
+    tracer_id: u64,
+    spans: Producer<Box<SpanRecord>>,
+    returns: Consumer<Box<SpanRecord>>,
+    spare: Vec<Box<SpanRecord>>,
+    state: Arc<SlotState>,
+}
+
+impl Drop for LocalSlot {
+    fn drop(&mut self) {
+        // ORDERING: Release pairs with the flusher's Acquire load of
+        // `orphaned`: every push this thread made happens before the flusher
+        // sees the flag, so its following drain finds them all.
+        self.state.orphaned.store(true, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// Invariant: at most one slot per tracer id.
+    static SLOTS: RefCell<Vec<LocalSlot>> = RefCell::new(Vec::new());
+}
+
+fn register(shared: &Arc<Shared>) -> LocalSlot {
+    let capacity = shared.config.ring_capacity;
+    let (spans_tx, spans_rx) = ring(capacity);
+    let (returns_tx, returns_rx) = ring(capacity);
+    let state = Arc::new(SlotState::default());
+    shared.register(FlusherSlot {
+        spans: spans_rx,
+        returns: returns_tx,
+        state: state.clone(),
+    });
+    LocalSlot {
+        tracer_id: shared.id,
+        spans: spans_tx,
+        returns: returns_rx,
+        spare: Vec::with_capacity(SPARE_CAPACITY),
+        state,
+    }
+}
+
+/// Runs `f` on this thread's slot for `shared`, registering it on first use.
+/// `None` when the thread-local is gone (thread teardown) or busy.
+#[inline]
+fn with_slot<R>(shared: &Arc<Shared>, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R> {
+    SLOTS
+        .try_with(|slots| {
+            let mut slots = slots.try_borrow_mut().ok()?;
+            let i = match slots.iter().position(|s| s.tracer_id == shared.id) {
+                Some(i) => i,
+                None => {
+                    // ORDERING: Relaxed, see `Shared::release`.
+                    slots.retain(|s| !s.state.tracer_gone.load(Ordering::Relaxed));
+                    slots.push(register(shared));
+                    slots.len() - 1
+                }
+            };
+            Some(f(&mut slots[i]))
+        })
+        .ok()
+        .flatten()
+}
+
+/// A cleared buffer for a new span of `shared`: recycled if one is at hand,
+/// else allocated (warm-up, or more spans in flight than ever before).
+#[inline]
+pub(crate) fn acquire(shared: &Arc<Shared>) -> Box<SpanRecord> {
+    let recycled = with_slot(shared, |slot| {
+        slot.state.counters.started.incr();
+        slot.spare.pop().or_else(|| slot.returns.pop())
+    });
+    match recycled {
+        Some(Some(record)) => record,
+        Some(None) => SpanRecord::new(shared.clone()),
+        None => {
+            shared.count_late(|c| c.started.incr());
+            SpanRecord::new(shared.clone())
+        }
+    }
+}
+
+/// Puts a buffer that never reached the flusher (a builder dropped before
+/// `start`) back where `acquire` finds it.
+pub(crate) fn release(mut record: Box<SpanRecord>) {
+    record.reset();
+    let shared = record.shared.clone();
+    let _ = with_slot(&shared, |slot| {
+        // `acquire` counted it as started; it never was. If this is not the
+        // thread that acquired it, this thread's count dips below zero
+        // (wrapping) and the sum over threads is still right.
+        slot.state.counters.started.sub(1);
+        slot.keep_spare(record);
+    });
+}
+
+/// Hands a finished span to the flusher, or counts why not.
+#[inline]
+pub(crate) fn finish(record: Box<SpanRecord>) {
+    let tracer_id = record.shared.id;
+    let mut record = Some(record);
+    let done = SLOTS.try_with(|slots| {
+        let Ok(mut slots) = slots.try_borrow_mut() else {
+            return false;
+        };
+        let i = match slots.iter().position(|s| s.tracer_id == tracer_id) {
+            Some(i) => i,
+            None => {
+                // The span moved here from another thread: first span of
+                // this tracer on this thread.
+                let shared = record.as_ref().map(|r| r.shared.clone());
+                slots.push(register(&shared.expect("record present")));
+                slots.len() - 1
+            }
+        };
+        slots[i].finish(record.take().expect("record present"));
+        true
+    });
+    if !matches!(done, Ok(true)) {
+        if let Some(record) = record {
+            finish_late(record);
+        }
+    }
+}
+
+/// `finish` without a thread-local (thread teardown): the span goes to the
+/// tracer's locked late list, which the flusher also drains.
+#[cold]
+fn finish_late(mut record: Box<SpanRecord>) {
+    let shared = record.shared.clone();
+    shared.count_late(|c| {
+        c.finished.incr();
+        c.add_truncations(&record.truncations);
+    });
+    if !record.sampled {
+        shared.count_late(|c| c.unsampled.incr());
+        return;
+    }
+    // ORDERING: Relaxed, see `LocalSlot::finish`.
+    if shared.closed.load(Ordering::Relaxed) {
+        shared.count_late(|c| c.shutdown.incr());
+        return;
+    }
+    record.truncations = Default::default();
+    shared.push_late(record);
+}
+
+impl LocalSlot {
+    #[inline]
+    fn finish(&mut self, mut record: Box<SpanRecord>) {
+        let counters = &self.state.counters;
+        counters.finished.incr();
+        if record.truncations.any() {
+            counters.add_truncations(&record.truncations);
+        }
+        if !record.sampled {
+            counters.unsampled.incr();
+            record.reset();
+            self.keep_spare(record);
+            return;
+        }
+        // ORDERING: Relaxed: a stale `false` only lets the span into the ring
+        // after the flusher's final drain; `Tracer::stats` drains closed
+        // rings and counts such spans as dropped for shutdown, so either
+        // outcome is accounted for.
+        if record.shared.closed.load(Ordering::Relaxed) {
+            counters.shutdown.incr();
+            record.reset();
+            self.keep_spare(record);
+            return;
+        }
+        let Err(Full(record)) = self.spans.push(record) else {
+            return;
+        };
+        match record.shared.config.overflow {
+            OverflowPolicy::DropNewest => self.drop_full(record),
+            OverflowPolicy::Block { timeout } => self.push_blocking(record, timeout),
+        }
+    }
+
+    #[cold]
+    fn drop_full(&mut self, mut record: Box<SpanRecord>) {
+        self.state.counters.ring_full.incr();
+        record.reset();
+        self.keep_spare(record);
+    }
+
+    /// The `Block` policy: wait for room, spinning first, then yielding,
+    /// then sleeping in short steps, at most `timeout` in all.
+    #[cold]
+    fn push_blocking(&mut self, record: Box<SpanRecord>, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut record = record;
+        let mut attempt = 0u32;
+        loop {
+            match self.spans.push(record) {
+                Ok(()) => return,
+                Err(Full(back)) => record = back,
+            }
+            if std::time::Instant::now() >= deadline {
+                self.state.counters.block_timeout.incr();
+                record.reset();
+                self.keep_spare(record);
+                return;
+            }
+            attempt += 1;
+            if attempt < 64 {
+                std::hint::spin_loop();
+            } else if attempt < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+
+    #[inline]
+    fn keep_spare(&mut self, record: Box<SpanRecord>) {
+        if self.spare.len() < SPARE_CAPACITY {
+            self.spare.push(record);
+        }
+    }
+}

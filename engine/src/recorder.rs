@@ -1,0 +1,337 @@
+//! Where finished spans go: the [`Recorder`] trait and two built-ins.
+
+use crate::record::{Reference, SpanRecord, Truncations, ValueRef};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use std::fmt;
+
+/// Receives finished spans, in batches, on the flusher thread.
+///
+/// The contract:
+/// - `record` is called with at most `max_batch_size` spans, when a batch is
+///   full or the flush interval has passed. Returning `Ok` means the
+///   recorder has taken responsibility for every span in the batch (they
+///   count as *recorded*); a recorder with its own retry or spool returns `Ok`
+///   once the spans are safe with it. Returning `Err` means the batch was not
+///   accepted and will not be retried by the recorder: the flusher counts its
+///   spans as dropped ([`DropReason::RecorderError`](crate::DropReason)).
+/// - The records are lent for the call only; copy what must outlive it.
+/// - A panic in any method is caught and counted; the flusher goes on.
+/// - Calls never overlap: one flusher thread makes all of them.
+pub trait Recorder: Send + 'static {
+    /// Persists a batch of finished spans.
+    fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError>;
+
+    /// Called by [`Tracer::flush`](crate::Tracer::flush) after the last
+    /// batch it covers: finish delivering what `record` accepted.
+    fn flush(&mut self) -> Result<(), RecorderError> {
+        Ok(())
+    }
+
+    /// Called once, after the final batch, when the tracer shuts down.
+    fn shutdown(&mut self) -> Result<(), RecorderError> {
+        self.flush()
+    }
+}
+
+/// A batch of finished spans lent to [`Recorder::record`].
+pub struct Batch<'a> {
+    pub(crate) records: &'a [Box<SpanRecord>],
+}
+
+impl<'a> Batch<'a> {
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch is empty (never, for batches the flusher sends).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The spans, in the order the flusher collected them.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a SpanRecord> + 'a {
+        self.records.iter().map(|r| &**r)
+    }
+
+    /// The `i`-th span.
+    pub fn get(&self, i: usize) -> Option<&'a SpanRecord> {
+        self.records.get(i).map(|r| &**r)
+    }
+}
+
+/// A recorder's failure to accept a batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RecorderError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl RecorderError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        RecorderError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and the error that caused it.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        RecorderError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// Discards every span after counting it; for benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct NullRecorder {
+    received: Arc<AtomicU64>,
+}
+
+impl NullRecorder {
+    /// A recorder with its count at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spans received so far (shared by all clones).
+    pub fn received(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release add in `record`, though
+        // nothing but the count itself is read.
+        self.received.load(Ordering::Acquire)
+    }
+}
+
+impl Recorder for NullRecorder {
+    fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
+        // ORDERING: Release pairs with the Acquire load in `received`.
+        self.received
+            .fetch_add(batch.len() as u64, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// An owned value of a [`FinishedSpan`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedValue {
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A float.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+}
+
+impl From<ValueRef<'_>> for OwnedValue {
+    fn from(v: ValueRef<'_>) -> Self {
+        match v {
+            ValueRef::I64(v) => OwnedValue::I64(v),
+            ValueRef::U64(v) => OwnedValue::U64(v),
+            ValueRef::F64(v) => OwnedValue::F64(v),
+            ValueRef::Bool(v) => OwnedValue::Bool(v),
+            ValueRef::Str(v) => OwnedValue::Str(v.to_owned()),
+        }
+    }
+}
+
+/// An owned copy of one log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedLog {
+    /// Event time, ns since the Unix epoch.
+    pub unix_nanos: u64,
+    /// Event name.
+    pub event: String,
+    /// Fields in order.
+    pub fields: Vec<(String, OwnedValue)>,
+}
+
+/// An owned copy of a [`SpanRecord`], as [`InMemoryRecorder`] keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedSpan {
+    /// See [`SpanRecord::trace_id`].
+    pub trace_id: u128,
+    /// See [`SpanRecord::span_id`].
+    pub span_id: u64,
+    /// See [`SpanRecord::parent_span_id`].
+    pub parent_span_id: Option<u64>,
+    /// See [`SpanRecord::references`].
+    pub references: Vec<Reference>,
+    /// See [`SpanRecord::operation_name`].
+    pub operation_name: String,
+    /// See [`SpanRecord::start_unix_nanos`].
+    pub start_unix_nanos: u64,
+    /// See [`SpanRecord::finish_unix_nanos`].
+    pub finish_unix_nanos: u64,
+    /// See [`SpanRecord::duration_nanos`].
+    pub duration_nanos: u64,
+    /// See [`SpanRecord::tags`].
+    pub tags: Vec<(String, OwnedValue)>,
+    /// See [`SpanRecord::logs`].
+    pub logs: Vec<FinishedLog>,
+    /// See [`SpanRecord::baggage`].
+    pub baggage: Vec<(String, String)>,
+    /// See [`SpanRecord::truncations`].
+    pub truncations: Truncations,
+    /// The recording process's service name.
+    pub service: String,
+}
+
+impl FinishedSpan {
+    /// Copies a record.
+    pub fn from_record(r: &SpanRecord) -> Self {
+        FinishedSpan {
+            trace_id: r.trace_id(),
+            span_id: r.span_id(),
+            parent_span_id: r.parent_span_id(),
+            references: r.references().to_vec(),
+            operation_name: r.operation_name().to_owned(),
+            start_unix_nanos: r.start_unix_nanos(),
+            finish_unix_nanos: r.finish_unix_nanos(),
+            duration_nanos: r.duration_nanos(),
+            tags: r.tags().map(|(k, v)| (k.to_owned(), v.into())).collect(),
+            logs: r
+                .logs()
+                .map(|l| FinishedLog {
+                    unix_nanos: l.unix_nanos(),
+                    event: l.event().to_owned(),
+                    fields: l.fields().map(|(k, v)| (k.to_owned(), v.into())).collect(),
+                })
+                .collect(),
+            baggage: r
+                .baggage()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            truncations: r.truncations(),
+            service: r.process().service.to_string(),
+        }
+    }
+
+    /// The value of tag `key`, if set.
+    pub fn tag(&self, key: &str) -> Option<&OwnedValue> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of baggage item `key`, if set.
+    pub fn baggage_item(&self, key: &str) -> Option<&str> {
+        self.baggage
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Keeps owned copies of every span it receives, for tests.
+///
+/// Clones share one store, so keep a clone to query after handing one to
+/// the tracer. It can be told to fail or to be slow, to test error paths.
+#[derive(Clone, Default)]
+pub struct InMemoryRecorder {
+    inner: Arc<parking_lot::Mutex<InMemory>>,
+}
+
+#[derive(Default)]
+struct InMemory {
+    spans: Vec<FinishedSpan>,
+    batches: u64,
+    fail_next: u64,
+    delay: std::time::Duration,
+}
+
+impl fmt::Debug for InMemoryRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("InMemoryRecorder")
+            .field("spans", &inner.spans.len())
+            .field("batches", &inner.batches)
+            .finish()
+    }
+}
+
+impl InMemoryRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Copies of every span received so far, in arrival order.
+    pub fn spans(&self) -> Vec<FinishedSpan> {
+        self.inner.lock().spans.clone()
+    }
+
+    /// Number of spans received so far.
+    pub fn len(&self) -> usize {
+        self.inner.lock().spans.len()
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of batches received so far.
+    pub fn batches(&self) -> u64 {
+        self.inner.lock().batches
+    }
+
+    /// The spans of one trace, in arrival order.
+    pub fn trace(&self, trace_id: u128) -> Vec<FinishedSpan> {
+        self.inner
+            .lock()
+            .spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The first span named `name`.
+    pub fn find(&self, name: &str) -> Option<FinishedSpan> {
+        self.inner
+            .lock()
+            .spans
+            .iter()
+            .find(|s| s.operation_name == name)
+            .cloned()
+    }
+
+    /// Makes the next `n` calls to `record` fail (for tests of error paths).
+    pub fn fail_next(&self, n: u64) {
+        self.inner.lock().fail_next = n;
+    }
+
+    /// Makes every call to `record` sleep this long first (for tests of
+    /// deadlines with a slow backend).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.inner.lock().delay = delay;
+    }
+}
+
+impl Recorder for InMemoryRecorder {
+    fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
+        let delay = self.inner.lock().delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let copies: Vec<FinishedSpan> = batch.iter().map(FinishedSpan::from_record).collect();
+        let mut inner = self.inner.lock();
+        inner.batches += 1;
+        if inner.fail_next > 0 {
+            inner.fail_next -= 1;
+            return Err(RecorderError::new("InMemoryRecorder told to fail"));
+        }
+        inner.spans.extend(copies);
+        Ok(())
+    }
+}

@@ -1,0 +1,469 @@
+//! Spans, their builder, their context, and the thread's active span.
+
+use crate::clock::unix_nanos;
+use crate::ids;
+use crate::local;
+use crate::record::{Reference, ReferenceKind, SpanRecord, Time, Value};
+use crate::sync::thread_local;
+use crate::tracer::Tracer;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::SystemTime;
+
+/// What a span passes on to its children, in-process or across the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpanContext {
+    /// The trace; never zero in a valid context.
+    pub trace_id: u128,
+    /// The span; never zero in a valid context.
+    pub span_id: u64,
+    /// Whether the trace is recorded.
+    pub sampled: bool,
+    /// Baggage items, in the order set.
+    pub baggage: Vec<(String, String)>,
+}
+
+impl SpanContext {
+    /// A context without baggage.
+    pub fn new(trace_id: u128, span_id: u64, sampled: bool) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            sampled,
+            baggage: Vec::new(),
+        }
+    }
+
+    /// The same context with one more baggage item (replacing one with the
+    /// same key).
+    pub fn with_baggage_item(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        match self.baggage.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.baggage.push((key, value)),
+        }
+        self
+    }
+
+    /// The value of baggage item `key`.
+    pub fn baggage_item(&self, key: &str) -> Option<&str> {
+        self.baggage
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether both ids are non-zero.
+    pub fn is_valid(&self) -> bool {
+        self.trace_id != 0 && self.span_id != 0
+    }
+}
+
+/// Something a new span can reference: a live [`Span`] (cheapest: nothing
+/// is allocated) or a [`SpanContext`] (e.g. extracted from a request).
+#[derive(Clone, Copy)]
+pub enum ParentRef<'a> {
+    /// A live span.
+    Span(&'a Span),
+    /// A context.
+    Context(&'a SpanContext),
+}
+
+impl<'a> From<&'a Span> for ParentRef<'a> {
+    fn from(s: &'a Span) -> Self {
+        ParentRef::Span(s)
+    }
+}
+
+impl<'a> From<&'a SpanContext> for ParentRef<'a> {
+    fn from(c: &'a SpanContext) -> Self {
+        ParentRef::Context(c)
+    }
+}
+
+/// A span under construction. Made by [`Tracer::span`]; [`start`] it.
+///
+/// [`start`]: SpanBuilder::start
+#[must_use = "a span builder does nothing until `start` is called"]
+pub struct SpanBuilder<'t> {
+    tracer: &'t Tracer,
+    /// Invariant: `Some` until `start` takes it.
+    record: Option<Box<SpanRecord>>,
+    start: Option<SystemTime>,
+    /// The sampling decision of the first reference, if any.
+    parent_sampled: Option<bool>,
+    ignore_active: bool,
+}
+
+impl<'t> SpanBuilder<'t> {
+    pub(crate) fn new(tracer: &'t Tracer, name: Cow<'static, str>) -> Self {
+        let mut record = local::acquire(tracer.shared());
+        record.name = name.into();
+        SpanBuilder {
+            tracer,
+            record: Some(record),
+            start: None,
+            parent_sampled: None,
+            ignore_active: false,
+        }
+    }
+
+    fn record(&mut self) -> &mut SpanRecord {
+        self.record
+            .as_mut()
+            .expect("SpanBuilder invariant: record present until start")
+    }
+
+    fn reference(mut self, kind: ReferenceKind, parent: ParentRef<'_>) -> Self {
+        let record = self.record();
+        match parent {
+            ParentRef::Span(span) => {
+                let Some(p) = span.record.as_deref() else {
+                    return self;
+                };
+                inherit(record, kind, p.trace_id, p.span_id, p.baggage());
+            }
+            ParentRef::Context(c) => {
+                if !c.is_valid() {
+                    return self;
+                }
+                let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                inherit(record, kind, c.trace_id, c.span_id, baggage);
+            }
+        }
+        if self.parent_sampled.is_none() {
+            self.parent_sampled = Some(match parent {
+                ParentRef::Span(s) => s.is_sampled(),
+                ParentRef::Context(c) => c.sampled,
+            });
+        }
+        self
+    }
+
+    /// Adds a `ChildOf` reference. All references are recorded; the first one
+    /// gives the trace id and the parent's sampling decision. An invalid
+    /// context (zero ids) is ignored.
+    pub fn child_of<'p>(self, parent: impl Into<ParentRef<'p>>) -> Self {
+        self.reference(ReferenceKind::ChildOf, parent.into())
+    }
+
+    /// Adds a `FollowsFrom` reference; see [`child_of`](Self::child_of).
+    pub fn follows_from<'p>(self, cause: impl Into<ParentRef<'p>>) -> Self {
+        self.reference(ReferenceKind::FollowsFrom, cause.into())
+    }
+
+    /// Starts a new trace even when a span is active on this thread
+    /// (see [`Span::enter`]); explicit references still apply.
+    pub fn root(mut self) -> Self {
+        self.ignore_active = true;
+        self
+    }
+
+    /// Uses `time` as the start time instead of now.
+    pub fn start_time(mut self, time: SystemTime) -> Self {
+        self.start = Some(time);
+        self
+    }
+
+    /// Sets an initial tag.
+    pub fn with_tag<'v>(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Value<'v>>,
+    ) -> Self {
+        self.record().set_tag(key.into(), value.into());
+        self
+    }
+
+    /// Starts the span.
+    #[inline]
+    pub fn start(mut self) -> Span {
+        let mut record = self
+            .record
+            .take()
+            .expect("SpanBuilder invariant: record present until start");
+        if record.references.is_empty() && !self.ignore_active {
+            with_active(self.tracer.shared().id, |active| {
+                inherit(
+                    &mut record,
+                    ReferenceKind::ChildOf,
+                    active.trace_id,
+                    active.span_id,
+                    active.baggage(),
+                );
+                self.parent_sampled = Some(active.sampled);
+            });
+        }
+        record.trace_id = match record.references.first() {
+            Some(r) => r.trace_id,
+            None => ids::trace_id(),
+        };
+        record.span_id = ids::span_id();
+        let shared = self.tracer.shared();
+        record.sampled = shared
+            .config
+            .sampler
+            .decide(record.trace_id, self.parent_sampled);
+        if !record.sampled {
+            record.clear_tags();
+        }
+        record.start = match self.start {
+            Some(t) => Time::UnixNanos(unix_nanos(t)),
+            None => Time::Ticks(shared.clock.now()),
+        };
+        Span {
+            record: Some(record),
+        }
+    }
+}
+
+impl Drop for SpanBuilder<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            local::release(record);
+        }
+    }
+}
+
+/// Records `kind` reference to (`trace_id`, `span_id`) and merges the
+/// referenced span's baggage (items already present win).
+fn inherit<'b>(
+    record: &mut SpanRecord,
+    kind: ReferenceKind,
+    trace_id: u128,
+    span_id: u64,
+    baggage: impl Iterator<Item = (&'b str, &'b str)>,
+) {
+    record.references.push(Reference {
+        kind,
+        trace_id,
+        span_id,
+    });
+    for (k, v) in baggage {
+        if record.baggage_item(k).is_none() {
+            record.set_baggage(k, v);
+        }
+    }
+}
+
+/// A span: a timed, named operation with tags, logs and baggage.
+///
+/// Finishes when dropped, if not finished explicitly. All methods are cheap
+/// and never block (see the crate docs for the one opt-in exception).
+pub struct Span {
+    /// Invariant: `Some` until the span is finished.
+    record: Option<Box<SpanRecord>>,
+}
+
+impl Span {
+    #[inline]
+    fn rec(&self) -> &SpanRecord {
+        self.record
+            .as_deref()
+            .expect("Span invariant: record present until finish")
+    }
+
+    #[inline]
+    fn rec_mut(&mut self) -> &mut SpanRecord {
+        self.record
+            .as_deref_mut()
+            .expect("Span invariant: record present until finish")
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> u128 {
+        self.rec().trace_id
+    }
+
+    /// The span id.
+    pub fn span_id(&self) -> u64 {
+        self.rec().span_id
+    }
+
+    /// Whether this span will be recorded.
+    pub fn is_sampled(&self) -> bool {
+        self.rec().sampled
+    }
+
+    /// Renames the operation.
+    pub fn set_operation_name(&mut self, name: impl Into<Cow<'static, str>>) {
+        self.rec_mut().name = name.into().into();
+    }
+
+    /// Sets a tag, replacing an earlier value of the same key. A no-op on an
+    /// unsampled span.
+    #[inline]
+    pub fn set_tag<'v>(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value<'v>>) {
+        let record = self.rec_mut();
+        if record.sampled {
+            record.set_tag(key.into(), value.into());
+        }
+    }
+
+    /// Logs an event with fields, timestamped now. A no-op on an unsampled
+    /// span.
+    pub fn log<'v, K, V>(
+        &mut self,
+        event: impl Into<Cow<'static, str>>,
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) where
+        K: Into<Cow<'static, str>>,
+        V: Into<Value<'v>>,
+    {
+        let record = self.rec_mut();
+        if record.sampled {
+            let now = Time::Ticks(record.shared.clock.now());
+            record.log(now, event.into(), fields);
+        }
+    }
+
+    /// Logs an event at an explicit time.
+    pub fn log_at<'v, K, V>(
+        &mut self,
+        time: SystemTime,
+        event: impl Into<Cow<'static, str>>,
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) where
+        K: Into<Cow<'static, str>>,
+        V: Into<Value<'v>>,
+    {
+        let record = self.rec_mut();
+        if record.sampled {
+            record.log(Time::UnixNanos(unix_nanos(time)), event.into(), fields);
+        }
+    }
+
+    /// Sets a baggage item: it is recorded on this span and inherited by every
+    /// descendant, in-process and (through propagation) remote. Refused and
+    /// counted beyond the baggage limits. Kept on unsampled spans too.
+    pub fn set_baggage_item(&mut self, key: &str, value: &str) {
+        self.rec_mut().set_baggage(key, value);
+    }
+
+    /// The value of baggage item `key`, own or inherited.
+    pub fn baggage_item(&self, key: &str) -> Option<&str> {
+        self.rec().baggage_item(key)
+    }
+
+    /// This span's context, for propagation. Allocates only for baggage.
+    pub fn context(&self) -> SpanContext {
+        let r = self.rec();
+        SpanContext {
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            sampled: r.sampled,
+            baggage: r
+                .baggage()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Makes this span the thread's active span until the guard drops:
+    /// spans started on this thread meanwhile without an explicit reference
+    /// become its children.
+    pub fn enter(&self) -> Entered<'_> {
+        let r = self.rec();
+        let ptr: *const SpanRecord = r;
+        let tracer_id = r.shared.id;
+        let _ = ACTIVE.try_with(|a| a.borrow_mut().push((tracer_id, ptr)));
+        Entered {
+            ptr,
+            _span: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Finishes the span now.
+    #[inline]
+    pub fn finish(mut self) {
+        self.finish_with(None);
+    }
+
+    /// Finishes the span at an explicit time.
+    pub fn finish_at(mut self, time: SystemTime) {
+        self.finish_with(Some(time));
+    }
+
+    #[inline]
+    fn finish_with(&mut self, time: Option<SystemTime>) {
+        if let Some(mut record) = self.record.take() {
+            record.finish = match time {
+                Some(t) => Time::UnixNanos(unix_nanos(t)),
+                None => Time::Ticks(record.shared.clock.now()),
+            };
+            local::finish(record);
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.finish_with(None);
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.record.as_deref() {
+            Some(r) => f
+                .debug_struct("Span")
+                .field("trace_id", &format_args!("{:032x}", r.trace_id))
+                .field("span_id", &format_args!("{:016x}", r.span_id))
+                .field("name", &r.operation_name())
+                .field("sampled", &r.sampled)
+                .finish(),
+            None => f.write_str("Span(finished)"),
+        }
+    }
+}
+
+thread_local! {
+    /// The thread's entered spans, innermost last, with their tracer's id.
+    ///
+    /// Invariant: each pointer is to the record of a `Span` that an
+    /// `Entered` guard on this thread borrows, so it stays valid and
+    /// unmodified (the guard holds a shared borrow) until the guard drops
+    /// and removes it.
+    static ACTIVE: RefCell<Vec<(u64, *const SpanRecord)>> = RefCell::new(Vec::new());
+}
+
+/// Calls `f` with the innermost entered span of tracer `tracer_id`.
+fn with_active(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
+    let _ = ACTIVE.try_with(|a| {
+        let active = a.borrow();
+        if let Some(&(_, ptr)) = active.iter().rev().find(|(id, _)| *id == tracer_id) {
+            // SAFETY: by the `ACTIVE` invariant the record is alive and only
+            // shared-borrowed while its entry is present.
+            f(unsafe { &*ptr });
+        }
+    });
+}
+
+/// Guard returned by [`Span::enter`]; leaves the span when dropped.
+/// Stays on the thread that entered (it is `!Send`).
+#[must_use = "the span is active only while the guard lives"]
+pub struct Entered<'a> {
+    ptr: *const SpanRecord,
+    _span: PhantomData<&'a Span>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let _ = ACTIVE.try_with(|a| {
+            let mut active = a.borrow_mut();
+            if let Some(i) = active.iter().rposition(|(_, p)| *p == self.ptr) {
+                active.remove(i);
+            }
+        });
+    }
+}
+
+impl fmt::Debug for Entered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Entered")
+    }
+}

@@ -1,0 +1,216 @@
+//! Counters: what happened to every span, readable at any time.
+//!
+//! Every counter has exactly one writing thread (a span's finishing thread,
+//! or the flusher), so an increment is a plain load and store, not a locked
+//! read-modify-write, and costs the hot path about a nanosecond.
+//! [`Tracer::stats`](crate::Tracer::stats) adds them up.
+
+use crate::record::Truncations;
+use crate::sync::{AtomicU64, Ordering};
+
+/// A counter with a single writing thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the counter's one writer may call this.
+    #[inline(always)]
+    pub(crate) fn add(&self, n: u64) {
+        // ORDERING: Relaxed: single writer, so load+store cannot lose an
+        // increment; readers want a recent value, and the exact totals they
+        // rely on are read after a handshake (thread join, `flush`,
+        // `shutdown`) that orders these stores before the read.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Subtracts `n`, wrapping. Single writer only.
+    pub(crate) fn sub(&self, n: u64) {
+        self.add(n.wrapping_neg());
+    }
+
+    #[inline(always)]
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    /// Raises the value to `n` if it is lower. Single writer only.
+    pub(crate) fn raise_to(&self, n: u64) {
+        // ORDERING: Relaxed, as in `add`.
+        if self.0.load(Ordering::Relaxed) < n {
+            self.0.store(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        // ORDERING: Relaxed, see `add`.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a finished span was not handed to the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The thread's ring was full and the policy was `DropNewest`.
+    RingFull,
+    /// The ring stayed full for the whole `Block` timeout.
+    BlockTimeout,
+    /// The sampler decided not to record the span's trace.
+    Unsampled,
+    /// The span finished after the tracer shut down.
+    Shutdown,
+    /// The recorder returned an error (or panicked) for the span's batch.
+    RecorderError,
+}
+
+/// Spans dropped, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts {
+    /// See [`DropReason::RingFull`].
+    pub ring_full: u64,
+    /// See [`DropReason::BlockTimeout`].
+    pub block_timeout: u64,
+    /// See [`DropReason::Unsampled`].
+    pub unsampled: u64,
+    /// See [`DropReason::Shutdown`].
+    pub shutdown: u64,
+    /// See [`DropReason::RecorderError`].
+    pub recorder_error: u64,
+}
+
+impl DropCounts {
+    /// All dropped spans.
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.block_timeout + self.unsampled + self.shutdown + self.recorder_error
+    }
+
+    /// The count for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::RingFull => self.ring_full,
+            DropReason::BlockTimeout => self.block_timeout,
+            DropReason::Unsampled => self.unsampled,
+            DropReason::Shutdown => self.shutdown,
+            DropReason::RecorderError => self.recorder_error,
+        }
+    }
+}
+
+/// What limits cut off, summed over all spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitCounts {
+    /// Tags dropped beyond `max_tags`.
+    pub tags: u64,
+    /// Log entries dropped beyond `max_logs`.
+    pub logs: u64,
+    /// Log fields dropped beyond `max_log_fields`.
+    pub log_fields: u64,
+    /// String values cut to `max_value_bytes`.
+    pub values: u64,
+    /// Baggage items refused by the baggage limits.
+    pub baggage: u64,
+}
+
+/// A snapshot of a tracer's counters.
+///
+/// Invariant: once every thread that finishes spans is quiescent and
+/// [`Tracer::flush`](crate::Tracer::flush) or
+/// [`Tracer::shutdown`](crate::Tracer::shutdown) has returned `Ok`,
+/// `recorded + dropped.total() == finished` exactly. Between those points
+/// the difference is the number of spans in flight ([`Stats::in_flight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Spans started (sampled or not).
+    pub started: u64,
+    /// Spans finished (sampled or not).
+    pub finished: u64,
+    /// Spans handed to the recorder, which accepted them.
+    pub recorded: u64,
+    /// Finished spans not recorded, by reason.
+    pub dropped: DropCounts,
+    /// What the span limits cut off.
+    pub limits: LimitCounts,
+    /// Calls to `Recorder::record`.
+    pub batches: u64,
+    /// `Recorder::record`, `flush` or `shutdown` calls that returned an error.
+    pub recorder_errors: u64,
+    /// Recorder calls that panicked (the flusher survives them).
+    pub recorder_panics: u64,
+    /// Most spans the flusher found waiting in one thread's ring at once.
+    pub ring_high_water: u64,
+    /// Threads currently registered with the tracer.
+    pub threads: u64,
+}
+
+impl Stats {
+    /// Finished spans neither recorded nor dropped yet.
+    pub fn in_flight(&self) -> u64 {
+        self.finished
+            .saturating_sub(self.recorded + self.dropped.total())
+    }
+}
+
+/// Counters written by one span-finishing thread.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadCounters {
+    pub(crate) started: Counter,
+    pub(crate) finished: Counter,
+    pub(crate) ring_full: Counter,
+    pub(crate) block_timeout: Counter,
+    pub(crate) unsampled: Counter,
+    pub(crate) shutdown: Counter,
+    pub(crate) limit_tags: Counter,
+    pub(crate) limit_logs: Counter,
+    pub(crate) limit_log_fields: Counter,
+    pub(crate) limit_values: Counter,
+    pub(crate) limit_baggage: Counter,
+}
+
+impl ThreadCounters {
+    pub(crate) fn add_truncations(&self, t: &Truncations) {
+        self.limit_tags.add(t.tags.into());
+        self.limit_logs.add(t.logs.into());
+        self.limit_log_fields.add(t.log_fields.into());
+        self.limit_values.add(t.values.into());
+        self.limit_baggage.add(t.baggage.into());
+    }
+
+    /// Adds this thread's counts into `stats`.
+    pub(crate) fn add_to(&self, stats: &mut Stats) {
+        stats.started = stats.started.wrapping_add(self.started.get());
+        stats.finished += self.finished.get();
+        stats.dropped.ring_full += self.ring_full.get();
+        stats.dropped.block_timeout += self.block_timeout.get();
+        stats.dropped.unsampled += self.unsampled.get();
+        stats.dropped.shutdown += self.shutdown.get();
+        stats.limits.tags += self.limit_tags.get();
+        stats.limits.logs += self.limit_logs.get();
+        stats.limits.log_fields += self.limit_log_fields.get();
+        stats.limits.values += self.limit_values.get();
+        stats.limits.baggage += self.limit_baggage.get();
+    }
+}
+
+/// Counters written by the flusher thread.
+#[derive(Debug, Default)]
+pub(crate) struct FlusherCounters {
+    pub(crate) recorded: Counter,
+    pub(crate) recorder_error_drops: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) recorder_errors: Counter,
+    pub(crate) recorder_panics: Counter,
+    pub(crate) ring_high_water: Counter,
+}
+
+impl FlusherCounters {
+    pub(crate) fn add_to(&self, stats: &mut Stats) {
+        stats.recorded += self.recorded.get();
+        stats.dropped.recorder_error += self.recorder_error_drops.get();
+        stats.batches += self.batches.get();
+        stats.recorder_errors += self.recorder_errors.get();
+        stats.recorder_panics += self.recorder_panics.get();
+        stats.ring_high_water = stats.ring_high_water.max(self.ring_high_water.get());
+    }
+}

@@ -1,0 +1,59 @@
+//! The one place that imports atomics, `UnsafeCell`, `Arc` and `thread_local!`.
+//!
+//! Modeled on tokio's `src/loom/` facade: under `cfg(spanrec_loom)` every
+//! primitive here is loom's, so the lock-free protocols built on top of this
+//! module can be model-checked by loom without a line of them changing. The
+//! cfg is deliberately not called `loom`: that name would flip tokio's (and so
+//! mongodb's) own loom mode in any build that shares the flags.
+
+#[cfg(not(spanrec_loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::Arc;
+    pub(crate) use std::thread_local;
+
+    /// `std`'s `UnsafeCell` with loom's closure-based API, so that code using
+    /// it is written once for both builds.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Gives `f` a raw pointer for reading.
+        #[inline(always)]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Gives `f` a raw pointer for writing.
+        #[inline(always)]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(spanrec_loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::Arc;
+    pub(crate) use loom::thread_local;
+}
+
+pub(crate) use imp::*;
+
+/// A process-wide unique id for each tracer (never reused, so a thread's
+/// slot for a dropped tracer can never be mistaken for a new tracer's).
+///
+/// Deliberately `std`'s atomic in both builds: a unique-id counter is not
+/// part of any protocol the loom models check, and loom atomics cannot live
+/// in a `static`.
+pub(crate) fn next_tracer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // ORDERING: Relaxed: only uniqueness matters, which the RMW guarantees.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
