@@ -23,9 +23,6 @@ pub const MIN_IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// Longest sleep after empty passes.
 pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
 
-/// Marks a batch entry that belongs to no slot (a late span).
-const NO_SLOT: usize = usize::MAX;
-
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     recorder: Box<dyn Recorder>,
@@ -39,7 +36,7 @@ pub(crate) fn spawn(
                 recorder,
                 slots: Vec::new(),
                 batch: Vec::with_capacity(max_batch),
-                origins: Vec::with_capacity(max_batch),
+                homes: std::collections::HashMap::new(),
                 batch_since: None,
                 flush_done: 0,
                 late: Vec::new(),
@@ -54,10 +51,11 @@ struct Flusher {
     slots: Vec<Slot>,
     /// Spans collected for the next `record` call.
     batch: Vec<Box<SpanRecord>>,
-    /// `origins[i]` is the index in `slots` that `batch[i]` came from.
+    /// Slot id → index in `slots`, to send each buffer back to the thread
+    /// that allocated it.
     ///
-    /// Invariant: `slots` is only reordered while `batch` is empty.
-    origins: Vec<usize>,
+    /// Invariant: rebuilt whenever `slots` changes.
+    homes: std::collections::HashMap<u64, usize>,
     /// When the oldest span in `batch` was collected.
     batch_since: Option<Instant>,
     flush_done: u64,
@@ -83,9 +81,7 @@ impl Flusher {
             if flush_now || shutdown || batch_due {
                 self.deliver();
             }
-            if self.batch.is_empty() {
-                self.retire_drained();
-            }
+            self.retire_drained();
             if shutdown {
                 self.shut_down();
                 return;
@@ -111,13 +107,17 @@ impl Flusher {
     fn collect(&mut self) -> usize {
         let mut new_slots = Vec::new();
         self.shared.collect_new(&mut new_slots, &mut self.late);
-        self.slots.extend(new_slots.into_iter().map(|inner| Slot {
-            inner,
-            drained_for_good: false,
-        }));
+        if !new_slots.is_empty() {
+            let new_slots = new_slots.into_iter().map(|inner| Slot {
+                inner,
+                drained_for_good: false,
+            });
+            self.slots.extend(new_slots);
+            self.index_homes();
+        }
         let mut moved = 0;
         while let Some(record) = self.late.pop() {
-            self.add(record, NO_SLOT);
+            self.add(record);
             moved += 1;
         }
         for i in 0..self.slots.len() {
@@ -137,7 +137,7 @@ impl Flusher {
                 let Some(record) = self.slots[i].inner.spans.pop() else {
                     break;
                 };
-                self.add(record, i);
+                self.add(record);
                 n += 1;
             }
             self.shared
@@ -152,12 +152,21 @@ impl Flusher {
         moved
     }
 
-    fn add(&mut self, record: Box<SpanRecord>, origin: usize) {
+    fn index_homes(&mut self) {
+        self.homes.clear();
+        self.homes.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.inner.state.id, i)),
+        );
+    }
+
+    fn add(&mut self, record: Box<SpanRecord>) {
         if self.batch.is_empty() {
             self.batch_since = Some(Instant::now());
         }
         self.batch.push(record);
-        self.origins.push(origin);
         if self.batch.len() >= self.shared.config.max_batch_size {
             self.deliver();
         }
@@ -190,14 +199,17 @@ impl Flusher {
                     .set_last_recorder_error("recorder panicked in record".into());
             }
         }
-        for (mut record, origin) in self.batch.drain(..).zip(self.origins.drain(..)) {
-            record.reset();
-            if let Some(slot) = self.slots.get_mut(origin) {
-                if !slot.drained_for_good {
-                    // A full return ring (a thread that finishes more spans
-                    // than it starts) frees the buffer instead.
-                    let _ = slot.inner.returns.push(record);
-                }
+        for mut record in self.batch.drain(..) {
+            if record.owns_heap {
+                record.reset();
+            }
+            // Back to the thread that allocated it, so a thread whose spans
+            // finish elsewhere (work-stealing runtimes) still never allocates
+            // in steady state. A buffer whose home is gone, or whose return
+            // ring is full (more of its spans in flight than ever before), is
+            // freed here, off the hot path.
+            if let Some(&i) = self.homes.get(&record.home) {
+                let _ = self.slots[i].inner.returns.push(record);
             }
         }
         self.batch_since = None;
@@ -222,9 +234,8 @@ impl Flusher {
     }
 
     /// Forgets slots of exited threads that are drained for good.
-    /// Requires an empty batch (the `origins` invariant).
     fn retire_drained(&mut self) {
-        debug_assert!(self.batch.is_empty());
+        let before = self.slots.len();
         let mut i = 0;
         while i < self.slots.len() {
             if self.slots[i].drained_for_good {
@@ -233,6 +244,9 @@ impl Flusher {
             } else {
                 i += 1;
             }
+        }
+        if self.slots.len() != before {
+            self.index_homes();
         }
     }
 

@@ -26,7 +26,7 @@ use crate::OverflowPolicy;
 use std::cell::RefCell;
 
 /// A slot's state seen by both sides.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SlotState {
     /// Set once by the owning thread when it exits (the `LocalSlot` drop),
     /// after its last push.
@@ -37,6 +37,9 @@ pub(crate) struct SlotState {
     pub(crate) tracer_gone: AtomicBool,
     /// Counters written only by the owning thread.
     pub(crate) counters: ThreadCounters,
+    /// Unique within the tracer; buffers this thread allocates carry it as
+    /// their `home`, and the flusher returns them here.
+    pub(crate) id: u64,
 }
 
 /// The flusher's half of a slot.
@@ -76,8 +79,16 @@ thread_local! {
 fn register(shared: &Arc<Shared>) -> LocalSlot {
     let capacity = shared.config.ring_capacity;
     let (spans_tx, spans_rx) = ring(capacity);
-    let (returns_tx, returns_rx) = ring(capacity);
-    let state = Arc::new(SlotState::default());
+    // Room for every buffer this thread can have in flight (its ring, the
+    // flusher's batch, its spare list), so returns do not overflow in steady
+    // state.
+    let (returns_tx, returns_rx) = ring(capacity + shared.config.max_batch_size + SPARE_CAPACITY);
+    let state = Arc::new(SlotState {
+        orphaned: AtomicBool::new(false),
+        tracer_gone: AtomicBool::new(false),
+        counters: ThreadCounters::default(),
+        id: shared.next_slot_id(),
+    });
     shared.register(FlusherSlot {
         spans: spans_rx,
         returns: returns_tx,
@@ -123,19 +134,35 @@ pub(crate) fn acquire(shared: &Arc<Shared>) -> Box<SpanRecord> {
         slot.spare.pop().or_else(|| slot.returns.pop())
     });
     match recycled {
-        Some(Some(record)) => record,
-        Some(None) => SpanRecord::new(shared.clone()),
+        Some(Some(mut record)) => {
+            // Reset here rather than on the flusher: see `owns_heap`.
+            record.reset();
+            record
+        }
+        Some(None) => allocate(shared),
         None => {
             shared.count_late(|c| c.started.incr());
-            SpanRecord::new(shared.clone())
+            allocate(shared)
         }
     }
 }
 
+#[cold]
+fn allocate(shared: &Arc<Shared>) -> Box<SpanRecord> {
+    let home = with_slot(shared, |slot| {
+        slot.state.counters.buffers_allocated.incr();
+        slot.state.id
+    });
+    if home.is_none() {
+        shared.count_late(|c| c.buffers_allocated.incr());
+    }
+    // Home 0 is no slot's: the flusher frees such a buffer after use.
+    SpanRecord::new(shared.clone(), home.unwrap_or(0))
+}
+
 /// Puts a buffer that never reached the flusher (a builder dropped before
 /// `start`) back where `acquire` finds it.
-pub(crate) fn release(mut record: Box<SpanRecord>) {
-    record.reset();
+pub(crate) fn release(record: Box<SpanRecord>) {
     let shared = record.shared.clone();
     let _ = with_slot(&shared, |slot| {
         // `acquire` counted it as started; it never was. If this is not the
@@ -199,7 +226,7 @@ fn finish_late(mut record: Box<SpanRecord>) {
 
 impl LocalSlot {
     #[inline]
-    fn finish(&mut self, mut record: Box<SpanRecord>) {
+    fn finish(&mut self, record: Box<SpanRecord>) {
         let counters = &self.state.counters;
         counters.finished.incr();
         if record.truncations.any() {
@@ -207,7 +234,6 @@ impl LocalSlot {
         }
         if !record.sampled {
             counters.unsampled.incr();
-            record.reset();
             self.keep_spare(record);
             return;
         }
@@ -217,7 +243,6 @@ impl LocalSlot {
         // outcome is accounted for.
         if record.shared.closed.load(Ordering::Relaxed) {
             counters.shutdown.incr();
-            record.reset();
             self.keep_spare(record);
             return;
         }
@@ -231,9 +256,8 @@ impl LocalSlot {
     }
 
     #[cold]
-    fn drop_full(&mut self, mut record: Box<SpanRecord>) {
+    fn drop_full(&mut self, record: Box<SpanRecord>) {
         self.state.counters.ring_full.incr();
-        record.reset();
         self.keep_spare(record);
     }
 
@@ -251,7 +275,6 @@ impl LocalSlot {
             }
             if std::time::Instant::now() >= deadline {
                 self.state.counters.block_timeout.incr();
-                record.reset();
                 self.keep_spare(record);
                 return;
             }

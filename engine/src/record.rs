@@ -295,6 +295,8 @@ impl Truncations {
 pub struct SpanRecord {
     /// The tracer this buffer belongs to; fixed for the buffer's whole life.
     pub(crate) shared: Arc<Shared>,
+    /// The id of the thread slot that allocated this buffer; fixed.
+    pub(crate) home: u64,
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
     pub(crate) sampled: bool,
@@ -309,6 +311,11 @@ pub struct SpanRecord {
     /// Sum of the lengths of the keys and values in `baggage`.
     baggage_bytes: usize,
     pub(crate) truncations: Truncations,
+    /// Some `Str::Owned` was stored since the last `reset`: the flusher then
+    /// resets the buffer itself, so the `String`s are freed off the hot path.
+    /// Otherwise the owning thread resets it when it reuses it, which keeps
+    /// the flusher from writing (and so stealing) the buffer's cache lines.
+    pub(crate) owns_heap: bool,
     /// Holds the bytes of every `Str::Arena` above.
     ///
     /// Invariant: reset only by `reset`, after every `Str` above is dropped.
@@ -322,10 +329,11 @@ pub struct SpanRecord {
 unsafe impl Send for SpanRecord {}
 
 impl SpanRecord {
-    pub(crate) fn new(shared: Arc<Shared>) -> Box<SpanRecord> {
+    pub(crate) fn new(shared: Arc<Shared>, home: u64) -> Box<SpanRecord> {
         let arena = Bump::with_capacity(shared.config.arena_chunk_bytes);
         Box::new(SpanRecord {
             shared,
+            home,
             trace_id: 0,
             span_id: 0,
             sampled: false,
@@ -339,6 +347,7 @@ impl SpanRecord {
             baggage: Vec::new(),
             baggage_bytes: 0,
             truncations: Truncations::default(),
+            owns_heap: false,
             arena,
         })
     }
@@ -353,6 +362,7 @@ impl SpanRecord {
         self.baggage.clear();
         self.baggage_bytes = 0;
         self.truncations = Truncations::default();
+        self.owns_heap = false;
         // Every `Str` is gone, so nothing points into the arena any more.
         self.arena.reset();
     }
@@ -391,6 +401,7 @@ impl SpanRecord {
                 StoredValue::Str(Str::Static(&s[..n]))
             }
             Value::String(mut s) => {
+                self.owns_heap = true;
                 let n = floor_char_boundary(&s, max);
                 if n < s.len() {
                     self.truncations.values += 1;
@@ -399,6 +410,15 @@ impl SpanRecord {
                 StoredValue::Str(Str::Owned(s))
             }
         }
+    }
+
+    /// Stores a caller's string (name, key, event), noting an owned one.
+    #[inline]
+    pub(crate) fn own(&mut self, s: Cow<'static, str>) -> Str {
+        if let Cow::Owned(_) = s {
+            self.owns_heap = true;
+        }
+        s.into()
     }
 
     #[inline]
@@ -536,12 +556,10 @@ impl SpanRecord {
     /// Finish minus start, in nanoseconds (0 if a caller-given finish time
     /// precedes the start).
     pub fn duration_nanos(&self) -> u64 {
-        match (self.start, self.finish) {
-            (Time::Ticks(s), Time::Ticks(f)) => self.shared.clock.ticks_between(s, f),
-            _ => self
-                .finish_unix_nanos()
-                .saturating_sub(self.start_unix_nanos()),
-        }
+        // From the converted times, so that start + duration == finish
+        // exactly as a reader sees them.
+        self.finish_unix_nanos()
+            .saturating_sub(self.start_unix_nanos())
     }
 
     /// Tags in the order first set; setting a key again replaces its value.

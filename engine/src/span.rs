@@ -100,7 +100,7 @@ pub struct SpanBuilder<'t> {
 impl<'t> SpanBuilder<'t> {
     pub(crate) fn new(tracer: &'t Tracer, name: Cow<'static, str>) -> Self {
         let mut record = local::acquire(tracer.shared());
-        record.name = name.into();
+        record.name = record.own(name);
         SpanBuilder {
             tracer,
             record: Some(record),
@@ -289,7 +289,8 @@ impl Span {
 
     /// Renames the operation.
     pub fn set_operation_name(&mut self, name: impl Into<Cow<'static, str>>) {
-        self.rec_mut().name = name.into().into();
+        let record = self.rec_mut();
+        record.name = record.own(name.into());
     }
 
     /// Sets a tag, replacing an earlier value of the same key. A no-op on an

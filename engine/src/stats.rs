@@ -142,6 +142,10 @@ pub struct Stats {
     pub ring_high_water: u64,
     /// Threads currently registered with the tracer.
     pub threads: u64,
+    /// Span buffers ever allocated. Grows during warm-up and when more spans
+    /// are in flight than ever before; flat in steady state. Each buffer is
+    /// about 300 bytes plus its arena chunk.
+    pub buffers_allocated: u64,
 }
 
 impl Stats {
@@ -166,6 +170,7 @@ pub(crate) struct ThreadCounters {
     pub(crate) limit_log_fields: Counter,
     pub(crate) limit_values: Counter,
     pub(crate) limit_baggage: Counter,
+    pub(crate) buffers_allocated: Counter,
 }
 
 impl ThreadCounters {
@@ -190,6 +195,7 @@ impl ThreadCounters {
         stats.limits.log_fields += self.limit_log_fields.get();
         stats.limits.values += self.limit_values.get();
         stats.limits.baggage += self.limit_baggage.get();
+        stats.buffers_allocated += self.buffers_allocated.get();
     }
 }
 

@@ -9,7 +9,7 @@ use crate::record::SpanRecord;
 use crate::recorder::Recorder;
 use crate::span::{Span, SpanBuilder};
 use crate::stats::{FlusherCounters, Stats, ThreadCounters};
-use crate::sync::{next_tracer_id, Arc, AtomicBool, Ordering};
+use crate::sync::{next_tracer_id, Arc, AtomicBool, AtomicU64, Ordering};
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Cow;
 use std::fmt;
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     /// The flusher thread, to wake it and to refuse waits made from it.
     flusher_thread: std::sync::OnceLock<std::thread::Thread>,
     last_recorder_error: Mutex<Option<String>>,
+    /// Source of `SlotState::id`s; starts at 1 (0 means "no slot").
+    next_slot_id: AtomicU64,
 }
 
 /// Everything about the set of registered threads. Locked on registration,
@@ -65,6 +67,11 @@ struct Control {
 }
 
 impl Shared {
+    pub(crate) fn next_slot_id(&self) -> u64 {
+        // ORDERING: Relaxed: only uniqueness matters, which the RMW gives.
+        self.next_slot_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn register(&self, slot: FlusherSlot) {
         let mut reg = self.registry.lock();
         reg.states.push(slot.state.clone());
@@ -230,6 +237,7 @@ impl Shared {
             stats.limits.log_fields += r.limits.log_fields;
             stats.limits.values += r.limits.values;
             stats.limits.baggage += r.limits.baggage;
+            stats.buffers_allocated += r.buffers_allocated;
         }
         self.flusher_counters.add_to(&mut stats);
         stats
@@ -491,6 +499,7 @@ impl TracerBuilder {
             flusher: Mutex::new(None),
             flusher_thread: std::sync::OnceLock::new(),
             last_recorder_error: Mutex::new(None),
+            next_slot_id: AtomicU64::new(1),
         });
         let handle = flusher::spawn(shared.clone(), recorder).map_err(BuildError::Spawn)?;
         let _ = shared.flusher_thread.set(handle.thread().clone());

@@ -1,0 +1,334 @@
+//! Many threads, overload, idle and exiting threads, flush and shutdown.
+
+use spanrec::{InMemoryRecorder, OverflowPolicy, OwnedValue, Recorder, Tracer};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+fn secs(n: u64) -> Instant {
+    Instant::now() + Duration::from_secs(n)
+}
+
+#[test]
+fn eight_threads_every_span_recorded_exactly_once() {
+    const THREADS: u64 = 8;
+    const SPANS: u64 = 100_000;
+    let rec = InMemoryRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec.clone())
+        // The in-memory recorder copies every span; let producers wait for it
+        // rather than drop, so that "exactly once" is checkable.
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        })
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..SPANS {
+                    let mut s = t.start_span("work");
+                    s.set_tag("thread", thread);
+                    s.set_tag("i", i);
+                    s.finish();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.flush(secs(60)).unwrap();
+    let spans = rec.spans();
+    assert_eq!(spans.len() as u64, THREADS * SPANS);
+    let mut seen = HashSet::new();
+    for s in &spans {
+        let (Some(OwnedValue::U64(th)), Some(OwnedValue::U64(i))) = (s.tag("thread"), s.tag("i"))
+        else {
+            panic!("tags missing on {s:?}");
+        };
+        assert!(seen.insert((*th, *i)), "span ({th}, {i}) recorded twice");
+        assert!(seen.len() <= (THREADS * SPANS) as usize);
+    }
+    let ids: HashSet<u64> = spans.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), spans.len(), "span ids are unique");
+    let st = t.stats();
+    assert_eq!(st.finished, THREADS * SPANS);
+    assert_eq!(st.recorded, THREADS * SPANS);
+    assert_eq!(st.dropped.total(), 0);
+}
+
+/// Counts spans; sleeps per batch to make the flusher the bottleneck.
+struct SlowCounter {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    delay: Duration,
+}
+
+impl Recorder for SlowCounter {
+    fn record(&mut self, batch: &spanrec::Batch<'_>) -> Result<(), spanrec::RecorderError> {
+        std::thread::sleep(self.delay);
+        self.received
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn overload_with_tiny_ring_accounts_for_every_span_and_bounds_memory() {
+    const THREADS: u64 = 3;
+    const SPANS: u64 = 200_000;
+    const RING: u64 = 16;
+    const BATCH: u64 = 8;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = Tracer::builder()
+        .recorder(SlowCounter {
+            received: received.clone(),
+            delay: Duration::from_micros(200),
+        })
+        .ring_capacity(RING as usize)
+        .max_batch_size(BATCH as usize)
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for _ in 0..SPANS {
+                    let mut s = t.start_span("overload");
+                    s.set_tag("payload", "some borrowed text");
+                    s.finish();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.flush(secs(60)).unwrap();
+    let st = t.stats();
+    assert_eq!(st.finished, THREADS * SPANS);
+    assert_eq!(st.recorded + st.dropped.total(), st.finished, "{st:?}");
+    assert_eq!(
+        st.recorded,
+        received.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        st.dropped.ring_full > 0,
+        "the ring was meant to overflow: {st:?}"
+    );
+    // Memory is bounded: buffers per thread never exceed what the two rings,
+    // the spare list, the flusher's batch and the live span can hold, however
+    // many spans were finished.
+    let per_thread = 2 * RING + 32 + BATCH + 1;
+    assert!(st.buffers_allocated <= THREADS * per_thread, "{st:?}");
+}
+
+#[test]
+fn idle_thread_spans_arrive_within_a_flush_interval() {
+    let interval = Duration::from_millis(100);
+    let rec = InMemoryRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec.clone())
+        .flush_interval(interval)
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let worker = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            t.start_span("before-idle").finish();
+            // Stay alive and idle until the test is done.
+            let _ = rx.recv();
+        })
+    };
+    let started = Instant::now();
+    while rec.is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let waited = started.elapsed();
+    tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(rec.len(), 1, "the idle thread's span never arrived");
+    // One interval plus the flusher's idle poll, with slack for a loaded CI
+    // machine; without polling, it would never arrive at all.
+    assert!(
+        waited < interval + Duration::from_millis(400),
+        "took {waited:?}"
+    );
+}
+
+#[test]
+fn exited_thread_spans_arrive_and_its_slot_is_retired() {
+    let interval = Duration::from_millis(50);
+    let rec = InMemoryRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec.clone())
+        .flush_interval(interval)
+        .build()
+        .unwrap();
+    {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                t.start_span("exiting").finish();
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    let started = Instant::now();
+    while rec.len() < 1000 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(rec.len(), 1000);
+    while t.stats().threads > 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let st = t.stats();
+    assert_eq!(st.threads, 0, "the exited thread's slot was not retired");
+    assert_eq!(
+        (st.finished, st.recorded),
+        (1000, 1000),
+        "retired counts are kept"
+    );
+}
+
+#[test]
+fn flush_and_shutdown_honour_deadlines_with_a_slow_recorder() {
+    let rec = InMemoryRecorder::new();
+    rec.set_delay(Duration::from_millis(600));
+    let t = Tracer::builder().recorder(rec.clone()).build().unwrap();
+    t.start_span("slow").finish();
+    let begun = Instant::now();
+    let r = t.flush(Instant::now() + Duration::from_millis(50));
+    assert_eq!(r, Err(spanrec::FlushError::Timeout));
+    assert!(
+        begun.elapsed() < Duration::from_millis(500),
+        "flush overstayed its deadline"
+    );
+    t.flush(secs(30)).unwrap();
+    assert_eq!(rec.len(), 1);
+
+    t.start_span("slow2").finish();
+    let begun = Instant::now();
+    assert_eq!(
+        t.shutdown(Instant::now() + Duration::from_millis(50)),
+        Err(spanrec::FlushError::Timeout)
+    );
+    assert!(
+        begun.elapsed() < Duration::from_millis(500),
+        "shutdown overstayed its deadline"
+    );
+    t.shutdown(secs(30)).unwrap();
+    assert_eq!(rec.len(), 2);
+
+    // After shutdown: finishing is counted, flush says why it cannot help.
+    t.start_span("late").finish();
+    assert_eq!(t.flush(secs(1)), Err(spanrec::FlushError::Closed));
+    let st = t.stats();
+    assert_eq!(st.dropped.shutdown, 1);
+    assert_eq!(st.recorded + st.dropped.total(), st.finished);
+}
+
+#[test]
+fn recorder_errors_and_panics_are_counted_and_survived() {
+    struct Flaky(u32);
+    impl Recorder for Flaky {
+        fn record(&mut self, batch: &spanrec::Batch<'_>) -> Result<(), spanrec::RecorderError> {
+            self.0 += 1;
+            match self.0 {
+                1 => Err(spanrec::RecorderError::with_source(
+                    "insert failed",
+                    std::io::Error::other("EOF"),
+                )),
+                2 => panic!("recorder bug"),
+                _ => {
+                    assert!(!batch.is_empty());
+                    Ok(())
+                }
+            }
+        }
+    }
+    let t = Tracer::builder().recorder(Flaky(0)).build().unwrap();
+    for _ in 0..3 {
+        t.start_span("x").finish();
+        t.flush(secs(10)).unwrap();
+    }
+    let st = t.stats();
+    assert_eq!(st.recorder_errors, 1);
+    assert_eq!(st.recorder_panics, 1);
+    assert_eq!(st.dropped.recorder_error, 2);
+    assert_eq!(st.recorded, 1);
+    assert_eq!(st.recorded + st.dropped.total(), st.finished);
+    let last = t.last_recorder_error().unwrap();
+    assert!(last.contains("panicked") || last.contains("EOF"), "{last}");
+}
+
+#[test]
+fn flush_from_inside_the_recorder_is_refused_not_deadlocked() {
+    struct Reentrant(
+        std::sync::Arc<std::sync::Mutex<Option<Tracer>>>,
+        std::sync::mpsc::Sender<String>,
+    );
+    impl Recorder for Reentrant {
+        fn record(&mut self, _: &spanrec::Batch<'_>) -> Result<(), spanrec::RecorderError> {
+            if let Some(t) = self.0.lock().unwrap().as_ref() {
+                let r = t.flush(Instant::now() + Duration::from_secs(5));
+                let _ = self.1.send(format!("{r:?}"));
+            }
+            Ok(())
+        }
+    }
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = Tracer::builder()
+        .recorder(Reentrant(slot.clone(), tx))
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(t.clone());
+    t.start_span("x").finish();
+    t.flush(secs(10)).unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "Err(OnFlusherThread)"
+    );
+    slot.lock().unwrap().take();
+}
+
+#[test]
+fn block_policy_waits_then_counts_a_timeout() {
+    let rec = InMemoryRecorder::new();
+    rec.set_delay(Duration::from_millis(300));
+    let t = Tracer::builder()
+        .recorder(rec.clone())
+        .ring_capacity(1)
+        .max_batch_size(1)
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_millis(20),
+        })
+        .build()
+        .unwrap();
+    let begun = Instant::now();
+    for _ in 0..6 {
+        t.start_span("b").finish();
+    }
+    let elapsed = begun.elapsed();
+    t.flush(secs(30)).unwrap();
+    let st = t.stats();
+    assert!(st.dropped.block_timeout >= 1, "{st:?}");
+    assert_eq!(st.recorded + st.dropped.total(), 6);
+    // Each blocked finish waited at most its timeout (plus scheduling slack).
+    assert!(elapsed < Duration::from_millis(6 * 20 + 400), "{elapsed:?}");
+}
+
+#[test]
+fn dropping_the_last_handle_shuts_down_and_delivers() {
+    let rec = InMemoryRecorder::new();
+    {
+        let t = Tracer::builder().recorder(rec.clone()).build().unwrap();
+        for _ in 0..10 {
+            t.start_span("final").finish();
+        }
+    }
+    assert_eq!(rec.len(), 10);
+}
