@@ -13,6 +13,9 @@
 //! through the other. Each side is a handle that is `Send` but whose methods
 //! take `&mut self`, so the single-producer / single-consumer discipline is
 //! enforced by the borrow checker instead of by documentation.
+//!
+//! Public only so that `spanrec-loom-tests` can model it; not part of the
+//! supported API.
 
 use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
 use crossbeam_utils::CachePadded;
@@ -69,7 +72,7 @@ impl<T> Drop for Ring<T> {
 
 /// Creates a ring that holds up to `capacity` values, rounded up to a power of
 /// two (and at least 1).
-pub(crate) fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     let capacity = capacity.max(1).next_power_of_two();
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -96,10 +99,10 @@ pub(crate) fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 
 /// The ring was full; the value is handed back.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Full<T>(pub(crate) T);
+pub struct Full<T>(pub T);
 
 /// The writing end of a ring.
-pub(crate) struct Producer<T> {
+pub struct Producer<T> {
     ring: Arc<Ring<T>>,
     /// Our own copy of `ring.tail` (we are its only writer).
     tail: usize,
@@ -110,7 +113,7 @@ pub(crate) struct Producer<T> {
 impl<T> Producer<T> {
     /// Appends `value`, or hands it back if the ring is really full.
     #[inline]
-    pub(crate) fn push(&mut self, value: T) -> Result<(), Full<T>> {
+    pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
         if self.tail.wrapping_sub(self.cached_head) > self.ring.mask {
             // Possibly full: refresh the consumer's index.
             // ORDERING: Acquire pairs with the consumer's Release store of
@@ -142,7 +145,7 @@ impl<T> Producer<T> {
 }
 
 /// The reading end of a ring.
-pub(crate) struct Consumer<T> {
+pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     /// Our own copy of `ring.head` (we are its only writer).
     head: usize,
@@ -153,7 +156,7 @@ pub(crate) struct Consumer<T> {
 impl<T> Consumer<T> {
     /// Removes the oldest value, if any.
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<T> {
+    pub fn pop(&mut self) -> Option<T> {
         if self.head == self.cached_tail {
             // Possibly empty: refresh the producer's index.
             // ORDERING: Acquire pairs with the producer's Release store of

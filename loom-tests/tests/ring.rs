@@ -1,0 +1,101 @@
+//! Models of the SPSC ring (`engine/src/ring.rs`): hand-over, wrap-around,
+//! full and empty boundaries, drop of unpopped values.
+//!
+//! Run: `RUSTFLAGS="--cfg spanrec_loom" cargo test -p spanrec-loom-tests --release`.
+#![cfg(spanrec_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use spanrec::ring::{ring, Full};
+
+/// A value whose halves must match: a torn read would split them. (loom's
+/// `UnsafeCell` tracking also fails the model on any unsynchronized access.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pair(u64, u64);
+
+fn push_spinning<T>(p: &mut spanrec::ring::Producer<T>, mut v: T) {
+    loop {
+        match p.push(v) {
+            Ok(()) => return,
+            Err(Full(back)) => {
+                v = back;
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Capacity 2, three values: the producer wraps around and meets the full
+/// boundary; the consumer meets the empty boundary. Every value arrives
+/// exactly once, in order, untorn.
+#[test]
+fn hand_over_wraps_around_full_and_empty() {
+    loom::model(|| {
+        let (mut p, mut c) = ring::<Pair>(2);
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                push_spinning(&mut p, Pair(i, i));
+            }
+        });
+        let mut next = 0;
+        while next < 3 {
+            match c.pop() {
+                Some(Pair(a, b)) => {
+                    assert_eq!(a, b, "torn read");
+                    assert_eq!(a, next, "out of order or duplicated");
+                    next += 1;
+                }
+                None => thread::yield_now(),
+            }
+        }
+        assert_eq!(c.pop(), None);
+        producer.join().unwrap();
+    });
+}
+
+/// A full ring refuses a push and hands the value back, whatever the
+/// consumer is doing; after the consumer has popped, the push succeeds.
+#[test]
+fn full_push_hands_the_value_back() {
+    loom::model(|| {
+        let (mut p, mut c) = ring::<u64>(1);
+        p.push(1).unwrap();
+        let consumer = thread::spawn(move || {
+            let got = c.pop();
+            (got, c)
+        });
+        match p.push(2) {
+            Ok(()) => {
+                // Only possible after the consumer took 1.
+                let (got, mut c) = consumer.join().unwrap();
+                assert_eq!(got, Some(1));
+                assert_eq!(c.pop(), Some(2));
+            }
+            Err(Full(v)) => {
+                assert_eq!(v, 2);
+                let (got, mut c) = consumer.join().unwrap();
+                assert_eq!(got, Some(1));
+                assert_eq!(c.pop(), None);
+            }
+        }
+    });
+}
+
+/// Values left in the ring when both handles are gone are dropped exactly
+/// once (loom fails the model on a leaked `loom::sync::Arc`).
+#[test]
+fn unpopped_values_are_dropped_not_leaked() {
+    loom::model(|| {
+        let (mut p, mut c) = ring::<Arc<u64>>(2);
+        let producer = thread::spawn(move || {
+            p.push(Arc::new(1)).unwrap();
+            let _ = p.push(Arc::new(2));
+        });
+        let first = c.pop();
+        producer.join().unwrap();
+        if let Some(v) = first {
+            assert_eq!(*v, 1);
+        }
+        drop(c);
+    });
+}
