@@ -54,6 +54,11 @@
     reason = "thread-locals go through the `sync` facade, and loom's `thread_local!` takes no `const` block"
 )]
 
+/// The README's usage example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 mod clock;
 mod config;
 mod flusher;
