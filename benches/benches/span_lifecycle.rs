@@ -1,7 +1,7 @@
 //! `span_lifecycle/*`: the cost of one span on the calling thread, with the
 //! flusher running and a recorder receiving every span.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_main, Criterion};
 use spanrec::Value;
 use spanrec_benches::{null_tracer, report};
 
@@ -27,5 +27,8 @@ fn span_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, span_lifecycle);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::span_lifecycle);
+}
+criterion_main!(group::benches);

@@ -16,7 +16,9 @@ const WORKERS: usize = 4;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().map_err(|e| format!("requests must be a number: {e}"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|e| format!("requests must be a number: {e}"))?,
         None => 50_000,
     };
     let recorder = InMemoryRecorder::new();
@@ -26,7 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .recorder(recorder.clone())
         // An audit log prefers a briefly slower request to a missing record.
         // (Four workers on a laptop outrun a recorder that copies every span.)
-        .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(1) })
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(1),
+        })
         .build()?;
 
     let began = Instant::now();
@@ -52,9 +56,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("requests served     {}", requests / WORKERS * WORKERS);
     println!("spans finished      {}", stats.finished);
     println!("spans recorded      {}", stats.recorded);
-    println!("spans dropped       {} {:?}", stats.dropped.total(), stats.dropped);
+    println!(
+        "spans dropped       {} {:?}",
+        stats.dropped.total(),
+        stats.dropped
+    );
     println!("spans received      {}", spans.len());
-    println!("throughput          {:.0} spans/s", stats.finished as f64 / served.as_secs_f64());
+    println!(
+        "throughput          {:.0} spans/s",
+        stats.finished as f64 / served.as_secs_f64()
+    );
     println!(
         "root span finish    p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
         pct(0.50),
@@ -62,7 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(0.999),
         finish_ns.last().copied().unwrap_or(0)
     );
-    if let Some(root) = spans.iter().find(|s| s.operation_name == "Client.FullStatus") {
+    if let Some(root) = spans
+        .iter()
+        .find(|s| s.operation_name == "Client.FullStatus")
+    {
         println!("\none trace ({:032x}):", root.trace_id);
         print_tree(&recorder.trace(root.trace_id));
     }
@@ -80,8 +94,12 @@ fn serve(tracer: &Tracer, worker: usize, n: usize) -> Vec<u64> {
     for i in 0..n {
         // Every third caller already traces and sends its context along.
         let incoming = (i % 3 == 0).then(|| {
-            SpanContext::new((0x5eed_u128 << 64) | ((worker as u128) << 32) | i as u128, 7 + i as u64, true)
-                .with_baggage_item("user", format!("user-{}", i % 17))
+            SpanContext::new(
+                (0x5eed_u128 << 64) | ((worker as u128) << 32) | i as u128,
+                7 + i as u64,
+                true,
+            )
+            .with_baggage_item("user", format!("user-{}", i % 17))
         });
         // The server gate: join the caller's trace, or start one.
         let mut request = match &incoming {
@@ -123,7 +141,11 @@ fn print_tree(spans: &[FinishedSpan]) {
         let parent = s.parent_span_id.filter(|p| ids.contains(p));
         children.entry(parent).or_default().push(s);
     }
-    fn walk(children: &HashMap<Option<u64>, Vec<&FinishedSpan>>, parent: Option<u64>, depth: usize) {
+    fn walk(
+        children: &HashMap<Option<u64>, Vec<&FinishedSpan>>,
+        parent: Option<u64>,
+        depth: usize,
+    ) {
         let mut kids = children.get(&parent).cloned().unwrap_or_default();
         kids.sort_by_key(|s| s.start_unix_nanos);
         for s in kids {
