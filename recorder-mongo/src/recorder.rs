@@ -1,0 +1,716 @@
+//! [`MongoRecorder`]: encodes spans on the flusher thread, inserts them from
+//! its own writer thread, retries transient failures, and spools to disk what
+//! the database cannot take, so that the tracer's flusher never waits on the
+//! network.
+//!
+//! ```text
+//! flusher ── encode ──▶ queue (bounded) ──▶ writer ── insert_many ──▶ MongoDB
+//!              │ queue full                    │ still failing after retries
+//!              └──────────▶ spool (disk) ◀─────┘
+//!                              └── replayed, oldest first, when MongoDB answers
+//! ```
+
+use crate::encode::{encode_span, MAX_DOCUMENT_BYTES};
+use crate::spool::{Spool, SpoolError};
+use bson::doc;
+use bson::raw::RawDocumentBuf;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use mongodb::error::{Error as DriverError, ErrorKind};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern,
+};
+use mongodb::sync::{Client, Collection};
+use mongodb::IndexModel;
+use parking_lot::Mutex;
+use spanrec::{Batch, Recorder, RecorderError};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Settings of a [`MongoRecorder`].
+#[derive(Debug, Clone)]
+pub struct MongoOptions {
+    /// Database name.
+    pub database: String,
+    /// Collection name.
+    pub collection: String,
+    /// Write concern of every insert. Default: `w: 1, j: true` (journaled on
+    /// the primary); use `Acknowledgment::Majority` on a replica set.
+    pub write_concern: WriteConcern,
+    /// Encoded batches waiting for the writer; beyond it batches are spooled.
+    pub queue_batches: usize,
+    /// Insert attempts per batch before it is spooled (transient errors).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with ±50 % jitter.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Directory of the on-disk spool. Default `spanrec-spool/<db>.<coll>`
+    /// under the working directory; put it on durable storage.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; batches beyond it fail (counted).
+    pub spool_max_bytes: u64,
+    /// How often to try the database again while it is down.
+    pub probe_interval: Duration,
+    /// Delete records this long after their start time (a TTL index on
+    /// `start`). `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+impl MongoOptions {
+    /// Defaults for `database` and `collection`.
+    pub fn new(database: impl Into<String>, collection: impl Into<String>) -> Self {
+        let (database, collection) = (database.into(), collection.into());
+        MongoOptions {
+            spool_dir: PathBuf::from("spanrec-spool").join(format!("{database}.{collection}")),
+            database,
+            collection,
+            write_concern: WriteConcern::builder()
+                .w(Acknowledgment::Nodes(1))
+                .journal(true)
+                .build(),
+            queue_batches: 8,
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            spool_max_bytes: 1 << 30,
+            probe_interval: Duration::from_secs(1),
+            retention: None,
+        }
+    }
+}
+
+/// Why a [`MongoRecorder`] could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MongoRecorderError {
+    /// The connection string is malformed (the password is never shown).
+    #[error("invalid MongoDB connection string {uri}: {message}")]
+    Uri {
+        /// The connection string with its password masked.
+        uri: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The spool directory could not be opened.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+    /// A setting is out of range.
+    #[error("invalid option: {0}")]
+    Option(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// What happened to the documents a [`MongoRecorder`] was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MongoStats {
+    /// Documents confirmed in the collection (inserted, or already there:
+    /// see `duplicates`), directly or from the spool.
+    pub delivered: u64,
+    /// Of `delivered`: documents whose insert hit a duplicate key, i.e. an
+    /// earlier attempt had already written them.
+    pub duplicates: u64,
+    /// Insert attempts repeated after a transient error.
+    pub retries: u64,
+    /// Documents written to the spool.
+    pub spooled: u64,
+    /// Of `delivered`: documents that came from the spool.
+    pub replayed: u64,
+    /// Documents refused for good (too large, rejected by validation or
+    /// authorization, or the spool was full); see `last_error`.
+    pub failed_permanently: u64,
+    /// Bytes now in the spool.
+    pub spool_bytes: u64,
+    /// Spool bytes discarded because a record was torn or corrupt.
+    pub spool_corrupt_bytes: u64,
+    /// The last error seen (passwords masked).
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    failed_permanently: AtomicU64,
+    spool_bytes: AtomicU64,
+    spool_corrupt_bytes: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        // ORDERING: Relaxed: statistics only; readers that need exact totals
+        // read them after `Recorder::flush`/`shutdown`, whose channel
+        // hand-off orders these writes before the read.
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A cheap handle for reading a [`MongoRecorder`]'s counters after the
+/// recorder has been handed to a tracer.
+#[derive(Clone)]
+pub struct MongoStatsHandle(Arc<Counters>);
+
+impl fmt::Debug for MongoStatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl MongoStatsHandle {
+    /// A snapshot.
+    pub fn get(&self) -> MongoStats {
+        let c = &self.0;
+        // ORDERING: Relaxed, see `Counters::add`.
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MongoStats {
+            delivered: l(&c.delivered),
+            duplicates: l(&c.duplicates),
+            retries: l(&c.retries),
+            spooled: l(&c.spooled),
+            replayed: l(&c.replayed),
+            failed_permanently: l(&c.failed_permanently),
+            spool_bytes: l(&c.spool_bytes),
+            spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
+            last_error: c.last_error.lock().clone(),
+        }
+    }
+}
+
+/// A connection string whose password never reaches `Debug`, `Display`, a
+/// log or an error.
+#[derive(Clone)]
+pub struct RedactedUri {
+    uri: String,
+    password: Option<String>,
+}
+
+impl RedactedUri {
+    /// Wraps `uri`.
+    pub fn new(uri: &str) -> Self {
+        let password = uri
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, pw)| pw.to_string())
+            .filter(|pw| !pw.is_empty());
+        RedactedUri {
+            uri: uri.to_string(),
+            password,
+        }
+    }
+
+    /// The real connection string, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.uri
+    }
+
+    /// `text` with every occurrence of the password masked.
+    pub fn scrub(&self, text: &str) -> String {
+        match &self.password {
+            Some(pw) => text.replace(pw.as_str(), "****"),
+            None => text.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RedactedUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.scrub(&self.uri))
+    }
+}
+
+impl fmt::Debug for RedactedUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedactedUri({self})")
+    }
+}
+
+enum Job {
+    Batch(Vec<RawDocumentBuf>),
+    Flush(Sender<()>),
+    Stop,
+}
+
+/// The audit-grade MongoDB recorder. See the crate docs.
+pub struct MongoRecorder {
+    jobs: Sender<Job>,
+    spool: Arc<Mutex<Spool>>,
+    counters: Arc<Counters>,
+    writer: Option<JoinHandle<()>>,
+    uri: RedactedUri,
+}
+
+impl fmt::Debug for MongoRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoRecorder")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoRecorder {
+    /// Connects (lazily: an unreachable server is not an error here; its
+    /// batches are retried and spooled) and starts the writer thread.
+    ///
+    /// Settings the connection string leaves unset get deliberate values:
+    /// server monitoring every 500 ms (the driver's default 10 s made one
+    /// retryable error stall a retry for 10 s), server selection and connect
+    /// timeouts of 5 s, retryable writes on, app name `spanrec`.
+    pub fn connect(uri: &str, options: MongoOptions) -> Result<MongoRecorder, MongoRecorderError> {
+        let uri = RedactedUri::new(uri);
+        if options.queue_batches == 0 || options.max_attempts == 0 {
+            return Err(MongoRecorderError::Option(
+                "queue_batches and max_attempts must be at least 1".into(),
+            ));
+        }
+        let mut client_options =
+            ClientOptions::parse(uri.expose())
+                .run()
+                .map_err(|e| MongoRecorderError::Uri {
+                    uri: uri.to_string(),
+                    message: uri.scrub(&e.to_string()),
+                })?;
+        client_options
+            .heartbeat_freq
+            .get_or_insert(Duration::from_millis(500));
+        client_options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
+        client_options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(5));
+        client_options.retry_writes.get_or_insert(true);
+        client_options
+            .app_name
+            .get_or_insert_with(|| "spanrec".into());
+        let client = Client::with_options(client_options).map_err(|e| MongoRecorderError::Uri {
+            uri: uri.to_string(),
+            message: uri.scrub(&e.to_string()),
+        })?;
+        let collection = client
+            .database(&options.database)
+            .collection_with_options::<RawDocumentBuf>(
+                &options.collection,
+                CollectionOptions::builder()
+                    .write_concern(options.write_concern.clone())
+                    .build(),
+            );
+        let spool = Arc::new(Mutex::new(Spool::open(
+            &options.spool_dir,
+            options.spool_max_bytes,
+        )?));
+        let counters = Arc::new(Counters::default());
+        counters
+            .spool_bytes
+            .store(spool.lock().bytes(), Ordering::Relaxed);
+        let (jobs, rx) = bounded(options.queue_batches);
+        let writer = Writer {
+            collection,
+            options,
+            jobs: rx,
+            spool: spool.clone(),
+            counters: counters.clone(),
+            uri: uri.clone(),
+            healthy: true,
+            indexes_ready: false,
+            last_probe: Instant::now(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("spanrec-mongo-writer".into())
+            .spawn(move || writer.run())
+            .map_err(MongoRecorderError::Spawn)?;
+        Ok(MongoRecorder {
+            jobs,
+            spool,
+            counters,
+            writer: Some(writer),
+            uri,
+        })
+    }
+
+    /// A handle on the counters that stays usable after the recorder is
+    /// handed to a tracer.
+    pub fn stats(&self) -> MongoStatsHandle {
+        MongoStatsHandle(self.counters.clone())
+    }
+
+    fn fail(&self, n: u64, message: String) {
+        Counters::add(&self.counters.failed_permanently, n);
+        *self.counters.last_error.lock() = Some(self.uri.scrub(&message));
+    }
+
+    fn wait_for_writer(&self) -> Result<(), RecorderError> {
+        let (ack, done) = bounded(1);
+        self.jobs
+            .send(Job::Flush(ack))
+            .map_err(|_| RecorderError::new("the MongoDB writer thread has stopped"))?;
+        done.recv()
+            .map_err(|_| RecorderError::new("the MongoDB writer thread has stopped"))
+    }
+}
+
+impl Recorder for MongoRecorder {
+    fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
+        let mut docs = Vec::with_capacity(batch.len());
+        for span in batch.iter() {
+            let doc = encode_span(span);
+            if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
+                self.fail(
+                    1,
+                    format!(
+                        "span {:032x}/{:016x} encodes to {} bytes, over MongoDB's 16 MiB limit",
+                        span.trace_id(),
+                        span.span_id(),
+                        doc.as_bytes().len()
+                    ),
+                );
+                continue;
+            }
+            docs.push(doc);
+        }
+        if docs.is_empty() {
+            return Ok(());
+        }
+        match self.jobs.try_send(Job::Batch(docs)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Job::Batch(docs))) => {
+                // The writer is behind (slow or unreachable database): keep
+                // the flusher moving by putting the batch on disk.
+                let n = docs.len() as u64;
+                let mut spool = self.spool.lock();
+                match spool.append(&docs) {
+                    Ok(()) => {
+                        Counters::add(&self.counters.spooled, n);
+                        self.counters
+                            .spool_bytes
+                            .store(spool.bytes(), Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let message = format!("{n} spans lost: {e}");
+                        drop(spool);
+                        self.fail(n, message.clone());
+                        Err(RecorderError::new(message))
+                    }
+                }
+            }
+            Err(_) => Err(RecorderError::new("the MongoDB writer thread has stopped")),
+        }
+    }
+
+    /// Returns once every batch handed over before has been inserted or
+    /// spooled.
+    fn flush(&mut self) -> Result<(), RecorderError> {
+        self.wait_for_writer()
+    }
+
+    fn shutdown(&mut self) -> Result<(), RecorderError> {
+        let flushed = self.wait_for_writer();
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        flushed
+    }
+}
+
+impl Drop for MongoRecorder {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// How an insert failed.
+enum Failure {
+    /// Worth retrying: network, not-primary, timeouts, write-concern
+    /// errors, `RetryableWriteError` labels.
+    Transient(String),
+    /// Retrying cannot help (auth, validation, bad document).
+    Permanent(String),
+}
+
+struct Writer {
+    collection: Collection<RawDocumentBuf>,
+    options: MongoOptions,
+    jobs: Receiver<Job>,
+    spool: Arc<Mutex<Spool>>,
+    counters: Arc<Counters>,
+    uri: RedactedUri,
+    /// The last insert or probe succeeded.
+    healthy: bool,
+    indexes_ready: bool,
+    last_probe: Instant,
+}
+
+/// Server error codes that mean "try again" (network, elections, shutdown,
+/// timeouts), from the MongoDB retryable-writes specification.
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 13388, 234,
+];
+const DUPLICATE_KEY: i32 = 11000;
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let spooled = !self.spool.lock().is_empty();
+            if spooled && (self.healthy || self.last_probe.elapsed() >= self.options.probe_interval)
+            {
+                // Replay one segment (a single insert attempt per batch while
+                // the database is down: it doubles as the recovery probe),
+                // then serve the queue before the next one.
+                self.replay_oldest();
+                self.last_probe = Instant::now();
+            }
+            let wait = if spooled && self.healthy {
+                Duration::ZERO
+            } else {
+                self.options.probe_interval
+            };
+            match self.jobs.recv_timeout(wait) {
+                Ok(Job::Batch(docs)) => self.write_or_spool(docs),
+                Ok(Job::Flush(ack)) => {
+                    let _ = ack.send(());
+                }
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.drain_spool_before_exit();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// At shutdown, replays what the spool holds while the database keeps
+    /// answering; whatever is left stays on disk for the next start.
+    fn drain_spool_before_exit(&mut self) {
+        while self.healthy && !self.spool.lock().is_empty() {
+            let before = self.spool.lock().bytes();
+            self.replay_oldest();
+            if self.spool.lock().bytes() >= before {
+                return;
+            }
+        }
+    }
+
+    fn note_error(&self, message: &str) {
+        *self.counters.last_error.lock() = Some(self.uri.scrub(message));
+    }
+
+    fn write_or_spool(&mut self, docs: Vec<RawDocumentBuf>) {
+        // While the database is known to be down and the spool is not
+        // empty, go straight to disk; the replay loop probes for recovery.
+        let known_down = !self.healthy && !self.spool.lock().is_empty();
+        if !known_down && self.deliver(&docs, false, self.options.max_attempts) {
+            return;
+        }
+        let n = docs.len() as u64;
+        let mut spool = self.spool.lock();
+        match spool.append(&docs) {
+            Ok(()) => {
+                Counters::add(&self.counters.spooled, n);
+                self.counters
+                    .spool_bytes
+                    .store(spool.bytes(), Ordering::Relaxed);
+            }
+            Err(e) => {
+                drop(spool);
+                Counters::add(&self.counters.failed_permanently, n);
+                self.note_error(&format!("{n} spans lost: {e}"));
+            }
+        }
+    }
+
+    /// Replays the oldest spool segment; deletes it once all its batches
+    /// are delivered.
+    fn replay_oldest(&mut self) {
+        let segment = match self.spool.lock().oldest() {
+            Ok(Some(segment)) => segment,
+            Ok(None) => return,
+            Err(e) => {
+                self.note_error(&e.to_string());
+                self.healthy = false;
+                return;
+            }
+        };
+        if segment.corrupt_bytes > 0 {
+            Counters::add(&self.counters.spool_corrupt_bytes, segment.corrupt_bytes);
+            self.note_error(&format!(
+                "spool segment {} had {} corrupt bytes at its end",
+                segment.path.display(),
+                segment.corrupt_bytes
+            ));
+        }
+        for docs in &segment.batches {
+            let attempts = if self.healthy {
+                self.options.max_attempts
+            } else {
+                1
+            };
+            if !self.deliver(docs, true, attempts) {
+                // Still down: keep the segment, try again later. Batches of
+                // it already delivered will come back as duplicates.
+                return;
+            }
+        }
+        let mut spool = self.spool.lock();
+        if let Err(e) = spool.remove(&segment) {
+            drop(spool);
+            self.note_error(&e.to_string());
+            return;
+        }
+        self.counters
+            .spool_bytes
+            .store(spool.bytes(), Ordering::Relaxed);
+    }
+
+    fn ensure_indexes(&mut self) -> Result<(), DriverError> {
+        if self.indexes_ready {
+            return Ok(());
+        }
+        let mut indexes = vec![IndexModel::builder()
+            .keys(doc! { "trace_id": 1 })
+            .options(IndexOptions::builder().name("trace_id".to_string()).build())
+            .build()];
+        let mut start = IndexOptions::builder().name("start".to_string()).build();
+        if let Some(retention) = self.options.retention {
+            start.expire_after = Some(retention);
+            start.name = Some("start_ttl".into());
+        }
+        indexes.push(
+            IndexModel::builder()
+                .keys(doc! { "start": 1 })
+                .options(start)
+                .build(),
+        );
+        self.collection.create_indexes(indexes).run()?;
+        self.indexes_ready = true;
+        Ok(())
+    }
+
+    /// Inserts one batch, retrying transient failures with backoff. Returns
+    /// false when the database stayed unreachable (the caller spools).
+    fn deliver(&mut self, docs: &[RawDocumentBuf], replay: bool, attempts: u32) -> bool {
+        let n = docs.len() as u64;
+        let mut backoff = self.options.initial_backoff;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                Counters::add(&self.counters.retries, 1);
+                std::thread::sleep(jitter(backoff));
+                backoff = (backoff * 2).min(self.options.max_backoff);
+            }
+            let result = match self.ensure_indexes() {
+                Ok(()) => self
+                    .collection
+                    .insert_many(docs)
+                    .ordered(false)
+                    .run()
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            let failure = match result {
+                Ok(()) => {
+                    self.delivered(n, 0, replay);
+                    return true;
+                }
+                Err(e) => match classify(&e) {
+                    Classified::Partial { duplicates, failed } => {
+                        if failed > 0 {
+                            Counters::add(&self.counters.failed_permanently, failed);
+                            self.note_error(&e.to_string());
+                        }
+                        self.delivered(n - failed, duplicates, replay);
+                        return true;
+                    }
+                    Classified::Failure(f) => f,
+                },
+            };
+            match failure {
+                Failure::Transient(message) => {
+                    self.note_error(&message);
+                    self.healthy = false;
+                }
+                Failure::Permanent(message) => {
+                    Counters::add(&self.counters.failed_permanently, n);
+                    self.note_error(&message);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn delivered(&mut self, n: u64, duplicates: u64, replay: bool) {
+        self.healthy = true;
+        Counters::add(&self.counters.delivered, n);
+        Counters::add(&self.counters.duplicates, duplicates);
+        if replay {
+            Counters::add(&self.counters.replayed, n);
+        }
+    }
+}
+
+enum Classified {
+    /// The insert ran; some documents hit errors: duplicates (delivered
+    /// earlier) and `failed` others refused for good.
+    Partial {
+        duplicates: u64,
+        failed: u64,
+    },
+    Failure(Failure),
+}
+
+fn classify(e: &DriverError) -> Classified {
+    let message = e.to_string();
+    if let ErrorKind::InsertMany(im) = &*e.kind {
+        if im.write_concern_error.is_some() {
+            // Written but not confirmed durable: retry; what was written
+            // comes back as duplicates.
+            return Classified::Failure(Failure::Transient(message));
+        }
+        if let Some(errors) = &im.write_errors {
+            let duplicates = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
+            let failed = errors.len() as u64 - duplicates;
+            return Classified::Partial { duplicates, failed };
+        }
+    }
+    let transient = e.contains_label("RetryableWriteError")
+        || e.contains_label("NetworkError")
+        || matches!(
+            &*e.kind,
+            ErrorKind::Io(_)
+                | ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::ServerSelection { .. }
+                | ErrorKind::InvalidResponse { .. }
+                | ErrorKind::Shutdown
+        )
+        || matches!(&*e.kind, ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code))
+        || matches!(
+            &*e.kind,
+            ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(_))
+        );
+    if transient {
+        Classified::Failure(Failure::Transient(message))
+    } else {
+        Classified::Failure(Failure::Permanent(message))
+    }
+}
+
+/// `d` scaled by a factor in [0.5, 1.5), from a cheap per-call hash.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let unit = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + unit)
+}
