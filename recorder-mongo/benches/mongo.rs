@@ -1,0 +1,136 @@
+//! `mongo/*`: what persisting a span costs.
+//!
+//! - `mongo/encode_span`: raw-BSON encoding of one span (start + 2 tags + a
+//!   log with 2 fields + 1 baggage item), timed inside the recorder on the
+//!   flusher thread, where it runs in production.
+//! - `mongo/e2e_spans_per_sec`: spans through the tracer, flusher, writer
+//!   thread and `insert_many` into the server, until all are acknowledged.
+//! - `mongo/raw_insert_many`: the same documents inserted directly with the
+//!   driver in batches of 1,024, one insert in flight — the ceiling.
+//!
+//! Run: `cargo bench -p spanrec-mongo --bench mongo`. The server comes from
+//! `LocalServer` (`SPANREC_MONGO_URI`, `mongod` or SecantusDB).
+
+use bson::raw::RawDocumentBuf;
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use spanrec::{Batch, Recorder, RecorderError, Tracer, Value};
+use spanrec_mongo::encode::encode_span;
+use spanrec_mongo::server::LocalServer;
+use spanrec_mongo::{MongoOptions, MongoRecorder};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Encodes every span it receives, timing only the encoding; keeps the
+/// documents when asked to.
+#[derive(Clone, Default)]
+struct EncodeTimer {
+    nanos: Arc<AtomicU64>,
+    spans: Arc<AtomicU64>,
+    keep: Arc<Mutex<Option<Vec<RawDocumentBuf>>>>,
+}
+
+impl Recorder for EncodeTimer {
+    fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
+        let mut kept = self.keep.lock().unwrap();
+        for span in batch.iter() {
+            let t = Instant::now();
+            let doc = std::hint::black_box(encode_span(span));
+            self.nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.spans.fetch_add(1, Ordering::Relaxed);
+            if let Some(k) = kept.as_mut() {
+                k.push(doc);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn emit(t: &Tracer, n: u64) {
+    for i in 0..n {
+        let mut s = t.start_span("mongo.find");
+        s.set_tag("db.rows", i as i64);
+        s.set_tag("db.op", Value::StaticStr("find"));
+        s.set_baggage_item("user", "admin");
+        s.log("cache.miss", [("key", Value::from("machines")), ("rows", Value::from(3))]);
+        s.finish();
+    }
+    t.flush(Instant::now() + Duration::from_secs(600)).expect("flush");
+}
+
+fn mongo(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mongo");
+
+    let timer = EncodeTimer::default();
+    let t = Tracer::builder().recorder(timer.clone()).build().expect("tracer");
+    group.bench_function("encode_span", |b| {
+        b.iter_custom(|iters| {
+            let (n0, s0) = (timer.nanos.load(Ordering::Relaxed), timer.spans.load(Ordering::Relaxed));
+            emit(&t, iters);
+            let (n1, s1) = (timer.nanos.load(Ordering::Relaxed), timer.spans.load(Ordering::Relaxed));
+            assert_eq!(s1 - s0, iters, "every span reached the encoder");
+            Duration::from_nanos(n1 - n0)
+        })
+    });
+    drop(t);
+
+    let server = LocalServer::start().unwrap_or_else(|e| panic!("no MongoDB server: {e}"));
+    const N: u64 = 2048;
+    group.sample_size(10).throughput(Throughput::Elements(N));
+    group.measurement_time(Duration::from_secs(10));
+
+    let mut run = 0u64;
+    group.bench_function(BenchmarkId::new("e2e_spans_per_sec", N), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                run += 1;
+                let coll = format!("e2e_{}_{run}", std::process::id());
+                let mut o = MongoOptions::new("spanrec_bench", &coll);
+                o.spool_dir = std::env::temp_dir().join(format!("spanrec-bench-spool-{coll}"));
+                let recorder = MongoRecorder::connect(server.uri(), o).expect("recorder");
+                let stats = recorder.stats();
+                let t = Tracer::builder().recorder(recorder).build().expect("tracer");
+                let began = Instant::now();
+                emit(&t, N);
+                t.shutdown(Instant::now() + Duration::from_secs(600)).expect("shutdown");
+                total += began.elapsed();
+                assert_eq!(stats.get().delivered, N, "{:?}", stats.get());
+            }
+            total
+        })
+    });
+
+    // The same documents, inserted directly.
+    let keeper = EncodeTimer::default();
+    *keeper.keep.lock().unwrap() = Some(Vec::new());
+    let t = Tracer::builder().recorder(keeper.clone()).build().expect("tracer");
+    emit(&t, N);
+    drop(t);
+    let docs = keeper.keep.lock().unwrap().take().unwrap_or_default();
+    let client = mongodb::sync::Client::with_uri_str(server.uri()).expect("client");
+    group.bench_function(BenchmarkId::new("raw_insert_many", N), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                run += 1;
+                let coll = client
+                    .database("spanrec_bench")
+                    .collection::<RawDocumentBuf>(&format!("raw_{}_{run}", std::process::id()));
+                let began = Instant::now();
+                for chunk in docs.chunks(1024) {
+                    coll.insert_many(chunk).ordered(false).run().expect("insert");
+                }
+                total += began.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+mod group {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::mongo);
+}
+criterion_main!(group::benches);
