@@ -130,6 +130,13 @@ pub struct Config {
     pub sampler: Sampler,
     /// The identity stamped on every record.
     pub process: Process,
+    /// The formats [`Tracer::extract_any`](crate::Tracer::extract_any) and
+    /// [`Tracer::join_or_start`](crate::Tracer::join_or_start) try, in order.
+    pub propagation: Vec<crate::propagation::Format>,
+    /// This service's key in W3C `tracestate` (e.g. `"spanrec"`): when set,
+    /// injection puts `key=<span id>` first in the list. When unset, the
+    /// incoming list is forwarded unchanged.
+    pub tracestate_key: Option<Cow<'static, str>>,
 }
 
 impl Default for Config {
@@ -143,6 +150,8 @@ impl Default for Config {
             limits: SpanLimits::default(),
             sampler: Sampler::default(),
             process: Process::default(),
+            propagation: crate::propagation::Format::ALL.to_vec(),
+            tracestate_key: None,
         }
     }
 }
@@ -208,6 +217,12 @@ pub enum ConfigError {
     /// The service name was empty.
     #[error("process service name must not be empty")]
     EmptyServiceName,
+    /// `tracestate_key` breaks the W3C key grammar.
+    #[error("tracestate_key {got:?} is not a valid W3C tracestate key")]
+    TraceStateKey {
+        /// The rejected key.
+        got: String,
+    },
 }
 
 impl Config {
@@ -245,6 +260,13 @@ impl Config {
         validate_sampler(&self.sampler)?;
         if self.process.service.is_empty() {
             return Err(ConfigError::EmptyServiceName);
+        }
+        if let Some(key) = &self.tracestate_key {
+            if !crate::propagation::validate_tracestate_key(key) {
+                return Err(ConfigError::TraceStateKey {
+                    got: key.to_string(),
+                });
+            }
         }
         Ok(())
     }

@@ -64,6 +64,7 @@ mod config;
 mod flusher;
 mod ids;
 mod local;
+pub mod propagation;
 mod record;
 mod recorder;
 #[doc(hidden)]
@@ -78,6 +79,7 @@ pub use config::{
     MAX_ARENA_CHUNK_BYTES, MAX_BATCH_SIZE, MAX_BLOCK_TIMEOUT, MAX_RING_CAPACITY,
 };
 pub use flusher::{MAX_IDLE_SLEEP, MIN_IDLE_SLEEP};
+pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
 pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
 pub use recorder::{
     Batch, FinishedLog, FinishedSpan, InMemoryRecorder, NullRecorder, OwnedValue, Recorder,

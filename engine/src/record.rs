@@ -308,6 +308,8 @@ pub struct SpanRecord {
     logs: Vec<LogEntry>,
     log_fields: Vec<Field>,
     pub(crate) baggage: Vec<(Str, Str)>,
+    /// The W3C `tracestate` inherited from the first reference.
+    pub(crate) trace_state: Str,
     /// Sum of the lengths of the keys and values in `baggage`.
     baggage_bytes: usize,
     pub(crate) truncations: Truncations,
@@ -345,6 +347,7 @@ impl SpanRecord {
             logs: Vec::new(),
             log_fields: Vec::new(),
             baggage: Vec::new(),
+            trace_state: Str::EMPTY,
             baggage_bytes: 0,
             truncations: Truncations::default(),
             owns_heap: false,
@@ -360,6 +363,7 @@ impl SpanRecord {
         self.logs.clear();
         self.log_fields.clear();
         self.baggage.clear();
+        self.trace_state = Str::EMPTY;
         self.baggage_bytes = 0;
         self.truncations = Truncations::default();
         self.owns_heap = false;
@@ -492,6 +496,10 @@ impl SpanRecord {
             }
         }
         self.baggage_bytes = bytes;
+    }
+
+    pub(crate) fn set_trace_state(&mut self, trace_state: &str) {
+        self.trace_state = copy_str(&self.arena, trace_state);
     }
 
     pub(crate) fn baggage_item(&self, key: &str) -> Option<&str> {

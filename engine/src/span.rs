@@ -23,6 +23,9 @@ pub struct SpanContext {
     pub sampled: bool,
     /// Baggage items, in the order set.
     pub baggage: Vec<(String, String)>,
+    /// The W3C `tracestate` received with this context (empty if none),
+    /// forwarded to children and, through propagation, downstream.
+    pub trace_state: String,
 }
 
 impl SpanContext {
@@ -33,6 +36,7 @@ impl SpanContext {
             span_id,
             sampled,
             baggage: Vec::new(),
+            trace_state: String::new(),
         }
     }
 
@@ -123,14 +127,26 @@ impl<'t> SpanBuilder<'t> {
                 let Some(p) = span.record.as_deref() else {
                     return self;
                 };
-                inherit(record, kind, p.trace_id, p.span_id, p.baggage());
+                inherit(
+                    record,
+                    kind,
+                    p.trace_id,
+                    p.span_id,
+                    p.baggage(),
+                    p.trace_state.as_str(),
+                );
             }
             ParentRef::Context(c) => {
                 if !c.is_valid() {
+                    // A sampling decision without ids (B3 `b3: 0`): no
+                    // reference, but the decision stands for the new root.
+                    if self.parent_sampled.is_none() {
+                        self.parent_sampled = Some(c.sampled);
+                    }
                     return self;
                 }
                 let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                inherit(record, kind, c.trace_id, c.span_id, baggage);
+                inherit(record, kind, c.trace_id, c.span_id, baggage, &c.trace_state);
             }
         }
         if self.parent_sampled.is_none() {
@@ -143,8 +159,9 @@ impl<'t> SpanBuilder<'t> {
     }
 
     /// Adds a `ChildOf` reference. All references are recorded; the first one
-    /// gives the trace id and the parent's sampling decision. An invalid
-    /// context (zero ids) is ignored.
+    /// gives the trace id and the parent's sampling decision. A context with
+    /// zero ids adds no reference, but its sampling decision is used (B3 can
+    /// send a decision alone).
     pub fn child_of<'p>(self, parent: impl Into<ParentRef<'p>>) -> Self {
         self.reference(ReferenceKind::ChildOf, parent.into())
     }
@@ -192,6 +209,7 @@ impl<'t> SpanBuilder<'t> {
                     active.trace_id,
                     active.span_id,
                     active.baggage(),
+                    active.trace_state.as_str(),
                 );
                 self.parent_sampled = Some(active.sampled);
             });
@@ -235,7 +253,11 @@ fn inherit<'b>(
     trace_id: u128,
     span_id: u64,
     baggage: impl Iterator<Item = (&'b str, &'b str)>,
+    trace_state: &str,
 ) {
+    if record.references.is_empty() && !trace_state.is_empty() {
+        record.set_trace_state(trace_state);
+    }
     record.references.push(Reference {
         kind,
         trace_id,
@@ -359,6 +381,7 @@ impl Span {
                 .baggage()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            trace_state: r.trace_state.as_str().to_owned(),
         }
     }
 

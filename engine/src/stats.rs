@@ -146,6 +146,12 @@ pub struct Stats {
     /// are in flight than ever before; flat in steady state. Each buffer is
     /// about 300 bytes plus its arena chunk.
     pub buffers_allocated: u64,
+    /// Incoming contexts that were present but corrupted; `join_or_start`
+    /// started a root for each and tagged it `propagation.error`.
+    pub propagation_errors: u64,
+    /// Baggage items refused on extraction (beyond the limits, malformed,
+    /// or carrying CR/LF) or left out on injection (not representable).
+    pub baggage_not_propagated: u64,
 }
 
 impl Stats {

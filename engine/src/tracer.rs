@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     last_recorder_error: Mutex<Option<String>>,
     /// Source of `SlotState::id`s; starts at 1 (0 means "no slot").
     next_slot_id: AtomicU64,
+    /// See `Stats::propagation_errors` (any thread; off the span hot path).
+    pub(crate) propagation_errors: AtomicU64,
+    /// See `Stats::baggage_not_propagated`.
+    pub(crate) baggage_not_propagated: AtomicU64,
 }
 
 /// Everything about the set of registered threads. Locked on registration,
@@ -240,6 +244,9 @@ impl Shared {
             stats.buffers_allocated += r.buffers_allocated;
         }
         self.flusher_counters.add_to(&mut stats);
+        // ORDERING: Relaxed: counts only, see `propagation::count`.
+        stats.propagation_errors = self.propagation_errors.load(Ordering::Relaxed);
+        stats.baggage_not_propagated = self.baggage_not_propagated.load(Ordering::Relaxed);
         stats
     }
 
@@ -471,6 +478,21 @@ impl TracerBuilder {
         self
     }
 
+    /// The formats `extract_any` and `join_or_start` try, in order.
+    pub fn propagation(
+        mut self,
+        formats: impl IntoIterator<Item = crate::propagation::Format>,
+    ) -> Self {
+        self.config.propagation = formats.into_iter().collect();
+        self
+    }
+
+    /// This service's W3C `tracestate` key; see [`Config::tracestate_key`].
+    pub fn tracestate_key(mut self, key: impl Into<Cow<'static, str>>) -> Self {
+        self.config.tracestate_key = Some(key.into());
+        self
+    }
+
     /// Sets the whole process identity.
     pub fn process(mut self, process: Process) -> Self {
         self.config.process = process;
@@ -500,6 +522,8 @@ impl TracerBuilder {
             flusher_thread: std::sync::OnceLock::new(),
             last_recorder_error: Mutex::new(None),
             next_slot_id: AtomicU64::new(1),
+            propagation_errors: AtomicU64::new(0),
+            baggage_not_propagated: AtomicU64::new(0),
         });
         let handle = flusher::spawn(shared.clone(), recorder).map_err(BuildError::Spawn)?;
         let _ = shared.flusher_thread.set(handle.thread().clone());

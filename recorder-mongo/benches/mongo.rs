@@ -36,7 +36,8 @@ impl Recorder for EncodeTimer {
         for span in batch.iter() {
             let t = Instant::now();
             let doc = std::hint::black_box(encode_span(span));
-            self.nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.nanos
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             self.spans.fetch_add(1, Ordering::Relaxed);
             if let Some(k) = kept.as_mut() {
                 k.push(doc);
@@ -52,22 +53,35 @@ fn emit(t: &Tracer, n: u64) {
         s.set_tag("db.rows", i as i64);
         s.set_tag("db.op", Value::StaticStr("find"));
         s.set_baggage_item("user", "admin");
-        s.log("cache.miss", [("key", Value::from("machines")), ("rows", Value::from(3))]);
+        s.log(
+            "cache.miss",
+            [("key", Value::from("machines")), ("rows", Value::from(3))],
+        );
         s.finish();
     }
-    t.flush(Instant::now() + Duration::from_secs(600)).expect("flush");
+    t.flush(Instant::now() + Duration::from_secs(600))
+        .expect("flush");
 }
 
 fn mongo(c: &mut Criterion) {
     let mut group = c.benchmark_group("mongo");
 
     let timer = EncodeTimer::default();
-    let t = Tracer::builder().recorder(timer.clone()).build().expect("tracer");
+    let t = Tracer::builder()
+        .recorder(timer.clone())
+        .build()
+        .expect("tracer");
     group.bench_function("encode_span", |b| {
         b.iter_custom(|iters| {
-            let (n0, s0) = (timer.nanos.load(Ordering::Relaxed), timer.spans.load(Ordering::Relaxed));
+            let (n0, s0) = (
+                timer.nanos.load(Ordering::Relaxed),
+                timer.spans.load(Ordering::Relaxed),
+            );
             emit(&t, iters);
-            let (n1, s1) = (timer.nanos.load(Ordering::Relaxed), timer.spans.load(Ordering::Relaxed));
+            let (n1, s1) = (
+                timer.nanos.load(Ordering::Relaxed),
+                timer.spans.load(Ordering::Relaxed),
+            );
             assert_eq!(s1 - s0, iters, "every span reached the encoder");
             Duration::from_nanos(n1 - n0)
         })
@@ -90,10 +104,14 @@ fn mongo(c: &mut Criterion) {
                 o.spool_dir = std::env::temp_dir().join(format!("spanrec-bench-spool-{coll}"));
                 let recorder = MongoRecorder::connect(server.uri(), o).expect("recorder");
                 let stats = recorder.stats();
-                let t = Tracer::builder().recorder(recorder).build().expect("tracer");
+                let t = Tracer::builder()
+                    .recorder(recorder)
+                    .build()
+                    .expect("tracer");
                 let began = Instant::now();
                 emit(&t, N);
-                t.shutdown(Instant::now() + Duration::from_secs(600)).expect("shutdown");
+                t.shutdown(Instant::now() + Duration::from_secs(600))
+                    .expect("shutdown");
                 total += began.elapsed();
                 assert_eq!(stats.get().delivered, N, "{:?}", stats.get());
             }
@@ -104,7 +122,10 @@ fn mongo(c: &mut Criterion) {
     // The same documents, inserted directly.
     let keeper = EncodeTimer::default();
     *keeper.keep.lock().unwrap() = Some(Vec::new());
-    let t = Tracer::builder().recorder(keeper.clone()).build().expect("tracer");
+    let t = Tracer::builder()
+        .recorder(keeper.clone())
+        .build()
+        .expect("tracer");
     emit(&t, N);
     drop(t);
     let docs = keeper.keep.lock().unwrap().take().unwrap_or_default();
@@ -119,7 +140,10 @@ fn mongo(c: &mut Criterion) {
                     .collection::<RawDocumentBuf>(&format!("raw_{}_{run}", std::process::id()));
                 let began = Instant::now();
                 for chunk in docs.chunks(1024) {
-                    coll.insert_many(chunk).ordered(false).run().expect("insert");
+                    coll.insert_many(chunk)
+                        .ordered(false)
+                        .run()
+                        .expect("insert");
                 }
                 total += began.elapsed();
             }

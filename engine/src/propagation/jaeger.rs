@@ -1,0 +1,132 @@
+//! Jaeger propagation: `uber-trace-id: {trace}:{span}:{parent}:{flags}` (hex
+//! ids of up to 32/16 digits, possibly URL-encoded) and `uberctx-<key>`
+//! baggage headers.
+
+use super::{
+    is_token, parse_hex_u128, parse_hex_u64, percent_decode, percent_encode, BaggageLimits,
+    Carrier, ExtractError, ExtractErrorKind, Format,
+};
+use crate::span::SpanContext;
+
+const HEADER: &str = "uber-trace-id";
+const BAGGAGE_PREFIX: &str = "uberctx-";
+
+pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
+    let flags = u8::from(ctx.sampled);
+    carrier.set(
+        HEADER,
+        format!(
+            "{}:{:016x}:0:{flags}",
+            super::ot::format_trace_id(ctx.trace_id),
+            ctx.span_id
+        ),
+    );
+    let mut skipped = 0;
+    for (k, v) in &ctx.baggage {
+        if is_token(k) {
+            carrier.set(
+                &format!("{BAGGAGE_PREFIX}{}", k.to_ascii_lowercase()),
+                percent_encode(v),
+            );
+        } else {
+            skipped += 1;
+        }
+    }
+    skipped
+}
+
+pub(crate) fn extract(
+    carrier: &dyn Carrier,
+    limits: BaggageLimits,
+) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+    let Some(raw) = carrier.get(HEADER) else {
+        return Ok(None);
+    };
+    let err = |kind| ExtractError::new(Format::Jaeger, HEADER, kind, raw);
+    let value =
+        percent_decode(raw.trim(), false).ok_or_else(|| err(ExtractErrorKind::InvalidUtf8))?;
+    let parts: Vec<&str> = value.split(':').collect();
+    let [trace, span, parent, flags] = parts.as_slice() else {
+        return Err(err(ExtractErrorKind::Malformed));
+    };
+    let trace_id = parse_hex_u128(trace, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
+    let span_id = parse_hex_u64(span, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
+    parse_hex_u64(parent, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
+    let flags = parse_hex_u64(flags, false)
+        .filter(|f| *f <= 0xff)
+        .ok_or_else(|| err(ExtractErrorKind::InvalidFlags))?;
+    if trace_id == 0 || span_id == 0 {
+        return Err(err(ExtractErrorKind::ZeroId));
+    }
+    // Bit 0: sampled; bit 1: debug (implies sampled).
+    let mut ctx = SpanContext::new(trace_id, span_id, flags & 0b11 != 0);
+    let mut names = Vec::new();
+    carrier.for_each_name(&mut |name| {
+        let prefix = name.get(..BAGGAGE_PREFIX.len());
+        if name.len() > BAGGAGE_PREFIX.len()
+            && prefix.is_some_and(|p| p.eq_ignore_ascii_case(BAGGAGE_PREFIX))
+        {
+            names.push(name.to_string());
+        }
+    });
+    names.sort();
+    let (mut bytes, mut refused) = (0, 0);
+    for name in names {
+        // The prefix is ASCII and matched above, so this is a char boundary.
+        let key = name
+            .get(BAGGAGE_PREFIX.len()..)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match carrier.get(&name).and_then(|v| percent_decode(v, false)) {
+            Some(v) if !v.contains(['\r', '\n']) => {
+                if !limits.admit(&mut ctx.baggage, &mut bytes, key, v) {
+                    refused += 1;
+                }
+            }
+            _ => refused += 1,
+        }
+    }
+    Ok(Some((ctx, refused)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn jaeger_client_examples() {
+        let limits = BaggageLimits {
+            max_items: 64,
+            max_bytes: 8192,
+        };
+        let h: HashMap<String, String> = [
+            (
+                "uber-trace-id",
+                "3e25e6d1e3e3b9b0%3A3e25e6d1e3e3b9b0%3A0%3A1",
+            ),
+            ("uberctx-user", "admin%20x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (c, _) = extract(&h, limits).unwrap().unwrap();
+        assert_eq!(c.trace_id, 0x3e25e6d1e3e3b9b0);
+        assert!(c.sampled);
+        assert_eq!(c.baggage_item("user"), Some("admin x"));
+        let h: HashMap<String, String> = [("uber-trace-id", "abc:def:0:2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(
+            extract(&h, limits).unwrap().unwrap().0.sampled,
+            "debug implies sampled"
+        );
+        for bad in ["abc:def:0", "0:def:0:1", "xyz:def:0:1", "abc:def:0:fff"] {
+            let h: HashMap<String, String> = [("uber-trace-id".to_string(), bad.to_string())]
+                .into_iter()
+                .collect();
+            assert!(extract(&h, limits).is_err(), "{bad}");
+        }
+    }
+}

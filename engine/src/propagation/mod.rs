@@ -1,0 +1,504 @@
+//! Context propagation: inject a [`SpanContext`] into a request's headers
+//! (or a binary envelope) and extract it on the other side.
+//!
+//! Formats ([`Format`]), each in its own file: W3C Trace Context with W3C
+//! Baggage (the default), OpenTracing basictracer headers, B3 single and
+//! multi headers, Jaeger. [`Tracer::extract_any`](crate::Tracer::extract_any)
+//! tries the tracer's configured formats in order;
+//! [`Tracer::join_or_start`](crate::Tracer::join_or_start) is the server gate.
+//! The binary format for non-HTTP RPC is in [`binary`].
+//!
+//! Extraction distinguishes "not present" (`Ok(None)`) from "corrupted"
+//! (`Err`, saying what was wrong) and never panics on any input. Baggage that
+//! arrives is bounded by the tracer's [`SpanLimits`](crate::SpanLimits), and
+//! every value is percent-encoded on its way out, so no input can smuggle a
+//! CR or LF into an outgoing header.
+
+mod b3;
+mod baggage;
+pub mod binary;
+mod jaeger;
+mod ot;
+mod w3c;
+
+use crate::span::{Span, SpanContext};
+use crate::sync::{AtomicU64, Ordering};
+use crate::tracer::Tracer;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+pub(crate) use w3c::validate_tracestate_key;
+
+/// A text map of request headers (or any string map): what formats read
+/// and write. Header names are matched case-insensitively.
+pub trait Carrier {
+    /// The value of header `name` (any case). Multiple values of one header
+    /// may be returned joined by `,`.
+    fn get(&self, name: &str) -> Option<&str>;
+    /// Sets header `name` (lowercase) to `value`, replacing it.
+    fn set(&mut self, name: &str, value: String);
+    /// Calls `f` with every header name (for prefixed headers such as
+    /// `ot-baggage-*`).
+    fn for_each_name(&self, f: &mut dyn FnMut(&str));
+}
+
+fn get_ignore_case<'a, I>(exact: Option<&'a String>, name: &str, all: I) -> Option<&'a str>
+where
+    I: Iterator<Item = (&'a String, &'a String)>,
+{
+    if let Some(v) = exact {
+        return Some(v);
+    }
+    all.into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Carrier for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        get_ignore_case(HashMap::get(self, name), name, self.iter())
+    }
+    fn set(&mut self, name: &str, value: String) {
+        self.insert(name.to_string(), value);
+    }
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        self.keys().for_each(|k| f(k));
+    }
+}
+
+impl Carrier for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        get_ignore_case(BTreeMap::get(self, name), name, self.iter())
+    }
+    fn set(&mut self, name: &str, value: String) {
+        self.insert(name.to_string(), value);
+    }
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        self.keys().for_each(|k| f(k));
+    }
+}
+
+#[cfg(feature = "http")]
+impl Carrier for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        // Header names are case-insensitive in `HeaderMap` already.
+        http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+    fn set(&mut self, name: &str, value: String) {
+        // Values we produce are always visible ASCII; a name or value the
+        // `http` crate refuses is left out rather than panicking.
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.insert(n, v);
+        }
+    }
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        self.keys().for_each(|k| f(k.as_str()));
+    }
+}
+
+/// A propagation format for text carriers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// W3C Trace Context (`traceparent`, `tracestate`) and W3C Baggage
+    /// (`baggage`).
+    W3c,
+    /// OpenTracing basictracer: `ot-tracer-traceid`, `ot-tracer-spanid`,
+    /// `ot-tracer-sampled`, `ot-baggage-<key>`.
+    OpenTracing,
+    /// B3 single header: `b3: {trace}-{span}[-{sampled|d}[-{parent}]]`.
+    B3Single,
+    /// B3 multiple headers: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`, ...
+    B3Multi,
+    /// Jaeger: `uber-trace-id` and `uberctx-<key>` baggage.
+    Jaeger,
+    /// spanrec's [`binary`] envelope. Non-HTTP transports use
+    /// [`Tracer::inject_binary`](crate::Tracer::inject_binary) directly; with a
+    /// text carrier it travels hex-encoded in the `spanrec-context` header.
+    Binary,
+}
+
+impl Format {
+    /// Every text format, in the default extraction order.
+    pub const ALL: [Format; 5] = [
+        Format::W3c,
+        Format::B3Single,
+        Format::B3Multi,
+        Format::Jaeger,
+        Format::OpenTracing,
+    ];
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::W3c => "w3c",
+            Format::OpenTracing => "opentracing",
+            Format::B3Single => "b3",
+            Format::B3Multi => "b3multi",
+            Format::Jaeger => "jaeger",
+            Format::Binary => "binary",
+        })
+    }
+}
+
+/// What was wrong with an incoming context.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExtractErrorKind {
+    /// A value has the wrong length or shape.
+    Malformed,
+    /// An id is not (lowercase) hexadecimal.
+    InvalidHex,
+    /// An id is all zeros.
+    ZeroId,
+    /// The version is not supported (`ff`, or unparsable).
+    UnsupportedVersion,
+    /// The sampling flag or flags field is invalid.
+    InvalidFlags,
+    /// An id header is present without its partner.
+    Incomplete,
+    /// The data ended early or declares more than is there.
+    Truncated,
+    /// Text is not UTF-8.
+    InvalidUtf8,
+}
+
+/// An incoming context that is present but corrupted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{format} context in {header} is invalid ({kind:?}): {detail}")]
+pub struct ExtractError {
+    /// The format that failed.
+    pub format: Format,
+    /// The header (or field) at fault.
+    pub header: &'static str,
+    /// What kind of problem.
+    pub kind: ExtractErrorKind,
+    /// Human-readable detail (never echoes more than 64 bytes of input).
+    pub detail: String,
+}
+
+impl ExtractError {
+    pub(crate) fn new(
+        format: Format,
+        header: &'static str,
+        kind: ExtractErrorKind,
+        input: &str,
+    ) -> Self {
+        let shown: String = input.chars().take(64).collect();
+        ExtractError {
+            format,
+            header,
+            kind,
+            detail: format!("{shown:?}"),
+        }
+    }
+}
+
+/// Limits applied to baggage extracted from outside.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BaggageLimits {
+    pub(crate) max_items: usize,
+    pub(crate) max_bytes: usize,
+}
+
+impl BaggageLimits {
+    /// Adds an item if it fits; returns whether it did.
+    pub(crate) fn admit(
+        &self,
+        baggage: &mut Vec<(String, String)>,
+        bytes: &mut usize,
+        k: String,
+        v: String,
+    ) -> bool {
+        let size = k.len() + v.len();
+        if baggage.len() >= self.max_items || *bytes + size > self.max_bytes {
+            return false;
+        }
+        *bytes += size;
+        baggage.push((k, v));
+        true
+    }
+}
+
+/// Injects `ctx` in `format`. Returns the number of baggage items that
+/// could not be represented (keys that are not header tokens) or did not
+/// fit the format's limits; they are left out.
+pub(crate) fn inject(
+    ctx: &SpanContext,
+    format: Format,
+    carrier: &mut dyn Carrier,
+    tracestate_key: Option<&str>,
+) -> usize {
+    match format {
+        Format::W3c => w3c::inject(ctx, carrier, tracestate_key),
+        Format::OpenTracing => ot::inject(ctx, carrier),
+        Format::B3Single => b3::inject_single(ctx, carrier),
+        Format::B3Multi => b3::inject_multi(ctx, carrier),
+        Format::Jaeger => jaeger::inject(ctx, carrier),
+        Format::Binary => {
+            let (bytes, skipped) = binary::encode(ctx);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            carrier.set(BINARY_HEADER, hex);
+            skipped
+        }
+    }
+}
+
+/// The header that carries a hex-encoded [`Format::Binary`] envelope.
+pub const BINARY_HEADER: &str = "spanrec-context";
+
+/// Extracts a context in `format`. Baggage beyond `limits` is left out and
+/// counted in the returned number.
+pub(crate) fn extract(
+    format: Format,
+    carrier: &dyn Carrier,
+    limits: BaggageLimits,
+) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+    match format {
+        Format::W3c => w3c::extract(carrier, limits),
+        Format::OpenTracing => ot::extract(carrier, limits),
+        Format::B3Single => b3::extract_single(carrier),
+        Format::B3Multi => b3::extract_multi(carrier),
+        Format::Jaeger => jaeger::extract(carrier, limits),
+        Format::Binary => {
+            let Some(hex) = carrier.get(BINARY_HEADER) else {
+                return Ok(None);
+            };
+            let hex = hex.trim();
+            let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+                .then(|| {
+                    (0..hex.len())
+                        .step_by(2)
+                        .map(|i| {
+                            hex.get(i..i + 2)
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        })
+                        .collect()
+                })
+                .flatten();
+            match bytes {
+                Some(b) if !b.is_empty() => binary::decode(&b, limits),
+                _ => Err(ExtractError::new(
+                    Format::Binary,
+                    BINARY_HEADER,
+                    ExtractErrorKind::InvalidHex,
+                    hex,
+                )),
+            }
+        }
+    }
+}
+
+fn count(counter: &AtomicU64, n: usize) {
+    if n > 0 {
+        // ORDERING: Relaxed: a statistic, read by `stats` only; propagation
+        // is off the span hot path, so a shared RMW is fine here.
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl Tracer {
+    fn baggage_limits(&self) -> BaggageLimits {
+        let l = &self.config().limits;
+        BaggageLimits {
+            max_items: l.max_baggage_items,
+            max_bytes: l.max_baggage_bytes,
+        }
+    }
+
+    /// Writes `ctx` into `carrier` in `format`. Baggage the format cannot
+    /// carry is left out and counted in `Stats::baggage_not_propagated`.
+    pub fn inject(&self, ctx: &SpanContext, format: Format, carrier: &mut dyn Carrier) {
+        let key = self.config().tracestate_key.as_deref();
+        count(
+            &self.shared().baggage_not_propagated,
+            inject(ctx, format, carrier, key),
+        );
+    }
+
+    /// Reads a context in `format`: `Ok(None)` when the carrier has none,
+    /// `Err` when one is present but corrupted. Baggage beyond the tracer's
+    /// limits is left out and counted.
+    pub fn extract(
+        &self,
+        format: Format,
+        carrier: &dyn Carrier,
+    ) -> Result<Option<SpanContext>, ExtractError> {
+        let found = extract(format, carrier, self.baggage_limits())?;
+        Ok(found.map(|(ctx, refused)| {
+            count(&self.shared().baggage_not_propagated, refused);
+            ctx
+        }))
+    }
+
+    /// Tries the configured formats ([`Config::propagation`](crate::Config))
+    /// in order; the first present and valid context wins. If none is
+    /// valid but one was present and corrupted, that error is returned.
+    pub fn extract_any(&self, carrier: &dyn Carrier) -> Result<Option<SpanContext>, ExtractError> {
+        let mut first_error = None;
+        for &format in &self.config().propagation {
+            match self.extract(format, carrier) {
+                Ok(Some(ctx)) => return Ok(Some(ctx)),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(None), Err)
+    }
+
+    /// Encodes `ctx` in the [`binary`] envelope.
+    pub fn inject_binary(&self, ctx: &SpanContext) -> Vec<u8> {
+        let (bytes, skipped) = binary::encode(ctx);
+        count(&self.shared().baggage_not_propagated, skipped);
+        bytes
+    }
+
+    /// Decodes a [`binary`] envelope: `Ok(None)` for empty input.
+    pub fn extract_binary(&self, data: &[u8]) -> Result<Option<SpanContext>, ExtractError> {
+        let found = binary::decode(data, self.baggage_limits())?;
+        Ok(found.map(|(ctx, refused)| {
+            count(&self.shared().baggage_not_propagated, refused);
+            ctx
+        }))
+    }
+
+    /// The server gate: a span that is a child of the caller's context in
+    /// `carrier`, or a new root when the caller sent none. A corrupted
+    /// context also starts a root, tagged `propagation.error` with what was
+    /// wrong and counted in `Stats::propagation_errors`; it is never an
+    /// error for the request.
+    pub fn join_or_start(&self, name: impl Into<Cow<'static, str>>, carrier: &dyn Carrier) -> Span {
+        match self.extract_any(carrier) {
+            Ok(Some(ctx)) => self.span(name).child_of(&ctx).start(),
+            Ok(None) => self.span(name).root().start(),
+            Err(e) => {
+                count(&self.shared().propagation_errors, 1);
+                let mut span = self.span(name).root().start();
+                span.set_tag("propagation.error", e.to_string());
+                span
+            }
+        }
+    }
+}
+
+// --- shared helpers -------------------------------------------------------
+
+/// Parses 1..=32 hex digits (`lower_only`: reject uppercase) as a u128.
+pub(crate) fn parse_hex_u128(s: &str, lower_only: bool) -> Option<u128> {
+    if s.is_empty() || s.len() > 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for b in s.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' if !lower_only => b - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
+}
+
+/// Parses 1..=16 hex digits as a u64.
+pub(crate) fn parse_hex_u64(s: &str, lower_only: bool) -> Option<u64> {
+    if s.len() > 16 {
+        return None;
+    }
+    parse_hex_u128(s, lower_only).map(|v| v as u64)
+}
+
+/// Whether `s` is a non-empty HTTP token (RFC 7230 tchar), so it can be a
+/// header name or a W3C baggage key.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Percent-encodes everything but unreserved URL characters, so the result
+/// is safe in any header value (no CR, LF, comma, semicolon, space...).
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes (and, if `plus_is_space`, `+`); `None` if the
+/// result is not UTF-8. Malformed escapes are kept literally.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
+        return Some(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        for s in [
+            "plain",
+            "with space",
+            "a,b;c=d",
+            "line\r\nbreak",
+            "ünï",
+            "100%",
+            "%zz",
+            "+",
+        ] {
+            let e = percent_encode(s);
+            assert!(!e.contains(['\r', '\n', ',', ';', ' ']), "{e}");
+            assert_eq!(percent_decode(&e, false).as_deref(), Some(s));
+        }
+        assert_eq!(percent_decode("a%2", false).as_deref(), Some("a%2"));
+        assert_eq!(percent_decode("%", false).as_deref(), Some("%"));
+        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%ff", false), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! OpenTracing basictracer headers, as in the seed's Go example:
+//! `ot-tracer-traceid`, `ot-tracer-spanid`, `ot-tracer-sampled`, and one
+//! `ot-baggage-<key>` per baggage item (values URL-escaped).
+//!
+//! basictracer ids are 64-bit: a 16-digit trace id maps to a 128-bit trace id
+//! with a zero high half, and such a trace id is sent back as 16 digits.
+
+use super::{
+    is_token, parse_hex_u128, parse_hex_u64, percent_decode, percent_encode, BaggageLimits,
+    Carrier, ExtractError, ExtractErrorKind, Format,
+};
+use crate::span::SpanContext;
+
+const TRACE_ID: &str = "ot-tracer-traceid";
+const SPAN_ID: &str = "ot-tracer-spanid";
+const SAMPLED: &str = "ot-tracer-sampled";
+const BAGGAGE_PREFIX: &str = "ot-baggage-";
+
+fn err(header: &'static str, kind: ExtractErrorKind, input: &str) -> ExtractError {
+    ExtractError::new(Format::OpenTracing, header, kind, input)
+}
+
+pub(crate) fn format_trace_id(id: u128) -> String {
+    if id >> 64 == 0 {
+        format!("{id:016x}")
+    } else {
+        format!("{id:032x}")
+    }
+}
+
+pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
+    carrier.set(TRACE_ID, format_trace_id(ctx.trace_id));
+    carrier.set(SPAN_ID, format!("{:016x}", ctx.span_id));
+    carrier.set(
+        SAMPLED,
+        if ctx.sampled { "true" } else { "false" }.to_string(),
+    );
+    let mut skipped = 0;
+    for (k, v) in &ctx.baggage {
+        if is_token(k) {
+            carrier.set(
+                &format!("{BAGGAGE_PREFIX}{}", k.to_ascii_lowercase()),
+                percent_encode(v),
+            );
+        } else {
+            skipped += 1;
+        }
+    }
+    skipped
+}
+
+pub(crate) fn extract(
+    carrier: &dyn Carrier,
+    limits: BaggageLimits,
+) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+    let (trace, span) = (carrier.get(TRACE_ID), carrier.get(SPAN_ID));
+    let (trace, span) = match (trace, span) {
+        (None, None) => return Ok(None),
+        (Some(t), Some(s)) => (t.trim(), s.trim()),
+        (Some(t), None) => return Err(err(SPAN_ID, ExtractErrorKind::Incomplete, t)),
+        (None, Some(s)) => return Err(err(TRACE_ID, ExtractErrorKind::Incomplete, s)),
+    };
+    let trace_id = parse_hex_u128(trace, false)
+        .ok_or_else(|| err(TRACE_ID, ExtractErrorKind::InvalidHex, trace))?;
+    let span_id = parse_hex_u64(span, false)
+        .ok_or_else(|| err(SPAN_ID, ExtractErrorKind::InvalidHex, span))?;
+    if trace_id == 0 || span_id == 0 {
+        return Err(err(TRACE_ID, ExtractErrorKind::ZeroId, trace));
+    }
+    let sampled = match carrier.get(SAMPLED).map(str::trim) {
+        None => true,
+        Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => true,
+        Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => false,
+        Some(s) => return Err(err(SAMPLED, ExtractErrorKind::InvalidFlags, s)),
+    };
+    let mut ctx = SpanContext::new(trace_id, span_id, sampled);
+    let mut names = Vec::new();
+    carrier.for_each_name(&mut |name| {
+        let prefix = name.get(..BAGGAGE_PREFIX.len());
+        if name.len() > BAGGAGE_PREFIX.len()
+            && prefix.is_some_and(|p| p.eq_ignore_ascii_case(BAGGAGE_PREFIX))
+        {
+            names.push(name.to_string());
+        }
+    });
+    names.sort();
+    let (mut bytes, mut refused) = (0, 0);
+    for name in names {
+        // The prefix is ASCII and matched above, so this is a char boundary.
+        let key = name
+            .get(BAGGAGE_PREFIX.len()..)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let value = carrier.get(&name).and_then(|v| percent_decode(v, true));
+        match value {
+            Some(v) if !v.contains(['\r', '\n']) => {
+                if !limits.admit(&mut ctx.baggage, &mut bytes, key, v) {
+                    refused += 1;
+                }
+            }
+            _ => refused += 1,
+        }
+    }
+    Ok(Some((ctx, refused)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn seed_example_headers() {
+        // The seed's Go output, as an HTTP server sees it (canonical case).
+        let h: HashMap<String, String> = [
+            ("Ot-Tracer-Traceid", "7ab6ba52e1e748c1"),
+            ("Ot-Tracer-Spanid", "1b4c98c3b3f048aa"),
+            ("Ot-Tracer-Sampled", "false"),
+            ("Ot-Baggage-My-Baggage", "current+user"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (ctx, refused) = extract(
+            &h,
+            BaggageLimits {
+                max_items: 64,
+                max_bytes: 8192,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(refused, 0);
+        assert_eq!(ctx.trace_id, 0x7ab6ba52e1e748c1);
+        assert_eq!(ctx.span_id, 0x1b4c98c3b3f048aa);
+        assert!(!ctx.sampled);
+        assert_eq!(ctx.baggage_item("my-baggage"), Some("current user"));
+        let mut out = HashMap::new();
+        inject(&ctx, &mut out);
+        assert_eq!(out["ot-tracer-traceid"], "7ab6ba52e1e748c1");
+        assert_eq!(out["ot-baggage-my-baggage"], "current%20user");
+    }
+}

@@ -1,0 +1,286 @@
+//! W3C Trace Context (Recommendation, 2021): `traceparent` and `tracestate`;
+//! the `baggage` header is W3C Baggage (see `baggage.rs`).
+
+use super::{
+    baggage, parse_hex_u128, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind,
+    Format,
+};
+use crate::span::SpanContext;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+/// At most this many list members are kept or sent.
+const MAX_MEMBERS: usize = 32;
+
+fn err(kind: ExtractErrorKind, input: &str) -> ExtractError {
+    ExtractError::new(Format::W3c, TRACEPARENT, kind, input)
+}
+
+/// Parses a `traceparent` value into (trace id, parent id, sampled).
+pub(crate) fn parse_traceparent(value: &str) -> Result<(u128, u64, bool), ExtractError> {
+    let v = value.trim_matches(|c| c == ' ' || c == '\t');
+    let b = v.as_bytes();
+    // Every valid value is ASCII; checking first makes the slicing below
+    // safe on any input.
+    if b.len() < 55 || !v.is_ascii() {
+        return Err(err(ExtractErrorKind::Malformed, value));
+    }
+    let version = parse_hex_u64(&v[0..2], true)
+        .ok_or_else(|| err(ExtractErrorKind::UnsupportedVersion, value))?;
+    if version == 0xff {
+        return Err(err(ExtractErrorKind::UnsupportedVersion, value));
+    }
+    // Version 00 is exactly 55 characters; a later version may append
+    // fields after a dash, and is parsed by its version-00 prefix.
+    if (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
+        return Err(err(ExtractErrorKind::Malformed, value));
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return Err(err(ExtractErrorKind::Malformed, value));
+    }
+    let trace_id =
+        parse_hex_u128(&v[3..35], true).ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))?;
+    let span_id =
+        parse_hex_u64(&v[36..52], true).ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))?;
+    let flags = parse_hex_u64(&v[53..55], true)
+        .ok_or_else(|| err(ExtractErrorKind::InvalidFlags, value))?;
+    if trace_id == 0 || span_id == 0 {
+        return Err(err(ExtractErrorKind::ZeroId, value));
+    }
+    Ok((trace_id, span_id, flags & 1 == 1))
+}
+
+fn is_key_char(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/')
+}
+
+/// A `tracestate` list-member key: `lcalpha 0*255(keychar)`, or
+/// `tenant@system` with `(lcalpha / DIGIT) 0*240(keychar)` and
+/// `lcalpha 0*13(keychar)`.
+pub(crate) fn validate_tracestate_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    match key.split_once('@') {
+        None => {
+            !b.is_empty()
+                && b.len() <= 256
+                && b[0].is_ascii_lowercase()
+                && b.iter().all(|&c| is_key_char(c))
+        }
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            !t.is_empty()
+                && t.len() <= 241
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && t.iter().all(|&c| is_key_char(c))
+                && !s.is_empty()
+                && s.len() <= 14
+                && s[0].is_ascii_lowercase()
+                && s.iter().all(|&c| is_key_char(c))
+        }
+    }
+}
+
+/// A list-member value: up to 256 printable ASCII characters except `,`
+/// and `=`, not ending in a space.
+fn valid_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 256
+        && v.bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+        && !v.ends_with(' ')
+}
+
+/// Parses `tracestate` into its members, or `None` when it breaks the list
+/// rules (then the whole header is discarded, as the spec requires).
+pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
+    let mut members = Vec::new();
+    for m in value.split(',') {
+        let m = m.trim_matches(|c| c == ' ' || c == '\t');
+        if m.is_empty() {
+            continue;
+        }
+        let (k, v) = m.split_once('=')?;
+        if !validate_tracestate_key(k) || !valid_value(v) || members.iter().any(|(mk, _)| *mk == k)
+        {
+            return None;
+        }
+        members.push((k, v));
+    }
+    (members.len() <= MAX_MEMBERS).then_some(members)
+}
+
+pub(crate) fn extract(
+    carrier: &dyn Carrier,
+    limits: BaggageLimits,
+) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+    let Some(tp) = carrier.get(TRACEPARENT) else {
+        return Ok(None);
+    };
+    let (trace_id, span_id, sampled) = parse_traceparent(tp)?;
+    let mut ctx = SpanContext::new(trace_id, span_id, sampled);
+    if let Some(ts) = carrier.get(TRACESTATE) {
+        if let Some(members) = parse_tracestate(ts) {
+            ctx.trace_state = join(members.iter().copied());
+        }
+    }
+    let mut refused = 0;
+    if let Some(b) = carrier.get(baggage::HEADER) {
+        refused = baggage::parse(b, limits, &mut ctx.baggage);
+    }
+    Ok(Some((ctx, refused)))
+}
+
+fn join<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in members {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Writes `traceparent`, `tracestate` (with this service's member, if it has
+/// a key, moved to the front and set to its span id) and `baggage`.
+pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier, own_key: Option<&str>) -> usize {
+    let flags = if ctx.sampled { "01" } else { "00" };
+    carrier.set(
+        TRACEPARENT,
+        format!("00-{:032x}-{:016x}-{flags}", ctx.trace_id, ctx.span_id),
+    );
+    let incoming = parse_tracestate(&ctx.trace_state).unwrap_or_default();
+    let own_value = format!("{:016x}", ctx.span_id);
+    let members: Vec<(&str, &str)> = match own_key {
+        Some(key) => std::iter::once((key, own_value.as_str()))
+            .chain(incoming.into_iter().filter(|(k, _)| *k != key))
+            .take(MAX_MEMBERS)
+            .collect(),
+        None => incoming,
+    };
+    if !members.is_empty() {
+        carrier.set(TRACESTATE, join(members.into_iter()));
+    }
+    baggage::inject(&ctx.baggage, carrier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const LIMITS: BaggageLimits = BaggageLimits {
+        max_items: 64,
+        max_bytes: 8192,
+    };
+
+    #[test]
+    fn spec_examples() {
+        let (t, s, sampled) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(t, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(s, 0x00f067aa0ba902b7);
+        assert!(sampled);
+        let (.., sampled) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(!sampled);
+        // A future version with extra fields parses by its prefix.
+        assert!(parse_traceparent(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds"
+        )
+        .is_ok());
+        let bad = [
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ExtractErrorKind::UnsupportedVersion,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                ExtractErrorKind::ZeroId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                ExtractErrorKind::ZeroId,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                ExtractErrorKind::InvalidHex,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                ExtractErrorKind::Malformed,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                ExtractErrorKind::Malformed,
+            ),
+            (
+                "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.what",
+                ExtractErrorKind::Malformed,
+            ),
+            (
+                "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ExtractErrorKind::UnsupportedVersion,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+                ExtractErrorKind::InvalidFlags,
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ExtractErrorKind::Malformed,
+            ),
+        ];
+        for (input, kind) in bad {
+            assert_eq!(parse_traceparent(input).unwrap_err().kind, kind, "{input}");
+        }
+    }
+
+    #[test]
+    fn tracestate_rules() {
+        assert_eq!(
+            parse_tracestate("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE").unwrap(),
+            vec![("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")]
+        );
+        assert!(parse_tracestate("tenant@vendor=v,0tenant@sys=w").is_some());
+        for bad in [
+            "Upper=1",
+            "k=v,k=w",
+            "k=a=b",
+            "k=",
+            "1key=v",
+            "t@Vendor=v",
+            "k=v\u{7f}",
+            "k",
+        ] {
+            assert!(parse_tracestate(bad).is_none(), "{bad}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert!(parse_tracestate(&many.join(",")).is_none());
+        assert!(parse_tracestate(&many[..32].join(",")).is_some());
+    }
+
+    #[test]
+    fn forwarding_moves_own_member_to_front() {
+        let mut ctx = SpanContext::new(1, 0xabc, true);
+        ctx.trace_state = "rojo=1,spanrec=old,congo=2".into();
+        let mut h = HashMap::new();
+        inject(&ctx, &mut h, Some("spanrec"));
+        assert_eq!(h["tracestate"], "spanrec=0000000000000abc,rojo=1,congo=2");
+        assert_eq!(
+            h["traceparent"],
+            "00-00000000000000000000000000000001-0000000000000abc-01"
+        );
+        let (back, _) = extract(&h, LIMITS).unwrap().unwrap();
+        assert_eq!(
+            (back.trace_id, back.span_id, back.sampled),
+            (1, 0xabc, true)
+        );
+        // Without an own key the list is forwarded as received.
+        let mut h = HashMap::new();
+        inject(&ctx, &mut h, None);
+        assert_eq!(h["tracestate"], "rojo=1,spanrec=old,congo=2");
+    }
+}

@@ -1,0 +1,240 @@
+//! Propagation: round trips of every format (proptest), hostile input on
+//! every extractor, and the server gate.
+
+use proptest::prelude::*;
+use spanrec::{ExtractErrorKind, Format, InMemoryRecorder, SpanContext, Tracer};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+fn tracer() -> (Tracer, InMemoryRecorder) {
+    let rec = InMemoryRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec.clone())
+        .tracestate_key("spanrec")
+        .build()
+        .unwrap();
+    (t, rec)
+}
+
+const TEXT_FORMATS: [Format; 6] = [
+    Format::W3c,
+    Format::OpenTracing,
+    Format::B3Single,
+    Format::B3Multi,
+    Format::Jaeger,
+    Format::Binary,
+];
+
+fn carries_baggage(f: Format) -> bool {
+    !matches!(f, Format::B3Single | Format::B3Multi)
+}
+
+fn baggage_key() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_-]{0,15}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_format_round_trips(
+        trace_id in 1u128..,
+        span_id in 1u64..,
+        sampled: bool,
+        baggage in proptest::collection::btree_map(baggage_key(), "\\PC{0,20}", 0..5),
+    ) {
+        let (t, _) = tracer();
+        let mut ctx = SpanContext::new(trace_id, span_id, sampled);
+        ctx.baggage = baggage.into_iter().collect();
+        for format in TEXT_FORMATS {
+            let mut carrier: HashMap<String, String> = HashMap::new();
+            t.inject(&ctx, format, &mut carrier);
+            for v in carrier.values() {
+                prop_assert!(!v.contains(['\r', '\n']), "{format}: {v:?}");
+            }
+            let back = t.extract(format, &carrier).unwrap().unwrap();
+            prop_assert_eq!(back.trace_id, trace_id, "{}", format);
+            prop_assert_eq!(back.span_id, span_id);
+            prop_assert_eq!(back.sampled, sampled);
+            if carries_baggage(format) {
+                let mut want = ctx.baggage.clone();
+                let mut got = back.baggage.clone();
+                want.sort();
+                got.sort();
+                prop_assert_eq!(got, want, "{}", format);
+            }
+        }
+        let bytes = t.inject_binary(&ctx);
+        let back = t.extract_binary(&bytes).unwrap().unwrap();
+        prop_assert_eq!(back, ctx);
+    }
+
+    #[test]
+    fn extractors_never_panic_on_random_text(
+        values in proptest::collection::vec("\\PC{0,80}", 8),
+        raw in proptest::collection::vec(any::<u8>(), 0..80),
+    ) {
+        let (t, _) = tracer();
+        let names = ["traceparent", "tracestate", "baggage", "ot-tracer-traceid", "ot-tracer-spanid",
+            "b3", "uber-trace-id", "x-b3-traceid"];
+        let carrier: BTreeMap<String, String> =
+            names.iter().zip(values).map(|(k, v)| (k.to_string(), v)).collect();
+        for format in TEXT_FORMATS {
+            let _ = t.extract(format, &carrier);
+        }
+        let _ = t.extract_any(&carrier);
+        drop(t.join_or_start("gate", &carrier));
+        let _ = t.extract_binary(&raw);
+        let mut header = HashMap::new();
+        header.insert("spanrec-context".to_string(), raw.iter().map(|b| format!("{b:02x}")).collect());
+        let _ = t.extract(Format::Binary, &header);
+    }
+
+    #[test]
+    fn corrupted_traceparent_is_an_error_of_the_right_kind(byte in 0usize..55, with in "[g-zG-Z]") {
+        let (t, _) = tracer();
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut bad = good.to_string();
+        bad.replace_range(byte..byte + 1, &with);
+        let carrier = HashMap::from([("traceparent".to_string(), bad)]);
+        let e = t.extract(Format::W3c, &carrier).unwrap_err();
+        prop_assert!(matches!(
+            e.kind,
+            ExtractErrorKind::Malformed | ExtractErrorKind::InvalidHex | ExtractErrorKind::UnsupportedVersion | ExtractErrorKind::InvalidFlags
+        ), "{:?}", e);
+    }
+}
+
+#[test]
+fn absent_is_none_not_error() {
+    let (t, _) = tracer();
+    let empty: HashMap<String, String> = HashMap::new();
+    for format in TEXT_FORMATS {
+        assert_eq!(t.extract(format, &empty), Ok(None), "{format}");
+    }
+    assert_eq!(t.extract_binary(&[]), Ok(None));
+}
+
+#[test]
+fn server_gate_joins_starts_or_falls_back() {
+    let (t, rec) = tracer();
+    let joined = HashMap::from([
+        (
+            "traceparent".to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        ),
+        (
+            "tracestate".to_string(),
+            "rojo=00f067aa0ba902b7".to_string(),
+        ),
+        ("baggage".to_string(), "user=alice".to_string()),
+    ]);
+    let s = t.join_or_start("joined", &joined);
+    assert_eq!(s.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+    assert_eq!(s.baggage_item("user"), Some("alice"));
+    // Forwarding: our tracestate member first, the caller's kept.
+    let mut out = HashMap::new();
+    t.inject(&s.context(), Format::W3c, &mut out);
+    assert_eq!(
+        out["tracestate"],
+        format!("spanrec={:016x},rojo=00f067aa0ba902b7", s.span_id())
+    );
+    drop(s);
+
+    let nothing: HashMap<String, String> = HashMap::new();
+    let root = t.join_or_start("root", &nothing);
+    assert_ne!(root.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+    drop(root);
+
+    let corrupted = HashMap::from([("traceparent".to_string(), "00-nothex-01".to_string())]);
+    t.join_or_start("fallback", &corrupted).finish();
+
+    // Seed-style OpenTracing headers, in HTTP's canonical case.
+    let ot = HashMap::from([
+        (
+            "Ot-Tracer-Traceid".to_string(),
+            "7ab6ba52e1e748c1".to_string(),
+        ),
+        (
+            "Ot-Tracer-Spanid".to_string(),
+            "1b4c98c3b3f048aa".to_string(),
+        ),
+        ("Ot-Tracer-Sampled".to_string(), "true".to_string()),
+        (
+            "Ot-Baggage-My-Baggage".to_string(),
+            "current+user".to_string(),
+        ),
+    ]);
+    let s = t.join_or_start("from-go", &ot);
+    assert_eq!(s.trace_id(), 0x7ab6ba52e1e748c1);
+    assert_eq!(s.baggage_item("my-baggage"), Some("current user"));
+    drop(s);
+
+    // B3 "do not sample" alone: a root, unsampled.
+    let b3 = HashMap::from([("b3".to_string(), "0".to_string())]);
+    assert!(!t.join_or_start("b3-deny", &b3).is_sampled());
+
+    t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
+    let fallback = rec.find("fallback").unwrap();
+    assert_eq!(fallback.parent_span_id, None);
+    let tag = fallback.tag("propagation.error").expect("tagged");
+    assert!(format!("{tag:?}").contains("traceparent"), "{tag:?}");
+    assert_eq!(t.stats().propagation_errors, 1);
+    assert_eq!(
+        rec.find("joined").unwrap().parent_span_id,
+        Some(0x00f067aa0ba902b7)
+    );
+}
+
+#[test]
+fn hostile_baggage_is_bounded_and_cannot_split_headers() {
+    let rec = InMemoryRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec)
+        .limits(spanrec::SpanLimits {
+            max_baggage_items: 3,
+            max_baggage_bytes: 64,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let many: Vec<String> = (0..100).map(|i| format!("k{i}=v")).collect();
+    let mut carrier = HashMap::from([
+        (
+            "traceparent".to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        ),
+        (
+            "baggage".to_string(),
+            format!("evil=a%0D%0ASet-Cookie:%20x,{}", many.join(",")),
+        ),
+    ]);
+    let ctx = t.extract(Format::W3c, &carrier).unwrap().unwrap();
+    assert_eq!(ctx.baggage.len(), 3);
+    assert!(ctx.baggage.iter().all(|(_, v)| !v.contains(['\r', '\n'])));
+    assert!(t.stats().baggage_not_propagated >= 97);
+    // In-process values with CR/LF are percent-encoded on the way out.
+    let mut span = t.span("s").child_of(&ctx).start();
+    span.set_baggage_item("note", "line\r\nbreak");
+    carrier.clear();
+    for format in [Format::W3c, Format::OpenTracing, Format::Jaeger] {
+        t.inject(&span.context(), format, &mut carrier);
+    }
+    assert!(
+        carrier.values().all(|v| !v.contains(['\r', '\n'])),
+        "{carrier:?}"
+    );
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn http_header_map_is_a_carrier() {
+    let (t, _) = tracer();
+    let mut headers = http::HeaderMap::new();
+    let ctx = SpanContext::new(42, 7, true).with_baggage_item("user", "bob");
+    t.inject(&ctx, Format::W3c, &mut headers);
+    assert!(headers.contains_key("traceparent"));
+    let back = t.extract(Format::W3c, &headers).unwrap().unwrap();
+    assert_eq!((back.trace_id, back.span_id), (42, 7));
+    assert_eq!(back.baggage_item("user"), Some("bob"));
+}
