@@ -1,12 +1,44 @@
 #!/usr/bin/env bash
-# loom model checks of the lock-free protocols (see docs/architecture.md).
-# Builds with --cfg spanrec_loom into its own target dir so the normal build
-# cache is not invalidated; release profile with debug assertions for speed.
+# loom model checks of the lock-free protocols (docs/architecture.md,
+# "Loom models"), then the mutants: each weakens one ordering or removes one
+# check, and must make at least one model fail — proof the models have teeth.
+#
+# Builds with --cfg spanrec_loom into its own target dir (the normal build
+# cache stays valid), release profile with debug assertions for speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RUSTFLAGS="--cfg spanrec_loom ${RUSTFLAGS:-}"
 export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 target="${CARGO_TARGET_DIR:-target}/loom"
+base_flags="--cfg spanrec_loom ${RUSTFLAGS:-}"
+started=$(date +%s)
+
 echo "loom: LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS"
-CARGO_TARGET_DIR="$target" cargo test -p spanrec-loom-tests --release --test ring
+out=$(mktemp)
+for group in ring slot; do
+  RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
+    cargo test -p spanrec-loom-tests --release --test "$group" -- --nocapture --test-threads 1 \
+    2>&1 | tee -a "$out" | grep -E "loom model|test result|panicked|FAILED" || true
+  if ! grep "test result" "$out" | tail -n 1 | grep -q "test result: ok"; then
+    echo "loom: model group $group FAILED"; exit 1
+  fi
+done
+models=$(grep -oE "loom model [a-z0-9_]+: [0-9]+ interleavings" "$out" | wc -l)
+interleavings=$(grep -oE "loom model [a-z0-9_]+: [0-9]+ interleavings" "$out" | awk '{s += $(NF-1)} END {print s + 0}')
+echo "loom: $models models, $interleavings interleavings explored, all passed"
+
+mutants=(ring_publish_relaxed ring_release_relaxed exit_relaxed exit_checked_after_drain close_drops_silently)
+for m in "${mutants[@]}"; do
+  if RUSTFLAGS="$base_flags --cfg spanrec_loom_mutant=\"$m\"" CARGO_TARGET_DIR="$target-mutant" \
+      cargo test -p spanrec-loom-tests --release --no-fail-fast -- --test-threads 1 >"$out" 2>&1; then
+    echo "loom: mutant $m SURVIVED: no model failed"; exit 1
+  fi
+  # A failing model shows as a FAILED test, or (a panic while unwinding)
+  # as an aborted test binary naming the panicking test thread.
+  caught=$( { grep -E "^test [a-z0-9_]+ \.\.\. FAILED" "$out" | awk '{print $2}';
+              grep -oE "^thread '[a-z0-9_]+' .*panicked" "$out" | cut -d"'" -f2; } | sort -u | paste -sd, - || true)
+  echo "loom: mutant $m caught by: ${caught:-build or harness failure, see log}"
+  if [ -z "$caught" ]; then tail -n 30 "$out"; exit 1; fi
+done
+rm -f "$out"
+echo "loom: done in $(( $(date +%s) - started ))s"

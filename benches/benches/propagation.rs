@@ -5,7 +5,9 @@
 
 use criterion::{black_box, criterion_main, Criterion};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext as OtelContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext as OtelContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use spanrec::{Format, SpanContext};
 use spanrec_benches::null_tracer;

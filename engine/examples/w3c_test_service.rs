@@ -22,7 +22,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = std::env::args().nth(1).ok_or("usage: w3c_test_service PORT")?.parse()?;
+    let port: u16 = std::env::args()
+        .nth(1)
+        .ok_or("usage: w3c_test_service PORT")?
+        .parse()?;
     let tracer = Tracer::builder()
         .service_name("w3c-test-service")
         .propagation([Format::W3c])
@@ -32,20 +35,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(("127.0.0.1", port))?;
     eprintln!("listening on http://127.0.0.1:{port}/test");
     for stream in listener.incoming() {
-        if let Err(e) = stream.map_err(|e| e.to_string()).and_then(|s| handle(&tracer, s)) {
+        if let Err(e) = stream
+            .map_err(|e| e.to_string())
+            .and_then(|s| handle(&tracer, s))
+        {
             eprintln!("request failed: {e}");
         }
     }
     Ok(())
 }
 
-/// Reads one HTTP/1.1 request: (method, path, lowercased headers, body).
-fn read_request(stream: &TcpStream) -> Result<(String, String, HashMap<String, String>, Vec<u8>), String> {
+/// One HTTP/1.1 request: method, path, lowercased headers, body.
+type Request = (String, String, HashMap<String, String>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request.
+fn read_request(stream: &TcpStream) -> Result<Request, String> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(|e| e.to_string())?;
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     let mut headers: HashMap<String, String> = HashMap::new();
     loop {
         let mut h = String::new();
@@ -55,17 +67,25 @@ fn read_request(stream: &TcpStream) -> Result<(String, String, HashMap<String, S
         if let Some((k, v)) = h.split_once(':') {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
             // Repeated headers combine with a comma, as HTTP allows for lists.
-            headers.entry(k).and_modify(|old| *old = format!("{old},{v}")).or_insert(v);
+            headers
+                .entry(k)
+                .and_modify(|old| *old = format!("{old},{v}"))
+                .or_insert(v);
         }
     }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).map_err(|e| e.to_string())?;
     Ok((method, path, headers, body))
 }
 
 fn handle(tracer: &Tracer, mut stream: TcpStream) -> Result<(), String> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     let (method, path, headers, body) = read_request(&stream)?;
     if method != "POST" || path != "/test" {
         return respond(&mut stream, "404 Not Found");
@@ -73,7 +93,9 @@ fn handle(tracer: &Tracer, mut stream: TcpStream) -> Result<(), String> {
     let span = tracer.join_or_start("test", &headers);
     let cases: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     for case in cases.as_array().into_iter().flatten() {
-        let (Some(url), Some(arguments)) = (case["url"].as_str(), case.get("arguments")) else { continue };
+        let (Some(url), Some(arguments)) = (case["url"].as_str(), case.get("arguments")) else {
+            continue;
+        };
         let child = tracer.span("call").child_of(&span).start();
         let mut out: HashMap<String, String> = HashMap::new();
         tracer.inject(&child.context(), Format::W3c, &mut out);
@@ -85,15 +107,25 @@ fn handle(tracer: &Tracer, mut stream: TcpStream) -> Result<(), String> {
 }
 
 fn respond(stream: &mut TcpStream, status: &str) -> Result<(), String> {
-    write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A minimal HTTP/1.1 `POST` to an `http://host:port/path` URL.
 fn post(url: &str, headers: &HashMap<String, String>, body: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
     let mut stream = TcpStream::connect(authority).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
@@ -103,7 +135,9 @@ fn post(url: &str, headers: &HashMap<String, String>, body: &str) -> Result<(), 
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     Ok(())

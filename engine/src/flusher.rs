@@ -18,7 +18,7 @@
 use crate::local::FlusherSlot;
 use crate::record::SpanRecord;
 use crate::recorder::{Batch, Recorder, RecorderError};
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 use crate::tracer::Shared;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ pub(crate) fn spawn(
                 batch_since: None,
                 flush_done: 0,
                 late: Vec::new(),
+                scratch: Vec::new(),
             }
             .run()
         })
@@ -65,6 +66,8 @@ struct Flusher {
     batch_since: Option<Instant>,
     flush_done: u64,
     late: Vec<Box<SpanRecord>>,
+    /// Reused between drains (a ring's worth at most).
+    scratch: Vec<Box<SpanRecord>>,
 }
 
 struct Slot {
@@ -133,36 +136,30 @@ impl Flusher {
             self.add(record);
             moved += 1;
         }
+        let mut scratch = std::mem::take(&mut self.scratch);
         for i in 0..self.slots.len() {
-            // ORDERING: Acquire pairs with the Release store in
-            // `LocalSlot::drop`: when it reads `true`, every push of the
-            // exited thread is visible to the drain below.
-            let orphaned = self.slots[i].inner.state.orphaned.load(Ordering::Acquire);
             // A live thread keeps pushing; take at most a ring's worth so one
-            // busy thread cannot starve the others. An exited one cannot.
-            let limit = if orphaned {
-                usize::MAX
-            } else {
-                self.shared.config.ring_capacity
-            };
-            let mut n = 0;
-            while n < limit {
-                let Some(record) = self.slots[i].inner.spans.pop() else {
-                    break;
-                };
+            // busy thread cannot starve the others (an exited one: all).
+            let limit = self.shared.config.ring_capacity;
+            let drained = self.slots[i]
+                .inner
+                .receiver
+                .drain(limit, |record| scratch.push(record));
+            let n = drained.moved;
+            for record in scratch.drain(..) {
                 self.add(record);
-                n += 1;
             }
             self.shared
                 .flusher_counters
                 .ring_high_water
                 .raise_to(n as u64);
-            if orphaned {
+            if drained.for_good {
                 self.slots[i].drained_for_good = true;
             }
             moved += n;
             pressed |= n >= half;
         }
+        self.scratch = scratch;
         (moved, pressed)
     }
 
@@ -223,7 +220,7 @@ impl Flusher {
             // ring is full (more of its spans in flight than ever before), is
             // freed here, off the hot path.
             if let Some(&i) = self.homes.get(&record.home) {
-                let _ = self.slots[i].inner.returns.push(record);
+                let _ = self.slots[i].inner.receiver.give_back(record);
             }
         }
         self.batch_since = None;

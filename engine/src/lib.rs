@@ -69,6 +69,8 @@ mod record;
 mod recorder;
 #[doc(hidden)]
 pub mod ring;
+#[doc(hidden)]
+pub mod slot;
 mod span;
 mod stats;
 mod sync;

@@ -1,11 +1,6 @@
-//! Per-thread state: each thread that touches a tracer gets a *slot*, two
-//! SPSC rings shared with the flusher and a few counters.
-//!
-//! ```text
-//!   thread T (producer)            flusher (consumer)
-//!   spans:   Producer  ──────────▶ Consumer      finished span buffers
-//!   returns: Consumer  ◀────────── Producer      recycled, empty buffers
-//! ```
+//! Per-thread state: each thread that touches a tracer gets a *slot* (the
+//! protocol in `slot.rs`: a ring of finished span buffers to the flusher, a
+//! ring of recycled buffers back) and a few counters.
 //!
 //! A thread registers its slot on its first span (one parking_lot lock, the
 //! only lock the span path ever takes, and only once per thread and tracer).
@@ -14,25 +9,21 @@
 //!
 //! Nothing is stranded: the flusher polls every slot at least once per
 //! flush interval, whether or not its thread is busy, so an idle thread's
-//! spans move on; when a thread exits, its slot is marked orphaned and the
-//! flusher drains and retires it.
+//! spans move on; when a thread exits, its `SlotSender` drops, which marks
+//! the slot exited, and the flusher drains and retires it.
 
 use crate::record::SpanRecord;
-use crate::ring::{ring, Consumer, Full, Producer};
+use crate::slot::{slot, Refused, SlotReceiver, SlotSender};
 use crate::stats::ThreadCounters;
 use crate::sync::{thread_local, Arc, AtomicBool, Ordering};
 use crate::tracer::Shared;
 use crate::OverflowPolicy;
 use std::cell::RefCell;
 
-/// A slot's state seen by both sides.
+/// A slot's counters and identity, seen by the thread, the flusher and
+/// `Tracer::stats`.
 #[derive(Debug)]
 pub(crate) struct SlotState {
-    /// Set once by the owning thread when it exits (the `LocalSlot` drop),
-    /// after its last push.
-    ///
-    /// Invariant: once the flusher reads `true`, no further push happens.
-    pub(crate) orphaned: AtomicBool,
     /// Set when the tracer is gone, so the thread can free its half early.
     pub(crate) tracer_gone: AtomicBool,
     /// Counters written only by the owning thread.
@@ -44,8 +35,7 @@ pub(crate) struct SlotState {
 
 /// The flusher's half of a slot.
 pub(crate) struct FlusherSlot {
-    pub(crate) spans: Consumer<Box<SpanRecord>>,
-    pub(crate) returns: Producer<Box<SpanRecord>>,
+    pub(crate) receiver: SlotReceiver<Box<SpanRecord>>,
     pub(crate) state: Arc<SlotState>,
 }
 
@@ -56,19 +46,10 @@ const SPARE_CAPACITY: usize = 32;
 /// The thread's half of a slot.
 pub(crate) struct LocalSlot {
     tracer_id: u64,
-    spans: Producer<Box<SpanRecord>>,
-    returns: Consumer<Box<SpanRecord>>,
+    /// Dropped with the thread-local at thread exit, which tells the flusher.
+    sender: SlotSender<Box<SpanRecord>>,
     spare: Vec<Box<SpanRecord>>,
     state: Arc<SlotState>,
-}
-
-impl Drop for LocalSlot {
-    fn drop(&mut self) {
-        // ORDERING: Release pairs with the flusher's Acquire load of
-        // `orphaned`: every push this thread made happens before the flusher
-        // sees the flag, so its following drain finds them all.
-        self.state.orphaned.store(true, Ordering::Release);
-    }
 }
 
 thread_local! {
@@ -78,26 +59,26 @@ thread_local! {
 
 fn register(shared: &Arc<Shared>) -> LocalSlot {
     let capacity = shared.config.ring_capacity;
-    let (spans_tx, spans_rx) = ring(capacity);
-    // Room for every buffer this thread can have in flight (its ring, the
-    // flusher's batch, its spare list), so returns do not overflow in steady
-    // state.
-    let (returns_tx, returns_rx) = ring(capacity + shared.config.max_batch_size + SPARE_CAPACITY);
+    // The return ring has room for every buffer this thread can have in
+    // flight (its ring, the flusher's batch, its spare list), so returns do
+    // not overflow in steady state.
+    let (sender, receiver) = slot(
+        capacity,
+        capacity + shared.config.max_batch_size + SPARE_CAPACITY,
+        shared.closed.clone(),
+    );
     let state = Arc::new(SlotState {
-        orphaned: AtomicBool::new(false),
         tracer_gone: AtomicBool::new(false),
         counters: ThreadCounters::default(),
         id: shared.next_slot_id(),
     });
     shared.register(FlusherSlot {
-        spans: spans_rx,
-        returns: returns_tx,
+        receiver,
         state: state.clone(),
     });
     LocalSlot {
         tracer_id: shared.id,
-        spans: spans_tx,
-        returns: returns_rx,
+        sender,
         spare: Vec::with_capacity(SPARE_CAPACITY),
         state,
     }
@@ -131,7 +112,7 @@ fn with_slot<R>(shared: &Arc<Shared>, f: impl FnOnce(&mut LocalSlot) -> R) -> Op
 pub(crate) fn acquire(shared: &Arc<Shared>) -> Box<SpanRecord> {
     let recycled = with_slot(shared, |slot| {
         slot.state.counters.started.incr();
-        slot.spare.pop().or_else(|| slot.returns.pop())
+        slot.spare.pop().or_else(|| slot.sender.recycled())
     });
     match recycled {
         Some(Some(mut record)) => {
@@ -237,21 +218,16 @@ impl LocalSlot {
             self.keep_spare(record);
             return;
         }
-        // ORDERING: Relaxed: a stale `false` only lets the span into the ring
-        // after the flusher's final drain; `Tracer::stats` drains closed
-        // rings and counts such spans as dropped for shutdown, so either
-        // outcome is accounted for.
-        if record.shared.closed.load(Ordering::Relaxed) {
-            counters.shutdown.incr();
-            self.keep_spare(record);
-            return;
-        }
-        let Err(Full(record)) = self.spans.push(record) else {
-            return;
-        };
-        match record.shared.config.overflow {
-            OverflowPolicy::DropNewest => self.drop_full(record),
-            OverflowPolicy::Block { timeout } => self.push_blocking(record, timeout),
+        match self.sender.send(record) {
+            Ok(()) => {}
+            Err(Refused::Closed(record)) => {
+                counters.shutdown.incr();
+                self.keep_spare(record);
+            }
+            Err(Refused::Full(record)) => match record.shared.config.overflow {
+                OverflowPolicy::DropNewest => self.drop_full(record),
+                OverflowPolicy::Block { timeout } => self.push_blocking(record, timeout),
+            },
         }
     }
 
@@ -269,9 +245,14 @@ impl LocalSlot {
         let mut record = record;
         let mut attempt = 0u32;
         loop {
-            match self.spans.push(record) {
+            match self.sender.send(record) {
                 Ok(()) => return,
-                Err(Full(back)) => record = back,
+                Err(Refused::Full(back)) => record = back,
+                Err(Refused::Closed(back)) => {
+                    self.state.counters.shutdown.incr();
+                    self.keep_spare(back);
+                    return;
+                }
             }
             if std::time::Instant::now() >= deadline {
                 self.state.counters.block_timeout.incr();

@@ -133,7 +133,10 @@ impl<T> Producer<T> {
         self.tail = self.tail.wrapping_add(1);
         // ORDERING: Release pairs with the consumer's Acquire load of `tail`
         // in `pop`: the slot write above happens before its read.
+        #[cfg(not(spanrec_loom_mutant = "ring_publish_relaxed"))]
         self.ring.tail.store(self.tail, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "ring_publish_relaxed")]
+        self.ring.tail.store(self.tail, Ordering::Relaxed);
         Ok(())
     }
 
@@ -176,7 +179,10 @@ impl<T> Consumer<T> {
         self.head = self.head.wrapping_add(1);
         // ORDERING: Release pairs with the producer's Acquire load of `head`
         // in `push`: our read of the slot happens before its next write.
+        #[cfg(not(spanrec_loom_mutant = "ring_release_relaxed"))]
         self.ring.head.store(self.head, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "ring_release_relaxed")]
+        self.ring.head.store(self.head, Ordering::Relaxed);
         Some(value)
     }
 }

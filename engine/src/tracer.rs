@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Set when shutdown begins; spans finished after it are dropped and
     /// counted.
-    pub(crate) closed: AtomicBool,
+    pub(crate) closed: Arc<AtomicBool>,
     registry: Mutex<Registry>,
     pub(crate) flusher_counters: FlusherCounters,
     control: Mutex<Control>,
@@ -219,10 +219,10 @@ impl Shared {
                 ..
             } = &mut *reg;
             for slot in closed_slots.iter_mut() {
-                while let Some(record) = slot.spans.pop() {
+                slot.receiver.drain(usize::MAX, |record| {
                     retired.dropped.shutdown += 1;
                     drop(record);
-                }
+                });
             }
             for state in states.iter() {
                 state.counters.add_to(&mut stats);
@@ -513,7 +513,7 @@ impl TracerBuilder {
             id: next_tracer_id(),
             config: self.config,
             clock: Clock::new(),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             registry: Mutex::new(Registry::default()),
             flusher_counters: FlusherCounters::default(),
             control: Mutex::new(Control::default()),

@@ -8,6 +8,9 @@ use loom::sync::Arc;
 use loom::thread;
 use spanrec::ring::{ring, Full};
 
+mod common;
+use common::model;
+
 /// A value whose halves must match: a torn read would split them. (loom's
 /// `UnsafeCell` tracking also fails the model on any unsynchronized access.)
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,7 +33,7 @@ fn push_spinning<T>(p: &mut spanrec::ring::Producer<T>, mut v: T) {
 /// exactly once, in order, untorn.
 #[test]
 fn hand_over_wraps_around_full_and_empty() {
-    loom::model(|| {
+    model("ring_hand_over", || {
         let (mut p, mut c) = ring::<Pair>(2);
         let producer = thread::spawn(move || {
             for i in 0..3 {
@@ -57,7 +60,7 @@ fn hand_over_wraps_around_full_and_empty() {
 /// consumer is doing; after the consumer has popped, the push succeeds.
 #[test]
 fn full_push_hands_the_value_back() {
-    loom::model(|| {
+    model("ring_full_push", || {
         let (mut p, mut c) = ring::<u64>(1);
         p.push(1).unwrap();
         let consumer = thread::spawn(move || {
@@ -85,7 +88,7 @@ fn full_push_hands_the_value_back() {
 /// once (loom fails the model on a leaked `loom::sync::Arc`).
 #[test]
 fn unpopped_values_are_dropped_not_leaked() {
-    loom::model(|| {
+    model("ring_drop", || {
         let (mut p, mut c) = ring::<Arc<u64>>(2);
         let producer = thread::spawn(move || {
             p.push(Arc::new(1)).unwrap();
@@ -97,5 +100,40 @@ fn unpopped_values_are_dropped_not_leaked() {
             assert_eq!(*v, 1);
         }
         drop(c);
+    });
+}
+
+/// Model 1 with two producers: each thread has its own ring (as each
+/// span-finishing thread has its slot) and the one consumer polls both.
+/// Every record is popped exactly once, in per-producer order.
+#[test]
+fn two_producers_one_consumer() {
+    model("ring_two_producers", || {
+        let (mut p1, mut c1) = ring::<u64>(1);
+        let (mut p2, mut c2) = ring::<u64>(1);
+        let t1 = thread::spawn(move || {
+            push_spinning(&mut p1, 10);
+            push_spinning(&mut p1, 11);
+        });
+        let t2 = thread::spawn(move || push_spinning(&mut p2, 20));
+        let (mut from1, mut from2) = (Vec::new(), Vec::new());
+        while from1.len() < 2 || from2.is_empty() {
+            let mut progressed = false;
+            if let Some(v) = c1.pop() {
+                from1.push(v);
+                progressed = true;
+            }
+            if let Some(v) = c2.pop() {
+                from2.push(v);
+                progressed = true;
+            }
+            if !progressed {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(from1, vec![10, 11]);
+        assert_eq!(from2, vec![20]);
+        t1.join().unwrap();
+        t2.join().unwrap();
     });
 }

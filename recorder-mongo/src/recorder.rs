@@ -40,6 +40,9 @@ pub struct MongoOptions {
     /// Write concern of every insert. Default: `w: 1, j: true` (journaled on
     /// the primary); use `Acknowledgment::Majority` on a replica set.
     pub write_concern: WriteConcern,
+    /// Most documents per `insert_many` call; a larger batch from the tracer
+    /// is inserted in chunks of this size, one at a time.
+    pub insert_batch_size: usize,
     /// Encoded batches waiting for the writer; beyond it batches are spooled.
     pub queue_batches: usize,
     /// Insert attempts per batch before it is spooled (transient errors).
@@ -72,6 +75,7 @@ impl MongoOptions {
                 .w(Acknowledgment::Nodes(1))
                 .journal(true)
                 .build(),
+            insert_batch_size: 1024,
             queue_batches: 8,
             max_attempts: 4,
             initial_backoff: Duration::from_millis(100),
@@ -267,9 +271,10 @@ impl MongoRecorder {
     /// timeouts of 5 s, retryable writes on, app name `spanrec`.
     pub fn connect(uri: &str, options: MongoOptions) -> Result<MongoRecorder, MongoRecorderError> {
         let uri = RedactedUri::new(uri);
-        if options.queue_batches == 0 || options.max_attempts == 0 {
+        if options.queue_batches == 0 || options.max_attempts == 0 || options.insert_batch_size == 0
+        {
             return Err(MongoRecorderError::Option(
-                "queue_batches and max_attempts must be at least 1".into(),
+                "queue_batches, max_attempts and insert_batch_size must be at least 1".into(),
             ));
         }
         let mut client_options =
@@ -507,13 +512,31 @@ impl Writer {
         *self.counters.last_error.lock() = Some(self.uri.scrub(message));
     }
 
-    fn write_or_spool(&mut self, docs: Vec<RawDocumentBuf>) {
+    fn write_or_spool(&mut self, mut docs: Vec<RawDocumentBuf>) {
         // While the database is known to be down and the spool is not
         // empty, go straight to disk; the replay loop probes for recovery.
         let known_down = !self.healthy && !self.spool.lock().is_empty();
-        if !known_down && self.deliver(&docs, false, self.options.max_attempts) {
-            return;
+        if !known_down {
+            let size = self.options.insert_batch_size;
+            let attempts = self.options.max_attempts;
+            let mut done = 0;
+            while done < docs.len() {
+                let end = (done + size).min(docs.len());
+                if !self.deliver(&docs[done..end], false, attempts) {
+                    break;
+                }
+                done = end;
+            }
+            if done == docs.len() {
+                return;
+            }
+            // Spool what is left; delivered chunks need not be written twice.
+            docs.drain(..done);
         }
+        self.spool_batch(docs);
+    }
+
+    fn spool_batch(&mut self, docs: Vec<RawDocumentBuf>) {
         let n = docs.len() as u64;
         let mut spool = self.spool.lock();
         match spool.append(&docs) {

@@ -1,0 +1,166 @@
+//! The slot protocol: how one thread hands finished spans to the flusher and
+//! gets the emptied buffers back, and how it leaves.
+//!
+//! ```text
+//!   SlotSender (the thread)                 SlotReceiver (the flusher)
+//!   spans:   Producer ──── ring ─────────▶ Consumer
+//!   returns: Consumer ◀─── ring ────────── Producer
+//!   drop ──▶ flags.exited = true (Release)  drain: load exited (Acquire) first
+//! ```
+//!
+//! Generic over the value so the loom models in `loom-tests` run exactly
+//! this code. The invariants it keeps:
+//! - **nothing stranded**: a `drain` that saw `exited == true` *before* it
+//!   started empties the ring for good (the exiting thread's pushes all
+//!   happen-before its Release store);
+//! - **nothing after close**: `send` refuses values once the tracer is
+//!   closed, handing them back for the caller to count; a value that raced
+//!   past the check is found by a later drain ([`SlotReceiver::drain`] works
+//!   after shutdown too), so every value is either drained or refused.
+
+use crate::ring::{ring, Consumer, Full, Producer};
+use crate::sync::{Arc, AtomicBool, Ordering};
+
+/// Flags shared by the two halves.
+#[derive(Debug, Default)]
+struct Flags {
+    /// Set once, by the sender's drop, after its last send.
+    ///
+    /// Invariant: once the receiver reads `true`, no further send happens.
+    exited: AtomicBool,
+}
+
+/// Why [`SlotSender::send`] handed a value back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused<T> {
+    /// The ring to the receiver is full.
+    Full(T),
+    /// The tracer is closed.
+    Closed(T),
+}
+
+/// The thread's half. `Send`, used through `&mut self`.
+pub struct SlotSender<T> {
+    spans: Producer<T>,
+    returns: Consumer<T>,
+    flags: Arc<Flags>,
+    /// The tracer's "closed" flag, shared by all its slots.
+    closed: Arc<AtomicBool>,
+}
+
+/// The flusher's half.
+pub struct SlotReceiver<T> {
+    spans: Consumer<T>,
+    returns: Producer<T>,
+    flags: Arc<Flags>,
+}
+
+/// What one [`SlotReceiver::drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Values handed to the callback.
+    pub moved: usize,
+    /// The sender had exited before the drain began, so the ring is now
+    /// empty for good and the slot can be retired.
+    pub for_good: bool,
+}
+
+/// A slot whose rings hold `capacity` and `returns_capacity` values, whose
+/// sender refuses values once `closed` is set.
+pub fn slot<T>(
+    capacity: usize,
+    returns_capacity: usize,
+    closed: Arc<AtomicBool>,
+) -> (SlotSender<T>, SlotReceiver<T>) {
+    let (spans_tx, spans_rx) = ring(capacity);
+    let (returns_tx, returns_rx) = ring(returns_capacity);
+    let flags = Arc::new(Flags::default());
+    (
+        SlotSender {
+            spans: spans_tx,
+            returns: returns_rx,
+            flags: flags.clone(),
+            closed,
+        },
+        SlotReceiver {
+            spans: spans_rx,
+            returns: returns_tx,
+            flags,
+        },
+    )
+}
+
+impl<T> SlotSender<T> {
+    /// Hands `value` to the receiver, unless the ring is full or the tracer
+    /// is closed.
+    #[inline]
+    pub fn send(&mut self, value: T) -> Result<(), Refused<T>> {
+        // ORDERING: Relaxed: a stale `false` lets the value into the ring
+        // after the receiver's final drain; the receiver drains closed slots
+        // again when counting (see the module docs), so either outcome is
+        // accounted for. Nothing is read through the flag.
+        if self.closed.load(Ordering::Relaxed) {
+            // A mutant for the loom suite: a closed tracer that loses the
+            // span instead of handing it back to be counted.
+            #[cfg(spanrec_loom_mutant = "close_drops_silently")]
+            return {
+                drop(value);
+                Ok(())
+            };
+            #[cfg(not(spanrec_loom_mutant = "close_drops_silently"))]
+            return Err(Refused::Closed(value));
+        }
+        self.spans.push(value).map_err(|Full(v)| Refused::Full(v))
+    }
+
+    /// A value the receiver gave back, if any.
+    #[inline]
+    pub fn recycled(&mut self) -> Option<T> {
+        self.returns.pop()
+    }
+}
+
+impl<T> Drop for SlotSender<T> {
+    fn drop(&mut self) {
+        // ORDERING: Release pairs with the Acquire load in `drain`: every
+        // send made through this sender happens-before a drain that sees
+        // the flag, so that drain finds them all.
+        #[cfg(not(spanrec_loom_mutant = "exit_relaxed"))]
+        self.flags.exited.store(true, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "exit_relaxed")]
+        self.flags.exited.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<T> SlotReceiver<T> {
+    /// Hands queued values to `f`: at most `limit` while the sender lives
+    /// (so one busy thread cannot starve the others), all of them once it
+    /// has exited.
+    pub fn drain(&mut self, limit: usize, mut f: impl FnMut(T)) -> Drained {
+        // ORDERING: Acquire pairs with the Release store in
+        // `SlotSender::drop`. The load must come before the pops: a flag
+        // read after them could be set by an exit whose last push the pops
+        // missed.
+        #[cfg(not(spanrec_loom_mutant = "exit_checked_after_drain"))]
+        let for_good = self.flags.exited.load(Ordering::Acquire);
+        #[cfg(spanrec_loom_mutant = "exit_checked_after_drain")]
+        let for_good = false;
+        let limit = if for_good { usize::MAX } else { limit };
+        let mut moved = 0;
+        while moved < limit {
+            let Some(value) = self.spans.pop() else { break };
+            f(value);
+            moved += 1;
+        }
+        // The mutant: the classic bug of reading the flag after the pops.
+        #[cfg(spanrec_loom_mutant = "exit_checked_after_drain")]
+        let for_good = self.flags.exited.load(Ordering::Acquire);
+        Drained { moved, for_good }
+    }
+
+    /// Gives a value back to the sender's thread; hands it back if the
+    /// return ring is full.
+    pub fn give_back(&mut self, value: T) -> Result<(), T> {
+        self.returns.push(value).map_err(|Full(v)| v)
+    }
+}
