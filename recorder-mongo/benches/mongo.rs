@@ -67,8 +67,13 @@ fn mongo(c: &mut Criterion) {
     let mut group = c.benchmark_group("mongo");
 
     let timer = EncodeTimer::default();
+    // Only the encoding is timed, so let producers wait rather than drop.
+    let block = spanrec::OverflowPolicy::Block {
+        timeout: Duration::from_secs(10),
+    };
     let t = Tracer::builder()
         .recorder(timer.clone())
+        .overflow(block)
         .build()
         .expect("tracer");
     group.bench_function("encode_span", |b| {
@@ -124,6 +129,7 @@ fn mongo(c: &mut Criterion) {
     *keeper.keep.lock().unwrap() = Some(Vec::new());
     let t = Tracer::builder()
         .recorder(keeper.clone())
+        .overflow(block)
         .build()
         .expect("tracer");
     emit(&t, N);
