@@ -170,10 +170,10 @@ impl<T> Consumer<T> {
             }
         }
         let value = self.ring.slot(self.head).with(|slot| {
-            // SAFETY: `head < tail`, so the slot is initialized (the `slots`
-            // invariant) and the producer does not write it until we publish
-            // the new `head` below. Reading moves the value out; the slot
-            // counts as uninitialized from then on.
+            // Reading moves the value out; the slot counts as uninitialized
+            // from then on.
+            // SAFETY: `head < tail`: the slot is initialized (the `slots`
+            // invariant) and not written until we publish `head` below.
             unsafe { (*slot).assume_init_read() }
         });
         self.head = self.head.wrapping_add(1);

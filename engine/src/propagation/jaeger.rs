@@ -3,8 +3,8 @@
 //! baggage headers.
 
 use super::{
-    is_token, parse_hex_u128, parse_hex_u64, percent_decode, percent_encode, BaggageLimits,
-    Carrier, ExtractError, ExtractErrorKind, Format,
+    parse_hex_u128, parse_hex_u64, percent_decode, BaggageLimits, Carrier, ExtractError,
+    ExtractErrorKind, Format,
 };
 use crate::span::SpanContext;
 
@@ -21,18 +21,7 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
             ctx.span_id
         ),
     );
-    let mut skipped = 0;
-    for (k, v) in &ctx.baggage {
-        if is_token(k) {
-            carrier.set(
-                &format!("{BAGGAGE_PREFIX}{}", k.to_ascii_lowercase()),
-                percent_encode(v),
-            );
-        } else {
-            skipped += 1;
-        }
-    }
-    skipped
+    super::inject_prefixed(&ctx.baggage, BAGGAGE_PREFIX, carrier)
 }
 
 pub(crate) fn extract(
@@ -60,32 +49,7 @@ pub(crate) fn extract(
     }
     // Bit 0: sampled; bit 1: debug (implies sampled).
     let mut ctx = SpanContext::new(trace_id, span_id, flags & 0b11 != 0);
-    let mut names = Vec::new();
-    carrier.for_each_name(&mut |name| {
-        let prefix = name.get(..BAGGAGE_PREFIX.len());
-        if name.len() > BAGGAGE_PREFIX.len()
-            && prefix.is_some_and(|p| p.eq_ignore_ascii_case(BAGGAGE_PREFIX))
-        {
-            names.push(name.to_string());
-        }
-    });
-    names.sort();
-    let (mut bytes, mut refused) = (0, 0);
-    for name in names {
-        // The prefix is ASCII and matched above, so this is a char boundary.
-        let key = name
-            .get(BAGGAGE_PREFIX.len()..)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        match carrier.get(&name).and_then(|v| percent_decode(v, false)) {
-            Some(v) if !v.contains(['\r', '\n']) => {
-                if !limits.admit(&mut ctx.baggage, &mut bytes, key, v) {
-                    refused += 1;
-                }
-            }
-            _ => refused += 1,
-        }
-    }
+    let refused = super::extract_prefixed(carrier, BAGGAGE_PREFIX, false, limits, &mut ctx.baggage);
     Ok(Some((ctx, refused)))
 }
 

@@ -387,7 +387,68 @@ impl Tracer {
     }
 }
 
-// --- shared helpers -------------------------------------------------------
+// --- shared helpers ---
+
+/// Writes one `<prefix><key>` header per baggage item (OpenTracing,
+/// Jaeger), values percent-encoded; returns how many keys were not tokens.
+pub(crate) fn inject_prefixed(
+    baggage: &[(String, String)],
+    prefix: &str,
+    carrier: &mut dyn Carrier,
+) -> usize {
+    let mut skipped = 0;
+    for (k, v) in baggage {
+        if is_token(k) {
+            carrier.set(
+                &format!("{prefix}{}", k.to_ascii_lowercase()),
+                percent_encode(v),
+            );
+        } else {
+            skipped += 1;
+        }
+    }
+    skipped
+}
+
+/// Reads every `<prefix><key>` header (any case) into `out`, keys
+/// lowercased, values percent-decoded; refuses (and counts) values that are
+/// not UTF-8, carry CR/LF, or do not fit `limits`.
+pub(crate) fn extract_prefixed(
+    carrier: &dyn Carrier,
+    prefix: &str,
+    plus_is_space: bool,
+    limits: BaggageLimits,
+    out: &mut Vec<(String, String)>,
+) -> usize {
+    let mut names = Vec::new();
+    carrier.for_each_name(&mut |name| {
+        let head = name.get(..prefix.len());
+        if name.len() > prefix.len() && head.is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
+            names.push(name.to_string());
+        }
+    });
+    names.sort();
+    let (mut bytes, mut refused) = (0, 0);
+    for name in names {
+        // The prefix is ASCII and matched above, so this is a char boundary.
+        let key = name
+            .get(prefix.len()..)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match carrier
+            .get(&name)
+            .and_then(|v| percent_decode(v, plus_is_space))
+        {
+            Some(v) if !v.contains(['\r', '\n']) => {
+                if !limits.admit(out, &mut bytes, key, v) {
+                    refused += 1;
+                }
+            }
+            _ => refused += 1,
+        }
+    }
+    refused
+}
 
 /// Parses 1..=32 hex digits (`lower_only`: reject uppercase) as a u128.
 pub(crate) fn parse_hex_u128(s: &str, lower_only: bool) -> Option<u128> {
