@@ -60,7 +60,12 @@ impl Carrier for HashMap<String, String> {
         get_ignore_case(HashMap::get(self, name), name, self.iter())
     }
     fn set(&mut self, name: &str, value: String) {
-        self.insert(name.to_string(), value);
+        match self.get_mut(name) {
+            Some(v) => *v = value,
+            None => {
+                self.insert(name.to_string(), value);
+            }
+        }
     }
     fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
         self.keys().for_each(|k| f(k));
@@ -72,7 +77,12 @@ impl Carrier for BTreeMap<String, String> {
         get_ignore_case(BTreeMap::get(self, name), name, self.iter())
     }
     fn set(&mut self, name: &str, value: String) {
-        self.insert(name.to_string(), value);
+        match self.get_mut(name) {
+            Some(v) => *v = value,
+            None => {
+                self.insert(name.to_string(), value);
+            }
+        }
     }
     fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
         self.keys().for_each(|k| f(k));
@@ -448,6 +458,14 @@ pub(crate) fn extract_prefixed(
         }
     }
     refused
+}
+
+/// Appends `v` as exactly `digits` lowercase hex digits (the low ones).
+pub(crate) fn push_hex(out: &mut String, v: u128, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = ((v >> (i * 4)) & 0xf) as usize;
+        out.push(char::from(b"0123456789abcdef"[nibble]));
+    }
 }
 
 /// Parses 1..=32 hex digits (`lower_only`: reject uppercase) as a u128.

@@ -146,13 +146,19 @@ fn join<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 /// Writes `traceparent`, `tracestate` (with this service's member, if it has
 /// a key, moved to the front and set to its span id) and `baggage`.
 pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier, own_key: Option<&str>) -> usize {
-    let flags = if ctx.sampled { "01" } else { "00" };
-    carrier.set(
-        TRACEPARENT,
-        format!("00-{:032x}-{:016x}-{flags}", ctx.trace_id, ctx.span_id),
-    );
+    let mut traceparent = String::with_capacity(55);
+    traceparent.push_str("00-");
+    super::push_hex(&mut traceparent, ctx.trace_id, 32);
+    traceparent.push('-');
+    super::push_hex(&mut traceparent, u128::from(ctx.span_id), 16);
+    traceparent.push_str(if ctx.sampled { "-01" } else { "-00" });
+    carrier.set(TRACEPARENT, traceparent);
+    if own_key.is_none() && ctx.trace_state.is_empty() {
+        return baggage::inject(&ctx.baggage, carrier);
+    }
     let incoming = parse_tracestate(&ctx.trace_state).unwrap_or_default();
-    let own_value = format!("{:016x}", ctx.span_id);
+    let mut own_value = String::with_capacity(16);
+    super::push_hex(&mut own_value, u128::from(ctx.span_id), 16);
     let members: Vec<(&str, &str)> = match own_key {
         Some(key) => std::iter::once((key, own_value.as_str()))
             .chain(incoming.into_iter().filter(|(k, _)| *k != key))
