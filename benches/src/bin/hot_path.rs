@@ -1,0 +1,100 @@
+//! Runs one hot-path operation a fixed number of times inside a function
+//! that `ci/instructions.sh` tells callgrind to count, for a deterministic
+//! instructions-per-operation figure (`benches/instruction-budgets.txt`).
+//!
+//! `hot_path <root_span|child_span|w3c_inject|w3c_extract> [iterations]`
+
+use spanrec::{Format, SpanContext, Value};
+use spanrec_benches::null_tracer;
+use std::collections::HashMap;
+use std::hint::black_box;
+
+#[inline(never)]
+fn measured_root_span(t: &spanrec::Tracer, n: u64) {
+    for i in 0..n {
+        let mut s = t.start_span("find");
+        s.set_tag("db.rows", black_box(i as i64));
+        s.set_tag("db.op", Value::StaticStr("find"));
+        s.finish();
+    }
+}
+
+#[inline(never)]
+fn measured_child_span(t: &spanrec::Tracer, parent: &spanrec::Span, n: u64) {
+    for i in 0..n {
+        let mut s = t.span("find").child_of(parent).start();
+        s.set_tag("db.rows", black_box(i as i64));
+        s.set_tag("db.op", Value::StaticStr("find"));
+        s.finish();
+    }
+}
+
+#[inline(never)]
+fn measured_w3c_inject(
+    t: &spanrec::Tracer,
+    ctx: &SpanContext,
+    c: &mut HashMap<String, String>,
+    n: u64,
+) {
+    for _ in 0..n {
+        t.inject(black_box(ctx), Format::W3c, c);
+    }
+}
+
+#[inline(never)]
+fn measured_w3c_extract(t: &spanrec::Tracer, c: &HashMap<String, String>, n: u64) {
+    for _ in 0..n {
+        black_box(t.extract(Format::W3c, black_box(c)).ok());
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let op = args.next().unwrap_or_default();
+    let n: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let (tracer, _) = null_tracer();
+    // Warm the thread's buffer pool outside the counted function: hold more
+    // spans open at once than the counted loop runs, finish them, and wait
+    // until every buffer is back. The counted loop then never allocates and
+    // never meets a full ring, so its instruction count does not depend on
+    // how the flusher thread happens to be scheduled.
+    assert!(n <= 6_000, "at most 6000 iterations (the warmed pool)");
+    // The warm spans use every vector the counted ones do (tags,
+    // references), so no recycled buffer grows in the counted loop.
+    let warm_parent = tracer.start_span("warm-parent");
+    let open: Vec<_> = (0..6_000)
+        .map(|i| {
+            let mut s = tracer.span("warm").child_of(&warm_parent).start();
+            s.set_tag("a", i);
+            s.set_tag("b", i);
+            s
+        })
+        .collect();
+    drop(open);
+    drop(warm_parent);
+    tracer
+        .flush(std::time::Instant::now() + std::time::Duration::from_secs(60))
+        .expect("flush");
+    let ctx = SpanContext::new(
+        0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+        0x00f0_67aa_0ba9_02b7,
+        true,
+    );
+    let mut carrier = HashMap::new();
+    tracer.inject(&ctx, Format::W3c, &mut carrier);
+    match op.as_str() {
+        "root_span" => measured_root_span(&tracer, n),
+        "child_span" => {
+            let parent = tracer.start_span("parent");
+            measured_child_span(&tracer, &parent, n);
+        }
+        "w3c_inject" => measured_w3c_inject(&tracer, &ctx, &mut carrier, n),
+        "w3c_extract" => measured_w3c_extract(&tracer, &carrier, n),
+        other => {
+            eprintln!(
+                "unknown operation {other:?}: root_span, child_span, w3c_inject, w3c_extract"
+            );
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Deterministic hot-path gate: instructions per operation under callgrind,
+# counted only inside the measured function (the flusher thread and set-up
+# are excluded), compared with benches/instruction-budgets.txt. Fails when an
+# operation exceeds its budget by more than 5 %. Budgets only move down, or
+# up in a commit that says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=5000
+cargo build -q --release -p spanrec-benches --bin hot_path
+bin="${CARGO_TARGET_DIR:-target}/release/hot_path"
+status=0
+printf '%-12s %10s %10s %8s\n' operation instr/op budget ratio
+while read -r op budget; do
+  case "$op" in ''|'#'*) continue ;; esac
+  out=$(mktemp)
+  valgrind --tool=callgrind --callgrind-out-file="$out" --collect-atstart=no \
+    --toggle-collect="hot_path::measured_${op}" "$bin" "$op" "$n" >/dev/null 2>&1
+  total=$(grep -E '^(summary|totals):' "$out" | head -n 1 | awk '{print $2}')
+  rm -f "$out"
+  per=$(( total / n ))
+  ratio=$(awk -v a="$per" -v b="$budget" 'BEGIN { printf "%.2f", a / b }')
+  printf '%-12s %10s %10s %8s\n' "$op" "$per" "$budget" "$ratio"
+  if awk -v a="$per" -v b="$budget" 'BEGIN { exit !(a > b * 1.05) }'; then
+    echo "instructions: $op regressed: $per > $budget * 1.05"; status=1
+  fi
+done < benches/instruction-budgets.txt
+exit $status
