@@ -144,6 +144,18 @@ fn mongo(c: &mut Criterion) {
                 let coll = client
                     .database("spanrec_bench")
                     .collection::<RawDocumentBuf>(&format!("raw_{}_{run}", std::process::id()));
+                // The same indexes the recorder creates, so both insert
+                // into equally indexed collections.
+                coll.create_indexes([
+                    mongodb::IndexModel::builder()
+                        .keys(bson::doc! { "trace_id": 1 })
+                        .build(),
+                    mongodb::IndexModel::builder()
+                        .keys(bson::doc! { "start": 1 })
+                        .build(),
+                ])
+                .run()
+                .expect("indexes");
                 let began = Instant::now();
                 for chunk in docs.chunks(1024) {
                     coll.insert_many(chunk)

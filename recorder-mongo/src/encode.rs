@@ -24,11 +24,19 @@ pub fn document_id(trace_id: u128, span_id: u64) -> [u8; 24] {
 /// `%00`, and a leading `$` → `%24`. Reversible by [`unescape_key`]; keys
 /// without those characters are unchanged.
 pub fn escape_key(key: &str) -> std::borrow::Cow<'_, str> {
-    let needs = key.starts_with('$') || key.bytes().any(|b| matches!(b, b'%' | b'.' | 0));
-    if !needs {
+    if !needs_escape(key) {
         return std::borrow::Cow::Borrowed(key);
     }
     let mut out = String::with_capacity(key.len() + 6);
+    escape_into(key, &mut out);
+    std::borrow::Cow::Owned(out)
+}
+
+fn needs_escape(key: &str) -> bool {
+    key.starts_with('$') || key.bytes().any(|b| matches!(b, b'%' | b'.' | 0))
+}
+
+fn escape_into(key: &str, out: &mut String) {
     for (i, c) in key.char_indices() {
         match c {
             '%' => out.push_str("%25"),
@@ -38,7 +46,26 @@ pub fn escape_key(key: &str) -> std::borrow::Cow<'_, str> {
             c => out.push(c),
         }
     }
-    std::borrow::Cow::Owned(out)
+}
+
+std::thread_local! {
+    /// Reused for escaped keys, so encoding allocates no key strings.
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Calls `f` with `key` escaped, without allocating in steady state.
+fn with_escaped<R>(key: &str, f: impl FnOnce(&str) -> R) -> R {
+    if !needs_escape(key) {
+        return f(key);
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut s) => {
+            s.clear();
+            escape_into(key, &mut s);
+            f(&s)
+        }
+        Err(_) => f(&escape_key(key)),
+    })
 }
 
 /// Reverses [`escape_key`].
@@ -84,12 +111,31 @@ pub fn decimal128_to_u64(d: Decimal128) -> Option<u64> {
         .then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()))
 }
 
-fn hex_u128(v: u128) -> String {
-    format!("{v:032x}")
+/// Lowercase hex of the low `N / 2` bytes of `v`, on the stack.
+struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn new(v: u128) -> Self {
+        let mut out = [0u8; N];
+        for (i, b) in out.iter_mut().enumerate() {
+            let shift = (N - 1 - i) * 4;
+            *b = b"0123456789abcdef"[((v >> shift) & 0xf) as usize];
+        }
+        Hex(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Every byte is an ASCII hex digit.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
-fn hex_u64(v: u64) -> String {
-    format!("{v:016x}")
+fn hex_u128(v: u128) -> Hex<32> {
+    Hex::new(v)
+}
+
+fn hex_u64(v: u64) -> Hex<16> {
+    Hex::new(u128::from(v))
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -101,7 +147,10 @@ fn date(ns: u64) -> DateTime {
 }
 
 fn append_value(doc: &mut RawDocumentBuf, key: &str, value: ValueRef<'_>) {
-    let key = escape_key(key);
+    with_escaped(key, |key| append_escaped(doc, key, value));
+}
+
+fn append_escaped(doc: &mut RawDocumentBuf, key: &str, value: ValueRef<'_>) {
     match value {
         ValueRef::I64(v) => doc.append_ref(key, RawBsonRef::Int64(v)),
         ValueRef::U64(v) => doc.append_ref(key, RawBsonRef::Decimal128(u64_to_decimal128(v))),
@@ -111,9 +160,32 @@ fn append_value(doc: &mut RawDocumentBuf, key: &str, value: ValueRef<'_>) {
     }
 }
 
-/// Encodes one span. `scratch` is reused between calls for hex ids.
+/// An empty document whose buffer already holds `capacity` bytes, so
+/// appending does not reallocate (`RawDocumentBuf::new` starts at 5 bytes and
+/// doubles, which made reallocation the largest cost of encoding).
+fn doc_with_capacity(capacity: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(capacity.max(5));
+    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
+    RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+}
+
+/// A generous estimate of a span's encoded size.
+fn estimate(span: &SpanRecord) -> usize {
+    let strings: usize = span
+        .tags()
+        .map(|(k, v)| k.len() + if let ValueRef::Str(s) = v { s.len() } else { 0 })
+        .sum::<usize>()
+        + span
+            .baggage()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + span.operation_name().len();
+    384 + strings + 24 * span.tags().len() + 128 * span.logs().len() + 96 * span.references().len()
+}
+
+/// Encodes one span.
 pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
-    let mut doc = RawDocumentBuf::new();
+    let mut doc = doc_with_capacity(estimate(span));
     let id = document_id(span.trace_id(), span.span_id());
     doc.append_ref(
         "_id",
@@ -122,10 +194,19 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
             bytes: &id,
         },
     );
-    doc.append_ref("trace_id", RawBsonRef::String(&hex_u128(span.trace_id())));
-    doc.append_ref("span_id", RawBsonRef::String(&hex_u64(span.span_id())));
+    doc.append_ref(
+        "trace_id",
+        RawBsonRef::String(hex_u128(span.trace_id()).as_str()),
+    );
+    doc.append_ref(
+        "span_id",
+        RawBsonRef::String(hex_u64(span.span_id()).as_str()),
+    );
     if let Some(parent) = span.parent_span_id() {
-        doc.append_ref("parent_span_id", RawBsonRef::String(&hex_u64(parent)));
+        doc.append_ref(
+            "parent_span_id",
+            RawBsonRef::String(hex_u64(parent).as_str()),
+        );
     }
     if !span.references().is_empty() {
         let mut refs = RawArrayBuf::new();
@@ -136,8 +217,11 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
                 ReferenceKind::FollowsFrom => "follows_from",
             };
             d.append_ref("kind", RawBsonRef::String(kind));
-            d.append_ref("trace_id", RawBsonRef::String(&hex_u128(r.trace_id)));
-            d.append_ref("span_id", RawBsonRef::String(&hex_u64(r.span_id)));
+            d.append_ref(
+                "trace_id",
+                RawBsonRef::String(hex_u128(r.trace_id).as_str()),
+            );
+            d.append_ref("span_id", RawBsonRef::String(hex_u64(r.span_id).as_str()));
             refs.push(d);
         }
         doc.append("references", refs);
@@ -152,7 +236,7 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
         "duration_ns",
         RawBsonRef::Int64(i64_of(finish.saturating_sub(start))),
     );
-    let mut tags = RawDocumentBuf::new();
+    let mut tags = doc_with_capacity(256);
     for (k, v) in span.tags() {
         append_value(&mut tags, k, v);
     }
@@ -177,7 +261,7 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
     if span.baggage().len() > 0 {
         let mut baggage = RawDocumentBuf::new();
         for (k, v) in span.baggage() {
-            baggage.append_ref(escape_key(k), RawBsonRef::String(v));
+            with_escaped(k, |k| baggage.append_ref(k, RawBsonRef::String(v)));
         }
         doc.append("baggage", baggage);
     }
@@ -186,7 +270,7 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
     if !process.tags.is_empty() {
         let mut p = RawDocumentBuf::new();
         for (k, v) in &process.tags {
-            p.append_ref(escape_key(k), RawBsonRef::String(v));
+            with_escaped(k, |k| p.append_ref(k, RawBsonRef::String(v)));
         }
         doc.append("process", p);
     }
