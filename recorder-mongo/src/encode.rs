@@ -1,9 +1,8 @@
 //! A finished span as a MongoDB document, encoded straight to raw BSON on the
 //! flusher thread (no serde, no JSON). The schema is `docs/mongo-schema.md`.
 
-use bson::raw::{RawArrayBuf, RawBinaryRef, RawBsonRef, RawDocumentBuf};
-use bson::spec::BinarySubtype;
-use bson::{DateTime, Decimal128};
+use bson::raw::RawDocumentBuf;
+use bson::Decimal128;
 use spanrec::{ReferenceKind, SpanRecord, ValueRef};
 use std::fmt::Write as _;
 
@@ -46,26 +45,6 @@ fn escape_into(key: &str, out: &mut String) {
             c => out.push(c),
         }
     }
-}
-
-std::thread_local! {
-    /// Reused for escaped keys, so encoding allocates no key strings.
-    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Calls `f` with `key` escaped, without allocating in steady state.
-fn with_escaped<R>(key: &str, f: impl FnOnce(&str) -> R) -> R {
-    if !needs_escape(key) {
-        return f(key);
-    }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut s) => {
-            s.clear();
-            escape_into(key, &mut s);
-            f(&s)
-        }
-        Err(_) => f(&escape_key(key)),
-    })
 }
 
 /// Reverses [`escape_key`].
@@ -142,142 +121,240 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn date(ns: u64) -> DateTime {
-    DateTime::from_millis(i64_of(ns / 1_000_000))
+fn millis(ns: u64) -> i64 {
+    i64_of(ns / 1_000_000)
 }
 
-fn append_value(doc: &mut RawDocumentBuf, key: &str, value: ValueRef<'_>) {
-    with_escaped(key, |key| append_escaped(doc, key, value));
+/// A BSON writer over one pre-sized buffer: the format is simple enough that
+/// writing it directly avoids the `bson` builders' per-document allocations
+/// and reallocations (which made up most of the encoding cost).
+struct Writer {
+    buf: Vec<u8>,
 }
 
-fn append_escaped(doc: &mut RawDocumentBuf, key: &str, value: ValueRef<'_>) {
-    match value {
-        ValueRef::I64(v) => doc.append_ref(key, RawBsonRef::Int64(v)),
-        ValueRef::U64(v) => doc.append_ref(key, RawBsonRef::Decimal128(u64_to_decimal128(v))),
-        ValueRef::F64(v) => doc.append_ref(key, RawBsonRef::Double(v)),
-        ValueRef::Bool(v) => doc.append_ref(key, RawBsonRef::Boolean(v)),
-        ValueRef::Str(v) => doc.append_ref(key, RawBsonRef::String(v)),
+const DOUBLE: u8 = 0x01;
+const STRING: u8 = 0x02;
+const DOCUMENT: u8 = 0x03;
+const ARRAY: u8 = 0x04;
+const BINARY: u8 = 0x05;
+const BOOLEAN: u8 = 0x08;
+const DATETIME: u8 = 0x09;
+const INT32: u8 = 0x10;
+const INT64: u8 = 0x12;
+const DECIMAL128: u8 = 0x13;
+
+impl Writer {
+    /// Starts a document (its length is patched in by `end`).
+    fn begin(&mut self) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        at
+    }
+
+    fn end(&mut self, at: usize) {
+        self.buf.push(0);
+        let len = i32::try_from(self.buf.len() - at).unwrap_or(i32::MAX);
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// An element header with a key that needs no escaping.
+    fn key(&mut self, kind: u8, key: &str) {
+        self.buf.push(kind);
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.push(0);
+    }
+
+    /// An element header with a caller's key, escaped (see [`escape_key`]).
+    fn user_key(&mut self, kind: u8, key: &str) {
+        self.buf.push(kind);
+        if needs_escape(key) {
+            for (i, b) in key.bytes().enumerate() {
+                match b {
+                    b'%' => self.buf.extend_from_slice(b"%25"),
+                    b'.' => self.buf.extend_from_slice(b"%2E"),
+                    0 => self.buf.extend_from_slice(b"%00"),
+                    b'$' if i == 0 => self.buf.extend_from_slice(b"%24"),
+                    b => self.buf.push(b),
+                }
+            }
+        } else {
+            self.buf.extend_from_slice(key.as_bytes());
+        }
+        self.buf.push(0);
+    }
+
+    /// An array index as a key.
+    fn index_key(&mut self, kind: u8, i: usize) {
+        self.buf.push(kind);
+        let mut digits = [0u8; 20];
+        let mut n = i;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[at..]);
+        self.buf.push(0);
+    }
+
+    fn string_value(&mut self, v: &str) {
+        let len = i32::try_from(v.len() + 1).unwrap_or(i32::MAX);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(v.as_bytes());
+        self.buf.push(0);
+    }
+
+    fn string(&mut self, key: &str, v: &str) {
+        self.key(STRING, key);
+        self.string_value(v);
+    }
+
+    fn i64(&mut self, key: &str, v: i64) {
+        self.key(INT64, key);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn datetime(&mut self, key: &str, ms: i64) {
+        self.key(DATETIME, key);
+        self.buf.extend_from_slice(&ms.to_le_bytes());
+    }
+
+    fn value(&mut self, key: &str, value: ValueRef<'_>) {
+        match value {
+            ValueRef::I64(v) => {
+                self.user_key(INT64, key);
+                self.buf.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::U64(v) => {
+                self.user_key(DECIMAL128, key);
+                self.buf.extend_from_slice(&u64_to_decimal128(v).bytes());
+            }
+            ValueRef::F64(v) => {
+                self.user_key(DOUBLE, key);
+                self.buf.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::Bool(v) => {
+                self.user_key(BOOLEAN, key);
+                self.buf.push(u8::from(v));
+            }
+            ValueRef::Str(v) => {
+                self.user_key(STRING, key);
+                self.string_value(v);
+            }
+        }
     }
 }
 
-/// An empty document whose buffer already holds `capacity` bytes, so
-/// appending does not reallocate (`RawDocumentBuf::new` starts at 5 bytes and
-/// doubles, which made reallocation the largest cost of encoding).
-fn doc_with_capacity(capacity: usize) -> RawDocumentBuf {
-    let mut bytes = Vec::with_capacity(capacity.max(5));
-    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
-    RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
-}
-
-/// A generous estimate of a span's encoded size.
+/// A generous estimate of a span's encoded size, to size the buffer once.
 fn estimate(span: &SpanRecord) -> usize {
-    let strings: usize = span
+    let tags: usize = span
         .tags()
-        .map(|(k, v)| k.len() + if let ValueRef::Str(s) = v { s.len() } else { 0 })
-        .sum::<usize>()
-        + span
-            .baggage()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-        + span.operation_name().len();
-    384 + strings + 24 * span.tags().len() + 128 * span.logs().len() + 96 * span.references().len()
+        .map(|(k, v)| 24 + k.len() + if let ValueRef::Str(s) = v { s.len() } else { 0 })
+        .sum();
+    let baggage: usize = span.baggage().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    400 + span.operation_name().len()
+        + tags
+        + baggage
+        + 160 * span.logs().len()
+        + 96 * span.references().len()
 }
 
-/// Encodes one span.
+/// Encodes one span (the schema in `docs/mongo-schema.md`).
 pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
-    let mut doc = doc_with_capacity(estimate(span));
-    let id = document_id(span.trace_id(), span.span_id());
-    doc.append_ref(
-        "_id",
-        RawBinaryRef {
-            subtype: BinarySubtype::Generic,
-            bytes: &id,
-        },
-    );
-    doc.append_ref(
-        "trace_id",
-        RawBsonRef::String(hex_u128(span.trace_id()).as_str()),
-    );
-    doc.append_ref(
-        "span_id",
-        RawBsonRef::String(hex_u64(span.span_id()).as_str()),
-    );
+    let mut w = Writer {
+        buf: Vec::with_capacity(estimate(span)),
+    };
+    let doc = w.begin();
+    w.key(BINARY, "_id");
+    w.buf.extend_from_slice(&24i32.to_le_bytes());
+    w.buf.push(0); // generic subtype
+    w.buf
+        .extend_from_slice(&document_id(span.trace_id(), span.span_id()));
+    w.string("trace_id", hex_u128(span.trace_id()).as_str());
+    w.string("span_id", hex_u64(span.span_id()).as_str());
     if let Some(parent) = span.parent_span_id() {
-        doc.append_ref(
-            "parent_span_id",
-            RawBsonRef::String(hex_u64(parent).as_str()),
-        );
+        w.string("parent_span_id", hex_u64(parent).as_str());
     }
     if !span.references().is_empty() {
-        let mut refs = RawArrayBuf::new();
-        for r in span.references() {
-            let mut d = RawDocumentBuf::new();
+        w.key(ARRAY, "references");
+        let refs = w.begin();
+        for (i, r) in span.references().iter().enumerate() {
+            w.index_key(DOCUMENT, i);
+            let d = w.begin();
             let kind = match r.kind {
                 ReferenceKind::ChildOf => "child_of",
                 ReferenceKind::FollowsFrom => "follows_from",
             };
-            d.append_ref("kind", RawBsonRef::String(kind));
-            d.append_ref(
-                "trace_id",
-                RawBsonRef::String(hex_u128(r.trace_id).as_str()),
-            );
-            d.append_ref("span_id", RawBsonRef::String(hex_u64(r.span_id).as_str()));
-            refs.push(d);
+            w.string("kind", kind);
+            w.string("trace_id", hex_u128(r.trace_id).as_str());
+            w.string("span_id", hex_u64(r.span_id).as_str());
+            w.end(d);
         }
-        doc.append("references", refs);
+        w.end(refs);
     }
-    doc.append_ref("name", RawBsonRef::String(span.operation_name()));
+    w.string("name", span.operation_name());
     let (start, finish) = (span.start_unix_nanos(), span.finish_unix_nanos());
-    doc.append_ref("start", RawBsonRef::DateTime(date(start)));
-    doc.append_ref("start_ns", RawBsonRef::Int64(i64_of(start)));
-    doc.append_ref("finish", RawBsonRef::DateTime(date(finish)));
-    doc.append_ref("finish_ns", RawBsonRef::Int64(i64_of(finish)));
-    doc.append_ref(
-        "duration_ns",
-        RawBsonRef::Int64(i64_of(finish.saturating_sub(start))),
-    );
-    let mut tags = doc_with_capacity(256);
+    w.datetime("start", millis(start));
+    w.i64("start_ns", i64_of(start));
+    w.datetime("finish", millis(finish));
+    w.i64("finish_ns", i64_of(finish));
+    w.i64("duration_ns", i64_of(finish.saturating_sub(start)));
+    w.key(DOCUMENT, "tags");
+    let tags = w.begin();
     for (k, v) in span.tags() {
-        append_value(&mut tags, k, v);
+        w.value(k, v);
     }
-    doc.append("tags", tags);
+    w.end(tags);
     if span.logs().len() > 0 {
-        let mut logs = RawArrayBuf::new();
-        for log in span.logs() {
-            let mut d = RawDocumentBuf::new();
+        w.key(ARRAY, "logs");
+        let logs = w.begin();
+        for (i, log) in span.logs().enumerate() {
+            w.index_key(DOCUMENT, i);
+            let d = w.begin();
             let ns = log.unix_nanos();
-            d.append_ref("time", RawBsonRef::DateTime(date(ns)));
-            d.append_ref("time_ns", RawBsonRef::Int64(i64_of(ns)));
-            d.append_ref("event", RawBsonRef::String(log.event()));
-            let mut fields = RawDocumentBuf::new();
+            w.datetime("time", millis(ns));
+            w.i64("time_ns", i64_of(ns));
+            w.string("event", log.event());
+            w.key(DOCUMENT, "fields");
+            let fields = w.begin();
             for (k, v) in log.fields() {
-                append_value(&mut fields, k, v);
+                w.value(k, v);
             }
-            d.append("fields", fields);
-            logs.push(d);
+            w.end(fields);
+            w.end(d);
         }
-        doc.append("logs", logs);
+        w.end(logs);
     }
     if span.baggage().len() > 0 {
-        let mut baggage = RawDocumentBuf::new();
+        w.key(DOCUMENT, "baggage");
+        let baggage = w.begin();
         for (k, v) in span.baggage() {
-            with_escaped(k, |k| baggage.append_ref(k, RawBsonRef::String(v)));
+            w.user_key(STRING, k);
+            w.string_value(v);
         }
-        doc.append("baggage", baggage);
+        w.end(baggage);
     }
     let process = span.process();
-    doc.append_ref("service", RawBsonRef::String(&process.service));
+    w.string("service", &process.service);
     if !process.tags.is_empty() {
-        let mut p = RawDocumentBuf::new();
+        w.key(DOCUMENT, "process");
+        let p = w.begin();
         for (k, v) in &process.tags {
-            with_escaped(k, |k| p.append_ref(k, RawBsonRef::String(v)));
+            w.user_key(STRING, k);
+            w.string_value(v);
         }
-        doc.append("process", p);
+        w.end(p);
     }
-    doc.append_ref("sampled", RawBsonRef::Boolean(span.sampled()));
+    w.key(BOOLEAN, "sampled");
+    w.buf.push(u8::from(span.sampled()));
     let t = span.truncations();
     if t != spanrec::Truncations::default() {
-        let mut d = RawDocumentBuf::new();
+        w.key(DOCUMENT, "truncated");
+        let d = w.begin();
         for (k, n) in [
             ("tags", t.tags),
             ("logs", t.logs),
@@ -286,12 +363,17 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
             ("baggage", t.baggage),
         ] {
             if n > 0 {
-                d.append_ref(k, RawBsonRef::Int32(i32::try_from(n).unwrap_or(i32::MAX)));
+                w.key(INT32, k);
+                w.buf
+                    .extend_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_le_bytes());
             }
         }
-        doc.append("truncated", d);
+        w.end(d);
     }
-    doc
+    w.end(doc);
+    // Only the outer length and the trailing NUL are checked here; the
+    // writer above produces well-formed elements.
+    RawDocumentBuf::from_bytes(w.buf).unwrap_or_default()
 }
 
 /// Parses a 32-digit hex trace id as written in documents.
