@@ -141,9 +141,16 @@ fn mongo(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 run += 1;
+                // The recorder's default write concern (w: 1, journaled), so
+                // both pay for the same durability.
                 let coll = client
                     .database("spanrec_bench")
-                    .collection::<RawDocumentBuf>(&format!("raw_{}_{run}", std::process::id()));
+                    .collection_with_options::<RawDocumentBuf>(
+                        &format!("raw_{}_{run}", std::process::id()),
+                        mongodb::options::CollectionOptions::builder()
+                            .write_concern(MongoOptions::new("d", "c").write_concern)
+                            .build(),
+                    );
                 // The same indexes the recorder creates, so both insert
                 // into equally indexed collections.
                 coll.create_indexes([
