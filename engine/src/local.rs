@@ -196,7 +196,8 @@ fn finish_late(mut record: Box<SpanRecord>) {
         shared.count_late(|c| c.unsampled.incr());
         return;
     }
-    // ORDERING: Relaxed, see `LocalSlot::finish`.
+    // ORDERING: Relaxed, see `SlotSender::send`; `Tracer::stats` counts late
+    // spans that arrive after the flusher exited.
     if shared.closed.load(Ordering::Relaxed) {
         shared.count_late(|c| c.shutdown.incr());
         return;

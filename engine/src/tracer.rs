@@ -209,6 +209,7 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let mut stats = Stats::default();
+        let flusher_gone = self.control.lock().flusher_exited;
         {
             let mut reg = self.registry.lock();
             let Registry {
@@ -216,8 +217,15 @@ impl Shared {
                 retired,
                 closed_slots,
                 late_counters,
+                late,
                 ..
             } = &mut *reg;
+            if flusher_gone {
+                // Late spans (finished during thread teardown) that raced
+                // past the `closed` flag: nobody will record them now.
+                retired.dropped.shutdown += late.len() as u64;
+                late.clear();
+            }
             for slot in closed_slots.iter_mut() {
                 slot.receiver.drain(usize::MAX, |record| {
                     retired.dropped.shutdown += 1;
