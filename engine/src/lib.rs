@@ -61,6 +61,7 @@ struct ReadmeDoctests;
 
 mod clock;
 mod config;
+mod env;
 mod flusher;
 mod ids;
 mod local;
@@ -80,6 +81,7 @@ pub use config::{
     Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits, FLUSH_INTERVAL_RANGE,
     MAX_ARENA_CHUNK_BYTES, MAX_BATCH_SIZE, MAX_BLOCK_TIMEOUT, MAX_RING_CAPACITY,
 };
+pub use env::EnvError;
 pub use flusher::{MAX_IDLE_SLEEP, MIN_IDLE_SLEEP};
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
 pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};

@@ -357,3 +357,50 @@ fn spans_are_send_and_finish_on_other_threads() {
     assert_eq!(st.recorded, 1);
     assert_eq!(st.finished, 1);
 }
+
+#[test]
+fn environment_is_layered_under_the_builder() {
+    // The only test that touches SPANREC_* variables, so no other test sees them.
+    std::env::set_var("SPANREC_RING_CAPACITY", "64");
+    std::env::set_var("SPANREC_OVERFLOW", "block:250");
+    std::env::set_var("SPANREC_SAMPLER", "parent:ratio:0.5");
+    std::env::set_var("SPANREC_SERVICE_NAME", "from-env");
+    let t = Tracer::builder()
+        .recorder(InMemoryRecorder::new())
+        .env()
+        .unwrap()
+        .service_name("from-code")
+        .build()
+        .unwrap();
+    let c = t.config();
+    assert_eq!(c.ring_capacity, 64);
+    assert_eq!(
+        c.overflow,
+        OverflowPolicy::Block {
+            timeout: Duration::from_millis(250)
+        }
+    );
+    assert_eq!(
+        c.sampler,
+        Sampler::ParentBased {
+            root: Box::new(Sampler::Ratio(0.5))
+        }
+    );
+    assert_eq!(
+        c.process.service, "from-code",
+        "builder calls after env() win"
+    );
+    std::env::set_var("SPANREC_BATCH_SIZE", "lots");
+    let e = Tracer::builder().env().unwrap_err();
+    assert_eq!(e.variable, "SPANREC_BATCH_SIZE");
+    assert!(e.to_string().contains("SPANREC_BATCH_SIZE=\"lots\""), "{e}");
+    for v in [
+        "SPANREC_RING_CAPACITY",
+        "SPANREC_OVERFLOW",
+        "SPANREC_SAMPLER",
+        "SPANREC_SERVICE_NAME",
+        "SPANREC_BATCH_SIZE",
+    ] {
+        std::env::remove_var(v);
+    }
+}
