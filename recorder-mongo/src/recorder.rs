@@ -390,23 +390,8 @@ impl Recorder for MongoRecorder {
             Err(TrySendError::Full(Job::Batch(docs))) => {
                 // The writer is behind (slow or unreachable database): keep
                 // the flusher moving by putting the batch on disk.
-                let n = docs.len() as u64;
-                let mut spool = self.spool.lock();
-                match spool.append(&docs) {
-                    Ok(()) => {
-                        Counters::add(&self.counters.spooled, n);
-                        self.counters
-                            .spool_bytes
-                            .store(spool.bytes(), Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let message = format!("{n} spans lost: {e}");
-                        drop(spool);
-                        self.fail(n, message.clone());
-                        Err(RecorderError::new(message))
-                    }
-                }
+                spool_and_count(&self.spool, &self.counters, &self.uri, &docs)
+                    .map_err(RecorderError::new)
             }
             Err(_) => Err(RecorderError::new("the MongoDB writer thread has stopped")),
         }
@@ -432,6 +417,34 @@ impl Drop for MongoRecorder {
     fn drop(&mut self) {
         if self.writer.is_some() {
             let _ = self.shutdown();
+        }
+    }
+}
+
+/// Appends a batch to the spool and counts it as spooled; when the spool
+/// refuses it, counts the documents as failed for good, records the error
+/// and returns its message.
+fn spool_and_count(
+    spool: &Mutex<Spool>,
+    counters: &Counters,
+    uri: &RedactedUri,
+    docs: &[RawDocumentBuf],
+) -> Result<(), String> {
+    let n = docs.len() as u64;
+    let mut spool = spool.lock();
+    match spool.append(docs) {
+        Ok(()) => {
+            Counters::add(&counters.spooled, n);
+            // ORDERING: Relaxed, see `Counters::add`.
+            counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            drop(spool);
+            let message = format!("{n} spans lost: {e}");
+            Counters::add(&counters.failed_permanently, n);
+            *counters.last_error.lock() = Some(uri.scrub(&message));
+            Err(message)
         }
     }
 }
@@ -537,21 +550,8 @@ impl Writer {
     }
 
     fn spool_batch(&mut self, docs: Vec<RawDocumentBuf>) {
-        let n = docs.len() as u64;
-        let mut spool = self.spool.lock();
-        match spool.append(&docs) {
-            Ok(()) => {
-                Counters::add(&self.counters.spooled, n);
-                self.counters
-                    .spool_bytes
-                    .store(spool.bytes(), Ordering::Relaxed);
-            }
-            Err(e) => {
-                drop(spool);
-                Counters::add(&self.counters.failed_permanently, n);
-                self.note_error(&format!("{n} spans lost: {e}"));
-            }
-        }
+        // A failure is already counted and recorded as the last error.
+        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, &docs);
     }
 
     /// Replays the oldest spool segment; deletes it once all its batches

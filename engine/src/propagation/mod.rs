@@ -55,39 +55,30 @@ where
         .map(|(_, v)| v.as_str())
 }
 
-impl Carrier for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<&str> {
-        get_ignore_case(HashMap::get(self, name), name, self.iter())
-    }
-    fn set(&mut self, name: &str, value: String) {
-        match self.get_mut(name) {
-            Some(v) => *v = value,
-            None => {
-                self.insert(name.to_string(), value);
+/// `Carrier` for a string map type; both maps behave the same.
+macro_rules! map_carrier {
+    ($map:ident) => {
+        impl Carrier for $map<String, String> {
+            fn get(&self, name: &str) -> Option<&str> {
+                get_ignore_case($map::get(self, name), name, self.iter())
+            }
+            fn set(&mut self, name: &str, value: String) {
+                match self.get_mut(name) {
+                    Some(v) => *v = value,
+                    None => {
+                        self.insert(name.to_string(), value);
+                    }
+                }
+            }
+            fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+                self.keys().for_each(|k| f(k));
             }
         }
-    }
-    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
-        self.keys().for_each(|k| f(k));
-    }
+    };
 }
 
-impl Carrier for BTreeMap<String, String> {
-    fn get(&self, name: &str) -> Option<&str> {
-        get_ignore_case(BTreeMap::get(self, name), name, self.iter())
-    }
-    fn set(&mut self, name: &str, value: String) {
-        match self.get_mut(name) {
-            Some(v) => *v = value,
-            None => {
-                self.insert(name.to_string(), value);
-            }
-        }
-    }
-    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
-        self.keys().for_each(|k| f(k));
-    }
-}
+map_carrier!(HashMap);
+map_carrier!(BTreeMap);
 
 #[cfg(feature = "http")]
 impl Carrier for http::HeaderMap {
