@@ -331,6 +331,20 @@ pub struct SpanRecord {
 unsafe impl Send for SpanRecord {}
 
 impl SpanRecord {
+    /// Hints the CPU to fetch what a recorder reads of this record beyond
+    /// the record itself: its tag, log and baggage arrays and the start of
+    /// its arena (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_contents(&self) {
+        crate::prefetch::slice(&self.tags);
+        crate::prefetch::slice(&self.logs);
+        crate::prefetch::slice(&self.log_fields);
+        crate::prefetch::slice(&self.baggage);
+        if let Some((key, _)) = self.baggage.first() {
+            crate::prefetch::line(key.as_str().as_ptr());
+        }
+    }
+
     pub(crate) fn new(shared: Arc<Shared>, home: u64) -> Box<SpanRecord> {
         let arena = Bump::with_capacity(shared.config.arena_chunk_bytes);
         Box::new(SpanRecord {

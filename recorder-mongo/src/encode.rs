@@ -3,7 +3,7 @@
 
 use bson::raw::RawDocumentBuf;
 use bson::Decimal128;
-use spanrec::{ReferenceKind, SpanRecord, ValueRef};
+use spanrec::{hex, ReferenceKind, SpanRecord, ValueRef};
 use std::fmt::Write as _;
 
 /// MongoDB's limit on one document (16 MiB).
@@ -32,7 +32,7 @@ pub fn escape_key(key: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn needs_escape(key: &str) -> bool {
-    key.starts_with('$') || key.bytes().any(|b| matches!(b, b'%' | b'.' | 0))
+    key.starts_with('$') || key.bytes().any(|b| ESCAPED[usize::from(b)])
 }
 
 fn escape_into(key: &str, out: &mut String) {
@@ -90,32 +90,14 @@ pub fn decimal128_to_u64(d: Decimal128) -> Option<u64> {
         .then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()))
 }
 
-/// Lowercase hex of the low `N / 2` bytes of `v`, on the stack.
-struct Hex<const N: usize>([u8; N]);
-
-impl<const N: usize> Hex<N> {
-    fn new(v: u128) -> Self {
-        let mut out = [0u8; N];
-        for (i, b) in out.iter_mut().enumerate() {
-            let shift = (N - 1 - i) * 4;
-            *b = b"0123456789abcdef"[((v >> shift) & 0xf) as usize];
-        }
-        Hex(out)
-    }
-
-    fn as_str(&self) -> &str {
-        // Every byte is an ASCII hex digit.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-fn hex_u128(v: u128) -> Hex<32> {
-    Hex::new(v)
-}
-
-fn hex_u64(v: u64) -> Hex<16> {
-    Hex::new(u128::from(v))
-}
+/// Which bytes [`escape_key`] rewrites anywhere in a key (`$` only leads).
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'%' as usize] = true;
+    table[b'.' as usize] = true;
+    table[0] = true;
+    table
+};
 
 fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -125,11 +107,20 @@ fn millis(ns: u64) -> i64 {
     i64_of(ns / 1_000_000)
 }
 
-/// A BSON writer over one pre-sized buffer: the format is simple enough that
-/// writing it directly avoids the `bson` builders' per-document allocations
-/// and reallocations (which made up most of the encoding cost).
-struct Writer {
-    buf: Vec<u8>,
+/// A BSON writer: a cursor over a pre-sized byte slice.
+///
+/// The format is simple enough that writing it directly avoids the `bson`
+/// builders' per-document allocations (which made up most of the encoding
+/// cost), and writing through a cursor held in registers, rather than
+/// pushing onto a `Vec` (a capacity check and a length store per push),
+/// halves the instructions again. A write that does not fit is skipped but
+/// still advances the cursor, so after one pass `at` is the exact size the
+/// document needs: [`encode_span_into`] then grows the buffer and writes
+/// again (only spans larger than the buffer take two passes).
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    /// Bytes written (or, past `buf.len()`, that would have been).
+    at: usize,
 }
 
 const DOUBLE: u8 = 0x01;
@@ -143,49 +134,94 @@ const INT32: u8 = 0x10;
 const INT64: u8 = 0x12;
 const DECIMAL128: u8 = 0x13;
 
-impl Writer {
+impl Writer<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.at..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.at = end;
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(dst) = self.buf.get_mut(self.at) {
+            *dst = b;
+        }
+        self.at += 1;
+    }
+
     /// Starts a document (its length is patched in by `end`).
+    #[inline(always)]
     fn begin(&mut self) -> usize {
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
+        let at = self.at;
+        self.put(&[0; 4]);
         at
     }
 
+    #[inline(always)]
     fn end(&mut self, at: usize) {
-        self.buf.push(0);
-        let len = i32::try_from(self.buf.len() - at).unwrap_or(i32::MAX);
-        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.byte(0);
+        let len = i32::try_from(self.at - at).unwrap_or(i32::MAX);
+        if let Some(slot) = self.buf.get_mut(at..at + 4) {
+            slot.copy_from_slice(&len.to_le_bytes());
+        }
     }
 
-    /// An element header with a key that needs no escaping.
-    fn key(&mut self, kind: u8, key: &str) {
-        self.buf.push(kind);
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.push(0);
+    /// An element header with one of the schema's own keys (which need no
+    /// escaping). Inlined so that the key's length is a constant and the
+    /// copy is a few moves rather than a `memcpy` call.
+    #[inline(always)]
+    fn key(&mut self, kind: u8, key: &'static str) {
+        self.element(kind, key, &[]);
+    }
+
+    /// A whole element with a fixed-size value: one bounds check for the
+    /// header and the value together (the writer's cost is mostly per
+    /// write, not per byte).
+    #[inline(always)]
+    fn element(&mut self, kind: u8, key: &'static str, value: &[u8]) {
+        let k = key.len();
+        let end = self.at + 2 + k + value.len();
+        if let Some(dst) = self.buf.get_mut(self.at..end) {
+            let (header, rest) = dst.split_at_mut(2 + k);
+            header[0] = kind;
+            header[1..=k].copy_from_slice(key.as_bytes());
+            header[k + 1] = 0;
+            rest.copy_from_slice(value);
+        }
+        self.at = end;
     }
 
     /// An element header with a caller's key, escaped (see [`escape_key`]).
+    /// Dotted keys (`db.rows`, `http.method`) are the common case, so the
+    /// runs between escaped bytes are copied whole.
     fn user_key(&mut self, kind: u8, key: &str) {
-        self.buf.push(kind);
-        if needs_escape(key) {
-            for (i, b) in key.bytes().enumerate() {
-                match b {
-                    b'%' => self.buf.extend_from_slice(b"%25"),
-                    b'.' => self.buf.extend_from_slice(b"%2E"),
-                    0 => self.buf.extend_from_slice(b"%00"),
-                    b'$' if i == 0 => self.buf.extend_from_slice(b"%24"),
-                    b => self.buf.push(b),
-                }
-            }
-        } else {
-            self.buf.extend_from_slice(key.as_bytes());
+        self.byte(kind);
+        let mut rest = key.as_bytes();
+        if let [b'$', tail @ ..] = rest {
+            self.put(b"%24");
+            rest = tail;
         }
-        self.buf.push(0);
+        while let Some(i) = rest.iter().position(|&b| ESCAPED[usize::from(b)]) {
+            let (run, tail) = rest.split_at(i);
+            self.put(run);
+            let (escaped, tail) = tail.split_first().unwrap_or((&0, &[]));
+            self.put(match escaped {
+                b'%' => b"%25",
+                b'.' => b"%2E",
+                _ => b"%00",
+            });
+            rest = tail;
+        }
+        self.put(rest);
+        self.byte(0);
     }
 
     /// An array index as a key.
     fn index_key(&mut self, kind: u8, i: usize) {
-        self.buf.push(kind);
+        self.byte(kind);
         let mut digits = [0u8; 20];
         let mut n = i;
         let mut at = digits.len();
@@ -197,49 +233,61 @@ impl Writer {
                 break;
             }
         }
-        self.buf.extend_from_slice(&digits[at..]);
-        self.buf.push(0);
+        self.put(&digits[at..]);
+        self.byte(0);
     }
 
+    #[inline(always)]
     fn string_value(&mut self, v: &str) {
         let len = i32::try_from(v.len() + 1).unwrap_or(i32::MAX);
-        self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(v.as_bytes());
-        self.buf.push(0);
+        self.put(&len.to_le_bytes());
+        self.put(v.as_bytes());
+        self.byte(0);
     }
 
-    fn string(&mut self, key: &str, v: &str) {
+    #[inline(always)]
+    fn string(&mut self, key: &'static str, v: &str) {
         self.key(STRING, key);
         self.string_value(v);
     }
 
-    fn i64(&mut self, key: &str, v: i64) {
-        self.key(INT64, key);
-        self.buf.extend_from_slice(&v.to_le_bytes());
+    /// A string of hex digits (from [`spanrec::hex`]).
+    #[inline(always)]
+    fn hex<const N: usize>(&mut self, key: &'static str, digits: [u8; N]) {
+        // Length (N digits plus the NUL; N ≤ 32), digits, NUL.
+        let mut value = [0u8; 40];
+        value[..4].copy_from_slice(&(N as i32 + 1).to_le_bytes());
+        value[4..4 + N].copy_from_slice(&digits);
+        self.element(STRING, key, &value[..N + 5]);
     }
 
-    fn datetime(&mut self, key: &str, ms: i64) {
-        self.key(DATETIME, key);
-        self.buf.extend_from_slice(&ms.to_le_bytes());
+    #[inline(always)]
+    fn i64(&mut self, key: &'static str, v: i64) {
+        self.element(INT64, key, &v.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn datetime(&mut self, key: &'static str, ms: i64) {
+        self.element(DATETIME, key, &ms.to_le_bytes());
     }
 
     fn value(&mut self, key: &str, value: ValueRef<'_>) {
         match value {
             ValueRef::I64(v) => {
                 self.user_key(INT64, key);
-                self.buf.extend_from_slice(&v.to_le_bytes());
+                self.put(&v.to_le_bytes());
             }
             ValueRef::U64(v) => {
                 self.user_key(DECIMAL128, key);
-                self.buf.extend_from_slice(&u64_to_decimal128(v).bytes());
+                self.put(&u64_to_decimal128(v).bytes());
             }
             ValueRef::F64(v) => {
                 self.user_key(DOUBLE, key);
-                self.buf.extend_from_slice(&v.to_le_bytes());
+                self.put(&v.to_le_bytes());
             }
             ValueRef::Bool(v) => {
                 self.user_key(BOOLEAN, key);
-                self.buf.push(u8::from(v));
+                self.byte(u8::from(v));
             }
             ValueRef::Str(v) => {
                 self.user_key(STRING, key);
@@ -249,35 +297,52 @@ impl Writer {
     }
 }
 
-/// A generous estimate of a span's encoded size, to size the buffer once.
-fn estimate(span: &SpanRecord) -> usize {
-    let tags: usize = span
-        .tags()
-        .map(|(k, v)| 24 + k.len() + if let ValueRef::Str(s) = v { s.len() } else { 0 })
-        .sum();
-    let baggage: usize = span.baggage().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    400 + span.operation_name().len()
-        + tags
-        + baggage
-        + 160 * span.logs().len()
-        + 96 * span.references().len()
+/// Encodes one span (the schema in `docs/mongo-schema.md`) into a new
+/// buffer. See [`encode_span_into`] to reuse one.
+pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
+    encode_span_into(span, Vec::new())
 }
 
-/// Encodes one span (the schema in `docs/mongo-schema.md`).
-pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
-    let mut w = Writer {
-        buf: Vec::with_capacity(estimate(span)),
-    };
+/// What a typical span encodes to, with room to spare: a buffer starts at
+/// this size and grows (doubling) only for large spans.
+const TYPICAL_DOCUMENT_BYTES: usize = 512;
+
+/// Encodes one span into `buf`, reusing its allocation: the recorder hands
+/// inserted documents' buffers back here, so steady-state encoding
+/// allocates nothing (fresh buffers cost more than the encoding itself: page
+/// faults as the heap grows and shrinks by a batch at a time).
+pub fn encode_span_into(span: &SpanRecord, mut buf: Vec<u8>) -> RawDocumentBuf {
+    let mut size = buf.capacity().max(TYPICAL_DOCUMENT_BYTES);
+    loop {
+        // Only bytes past the previous document's length are zeroed.
+        buf.resize(size, 0);
+        let mut w = Writer {
+            buf: &mut buf,
+            at: 0,
+        };
+        write_span(&mut w, span);
+        let needed = w.at;
+        if needed <= size {
+            buf.truncate(needed);
+            // Only the outer length and the trailing NUL are checked here;
+            // the writer produces well-formed elements.
+            return RawDocumentBuf::from_bytes(buf).unwrap_or_default();
+        }
+        size = needed;
+    }
+}
+
+fn write_span(w: &mut Writer<'_>, span: &SpanRecord) {
     let doc = w.begin();
-    w.key(BINARY, "_id");
-    w.buf.extend_from_slice(&24i32.to_le_bytes());
-    w.buf.push(0); // generic subtype
-    w.buf
-        .extend_from_slice(&document_id(span.trace_id(), span.span_id()));
-    w.string("trace_id", hex_u128(span.trace_id()).as_str());
-    w.string("span_id", hex_u64(span.span_id()).as_str());
+    // Binary: length 24, subtype 0 (generic), the bytes.
+    let mut id = [0u8; 29];
+    id[..4].copy_from_slice(&24i32.to_le_bytes());
+    id[5..].copy_from_slice(&document_id(span.trace_id(), span.span_id()));
+    w.element(BINARY, "_id", &id);
+    w.hex("trace_id", hex::encode_u128(span.trace_id()));
+    w.hex("span_id", hex::encode_u64(span.span_id()));
     if let Some(parent) = span.parent_span_id() {
-        w.string("parent_span_id", hex_u64(parent).as_str());
+        w.hex("parent_span_id", hex::encode_u64(parent));
     }
     if !span.references().is_empty() {
         w.key(ARRAY, "references");
@@ -290,8 +355,8 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
                 ReferenceKind::FollowsFrom => "follows_from",
             };
             w.string("kind", kind);
-            w.string("trace_id", hex_u128(r.trace_id).as_str());
-            w.string("span_id", hex_u64(r.span_id).as_str());
+            w.hex("trace_id", hex::encode_u128(r.trace_id));
+            w.hex("span_id", hex::encode_u64(r.span_id));
             w.end(d);
         }
         w.end(refs);
@@ -349,8 +414,7 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
         }
         w.end(p);
     }
-    w.key(BOOLEAN, "sampled");
-    w.buf.push(u8::from(span.sampled()));
+    w.element(BOOLEAN, "sampled", &[u8::from(span.sampled())]);
     let t = span.truncations();
     if t != spanrec::Truncations::default() {
         w.key(DOCUMENT, "truncated");
@@ -364,16 +428,12 @@ pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
         ] {
             if n > 0 {
                 w.key(INT32, k);
-                w.buf
-                    .extend_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_le_bytes());
+                w.put(&i32::try_from(n).unwrap_or(i32::MAX).to_le_bytes());
             }
         }
         w.end(d);
     }
     w.end(doc);
-    // Only the outer length and the trailing NUL are checked here; the
-    // writer above produces well-formed elements.
-    RawDocumentBuf::from_bytes(w.buf).unwrap_or_default()
 }
 
 /// Parses a 32-digit hex trace id as written in documents.
@@ -408,6 +468,34 @@ mod tests {
         }
         assert!(matches!(escape_key("db.rows"), std::borrow::Cow::Owned(_)));
         assert!(matches!(escape_key("user"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn written_keys_match_escape_key() {
+        for k in [
+            "plain", "$set", "a.b", "100%", "%2E", "nul\0key", "$", "..", "ü.$", "", "a$.b",
+        ] {
+            let mut buf = [0u8; 64];
+            let mut w = Writer {
+                buf: &mut buf,
+                at: 0,
+            };
+            w.user_key(STRING, k);
+            let at = w.at;
+            assert_eq!(buf[0], STRING);
+            assert_eq!(&buf[1..at - 1], escape_key(k).as_bytes(), "{k:?}");
+            assert_eq!(buf[at - 1], 0);
+        }
+    }
+
+    #[test]
+    fn large_spans_take_a_second_pass() {
+        let mut w = Writer {
+            buf: &mut [0u8; 4],
+            at: 0,
+        };
+        w.string("name", "longer than four bytes");
+        assert_eq!(w.at, 1 + 5 + 4 + 23);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!                              └── replayed, oldest first, when MongoDB answers
 //! ```
 
-use crate::encode::{encode_span, MAX_DOCUMENT_BYTES};
+use crate::encode::{encode_span_into, MAX_DOCUMENT_BYTES};
 use crate::spool::{Spool, SpoolError};
 use bson::doc;
 use bson::raw::RawDocumentBuf;
@@ -247,6 +247,8 @@ enum Job {
 /// The audit-grade MongoDB recorder. See the crate docs.
 pub struct MongoRecorder {
     jobs: Sender<Job>,
+    /// Buffers of documents the writer is done with, to encode into again.
+    spent: Receiver<Vec<Vec<u8>>>,
     spool: Arc<Mutex<Spool>>,
     counters: Arc<Counters>,
     writer: Option<JoinHandle<()>>,
@@ -318,8 +320,12 @@ impl MongoRecorder {
             .spool_bytes
             .store(spool.lock().bytes(), Ordering::Relaxed);
         let (jobs, rx) = bounded(options.queue_batches);
+        // Two batches of spare buffers are enough to keep the flusher from
+        // allocating; the writer drops buffers beyond that.
+        let (spent_tx, spent) = bounded(2);
         let writer = Writer {
             collection,
+            spent: spent_tx,
             options,
             jobs: rx,
             spool: spool.clone(),
@@ -335,6 +341,7 @@ impl MongoRecorder {
             .map_err(MongoRecorderError::Spawn)?;
         Ok(MongoRecorder {
             jobs,
+            spent,
             spool,
             counters,
             writer: Some(writer),
@@ -366,8 +373,9 @@ impl MongoRecorder {
 impl Recorder for MongoRecorder {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
         let mut docs = Vec::with_capacity(batch.len());
+        let mut buffers = self.spent.try_recv().unwrap_or_default();
         for span in batch.iter() {
-            let doc = encode_span(span);
+            let doc = encode_span_into(span, buffers.pop().unwrap_or_default());
             if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
                 self.fail(
                     1,
@@ -460,6 +468,9 @@ enum Failure {
 
 struct Writer {
     collection: Collection<RawDocumentBuf>,
+    /// Where the buffers of inserted (or spooled) documents go back to the
+    /// recorder for reuse.
+    spent: Sender<Vec<Vec<u8>>>,
     options: MongoOptions,
     jobs: Receiver<Job>,
     spool: Arc<Mutex<Spool>>,
@@ -525,7 +536,21 @@ impl Writer {
         *self.counters.last_error.lock() = Some(self.uri.scrub(message));
     }
 
-    fn write_or_spool(&mut self, mut docs: Vec<RawDocumentBuf>) {
+    fn write_or_spool(&mut self, docs: Vec<RawDocumentBuf>) {
+        self.deliver_or_spool(&docs);
+        // Documents larger than this are rare; their buffers are freed
+        // rather than kept around.
+        const REUSED_BYTES: usize = 64 * 1024;
+        let buffers = docs
+            .into_iter()
+            .map(RawDocumentBuf::into_bytes)
+            .filter(|b| b.capacity() <= REUSED_BYTES)
+            .collect();
+        // Full means the recorder has spares already.
+        let _ = self.spent.try_send(buffers);
+    }
+
+    fn deliver_or_spool(&mut self, docs: &[RawDocumentBuf]) {
         // While the database is known to be down and the spool is not
         // empty, go straight to disk; the replay loop probes for recovery.
         let known_down = !self.healthy && !self.spool.lock().is_empty();
@@ -540,18 +565,19 @@ impl Writer {
                 }
                 done = end;
             }
-            if done == docs.len() {
-                return;
-            }
             // Spool what is left; delivered chunks need not be written twice.
-            docs.drain(..done);
+            self.spool_batch(&docs[done..]);
+        } else {
+            self.spool_batch(docs);
         }
-        self.spool_batch(docs);
     }
 
-    fn spool_batch(&mut self, docs: Vec<RawDocumentBuf>) {
+    fn spool_batch(&mut self, docs: &[RawDocumentBuf]) {
+        if docs.is_empty() {
+            return;
+        }
         // A failure is already counted and recorded as the last error.
-        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, &docs);
+        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, docs);
     }
 
     /// Replays the oldest spool segment; deletes it once all its batches

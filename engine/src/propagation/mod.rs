@@ -43,15 +43,18 @@ pub trait Carrier {
     fn for_each_name(&self, f: &mut dyn FnMut(&str));
 }
 
-fn get_ignore_case<'a, I>(exact: Option<&'a String>, name: &str, all: I) -> Option<&'a str>
-where
-    I: Iterator<Item = (&'a String, &'a String)>,
-{
-    if let Some(v) = exact {
-        return Some(v);
-    }
-    all.into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+/// Up to this many entries, a map carrier is searched by scanning its keys
+/// (length first, then bytes) rather than by hashing the name: hashing a
+/// header name with `HashMap`'s SipHash costs more than comparing a dozen
+/// keys, and request header maps are that small.
+const SCAN_ENTRIES: usize = 16;
+
+fn find_ignore_case<'a>(
+    mut entries: impl Iterator<Item = (&'a String, &'a String)>,
+    name: &str,
+) -> Option<&'a str> {
+    entries
+        .find(|(k, _)| k.as_str() == name || k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
 }
 
@@ -60,10 +63,22 @@ macro_rules! map_carrier {
     ($map:ident) => {
         impl Carrier for $map<String, String> {
             fn get(&self, name: &str) -> Option<&str> {
-                get_ignore_case($map::get(self, name), name, self.iter())
+                if self.len() > SCAN_ENTRIES {
+                    if let Some(v) = $map::get(self, name) {
+                        return Some(v);
+                    }
+                }
+                find_ignore_case(self.iter(), name)
             }
             fn set(&mut self, name: &str, value: String) {
-                match self.get_mut(name) {
+                let existing = if self.len() > SCAN_ENTRIES {
+                    self.get_mut(name)
+                } else {
+                    self.iter_mut()
+                        .find(|(k, _)| k.as_str() == name)
+                        .map(|(_, v)| v)
+                };
+                match existing {
                     Some(v) => *v = value,
                     None => {
                         self.insert(name.to_string(), value);
@@ -451,38 +466,27 @@ pub(crate) fn extract_prefixed(
     refused
 }
 
-/// Appends `v` as exactly `digits` lowercase hex digits (the low ones).
-pub(crate) fn push_hex(out: &mut String, v: u128, digits: u32) {
-    for i in (0..digits).rev() {
-        let nibble = ((v >> (i * 4)) & 0xf) as usize;
-        out.push(char::from(b"0123456789abcdef"[nibble]));
-    }
+/// A `String` of ASCII bytes we formatted (hex digits and separators).
+pub(crate) fn ascii_string(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap_or_default()
 }
 
 /// Parses 1..=32 hex digits (`lower_only`: reject uppercase) as a u128.
 pub(crate) fn parse_hex_u128(s: &str, lower_only: bool) -> Option<u128> {
-    if s.is_empty() || s.len() > 32 {
-        return None;
-    }
-    let mut v: u128 = 0;
-    for b in s.bytes() {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' if !lower_only => b - b'A' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+    crate::hex::decode_u128(s.as_bytes(), digits(lower_only))
 }
 
 /// Parses 1..=16 hex digits as a u64.
 pub(crate) fn parse_hex_u64(s: &str, lower_only: bool) -> Option<u64> {
-    if s.len() > 16 {
-        return None;
+    crate::hex::decode_u64(s.as_bytes(), digits(lower_only))
+}
+
+fn digits(lower_only: bool) -> crate::hex::Digits {
+    if lower_only {
+        crate::hex::Digits::Lowercase
+    } else {
+        crate::hex::Digits::AnyCase
     }
-    parse_hex_u128(s, lower_only).map(|v| v as u64)
 }
 
 /// Whether `s` is a non-empty HTTP token (RFC 7230 tchar), so it can be a

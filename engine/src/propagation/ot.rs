@@ -8,6 +8,7 @@
 use super::{
     parse_hex_u128, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Format,
 };
+use crate::hex;
 use crate::span::SpanContext;
 
 const TRACE_ID: &str = "ot-tracer-traceid";
@@ -20,16 +21,15 @@ fn err(header: &'static str, kind: ExtractErrorKind, input: &str) -> ExtractErro
 }
 
 pub(crate) fn format_trace_id(id: u128) -> String {
-    if id >> 64 == 0 {
-        format!("{id:016x}")
-    } else {
-        format!("{id:032x}")
+    match u64::try_from(id) {
+        Ok(short) => super::ascii_string(&hex::encode_u64(short)),
+        Err(_) => super::ascii_string(&hex::encode_u128(id)),
     }
 }
 
 pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     carrier.set(TRACE_ID, format_trace_id(ctx.trace_id));
-    carrier.set(SPAN_ID, format!("{:016x}", ctx.span_id));
+    carrier.set(SPAN_ID, super::ascii_string(&hex::encode_u64(ctx.span_id)));
     carrier.set(
         SAMPLED,
         if ctx.sampled { "true" } else { "false" }.to_string(),

@@ -5,6 +5,7 @@ use super::{
     baggage, parse_hex_u128, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind,
     Format,
 };
+use crate::hex;
 use crate::span::SpanContext;
 
 const TRACEPARENT: &str = "traceparent";
@@ -146,19 +147,18 @@ fn join<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 /// Writes `traceparent`, `tracestate` (with this service's member, if it has
 /// a key, moved to the front and set to its span id) and `baggage`.
 pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier, own_key: Option<&str>) -> usize {
-    let mut traceparent = String::with_capacity(55);
-    traceparent.push_str("00-");
-    super::push_hex(&mut traceparent, ctx.trace_id, 32);
-    traceparent.push('-');
-    super::push_hex(&mut traceparent, u128::from(ctx.span_id), 16);
-    traceparent.push_str(if ctx.sampled { "-01" } else { "-00" });
-    carrier.set(TRACEPARENT, traceparent);
+    let mut traceparent = [0u8; 55];
+    traceparent[..3].copy_from_slice(b"00-");
+    traceparent[3..35].copy_from_slice(&hex::encode_u128(ctx.trace_id));
+    traceparent[35] = b'-';
+    traceparent[36..52].copy_from_slice(&hex::encode_u64(ctx.span_id));
+    traceparent[52..].copy_from_slice(if ctx.sampled { b"-01" } else { b"-00" });
+    carrier.set(TRACEPARENT, super::ascii_string(&traceparent));
     if own_key.is_none() && ctx.trace_state.is_empty() {
         return baggage::inject(&ctx.baggage, carrier);
     }
     let incoming = parse_tracestate(&ctx.trace_state).unwrap_or_default();
-    let mut own_value = String::with_capacity(16);
-    super::push_hex(&mut own_value, u128::from(ctx.span_id), 16);
+    let own_value = super::ascii_string(&hex::encode_u64(ctx.span_id));
     let members: Vec<(&str, &str)> = match own_key {
         Some(key) => std::iter::once((key, own_value.as_str()))
             .chain(incoming.into_iter().filter(|(k, _)| *k != key))

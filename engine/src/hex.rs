@@ -1,0 +1,155 @@
+//! Lowercase hex for trace and span ids, as the text propagation formats and
+//! the Mongo schema write them. Encoding is branch-free SWAR (all 16 digits
+//! of a `u64` at once); decoding is one table lookup per digit. Ids are
+//! formatted and parsed on every request that crosses a process, so this is
+//! on the path the `propagation/*` benches measure.
+
+/// Lowercase hex of `v`: 16 digits, most significant first.
+///
+/// ```
+/// assert_eq!(&spanrec::hex::encode_u64(0xab), b"00000000000000ab");
+/// ```
+#[inline]
+pub fn encode_u64(v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&ascii(spread((v >> 32) as u32)).to_be_bytes());
+    out[8..].copy_from_slice(&ascii(spread(v as u32)).to_be_bytes());
+    out
+}
+
+/// Lowercase hex of `v`: 32 digits, most significant first.
+#[inline]
+pub fn encode_u128(v: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&encode_u64((v >> 64) as u64));
+    out[16..].copy_from_slice(&encode_u64(v as u64));
+    out
+}
+
+/// `0x0000_0000_ABCD_EFGH` → `0x0A0B_0C0D_0E0F_0G0H`: one nibble per byte,
+/// in order.
+#[inline(always)]
+fn spread(x: u32) -> u64 {
+    let x = u64::from(x);
+    let x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
+    let x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;
+    (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F
+}
+
+/// Each byte `n` (0..=15) → `'0' + n`, or `'a' + n - 10` from 10 up.
+#[inline(always)]
+fn ascii(n: u64) -> u64 {
+    // 0x01 in each byte whose nibble is 10 or more.
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    n + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'0' - 10)
+}
+
+/// Which digits [`decode_u64`] and [`decode_u128`] accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digits {
+    /// `0-9a-f` only (W3C Trace Context, B3).
+    Lowercase,
+    /// `0-9a-fA-F` (OpenTracing, Jaeger).
+    AnyCase,
+}
+
+/// A digit's value, or `INVALID` (which has a bit no digit has).
+const INVALID: u8 = 0x10;
+
+const fn table(upper: bool) -> [u8; 256] {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        if upper {
+            t[b'A' as usize + i] = 10 + i as u8;
+        }
+        i += 1;
+    }
+    t
+}
+
+static LOWERCASE: [u8; 256] = table(false);
+static ANY_CASE: [u8; 256] = table(true);
+
+/// Parses 1..=16 hex digits.
+///
+/// ```
+/// use spanrec::hex::{decode_u64, Digits};
+/// assert_eq!(decode_u64(b"00f067aa0ba902b7", Digits::Lowercase), Some(0x00f0_67aa_0ba9_02b7));
+/// assert_eq!(decode_u64(b"00F0", Digits::Lowercase), None);
+/// ```
+#[inline]
+pub fn decode_u64(s: &[u8], digits: Digits) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let table = match digits {
+        Digits::Lowercase => &LOWERCASE,
+        Digits::AnyCase => &ANY_CASE,
+    };
+    let mut v = 0u64;
+    let mut seen = 0u8;
+    for &b in s {
+        let d = table[usize::from(b)];
+        seen |= d;
+        v = (v << 4) | u64::from(d);
+    }
+    (seen & INVALID == 0).then_some(v)
+}
+
+/// Parses 1..=32 hex digits.
+#[inline]
+pub fn decode_u128(s: &[u8], digits: Digits) -> Option<u128> {
+    if s.len() <= 16 {
+        return decode_u64(s, digits).map(u128::from);
+    }
+    if s.len() > 32 {
+        return None;
+    }
+    let (high, low) = s.split_at(s.len() - 16);
+    Some((u128::from(decode_u64(high, digits)?) << 64) | u128::from(decode_u64(low, digits)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_matches_format() {
+        for v in [0, 1, 9, 10, 15, 0x9f, 0xa0, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let e = encode_u64(v);
+            assert_eq!(e, format!("{v:016x}").as_bytes());
+            assert_eq!(decode_u64(&e, Digits::Lowercase), Some(v));
+            let wide = (u128::from(v) << 64) | u128::from(v.rotate_left(17));
+            let e = encode_u128(wide);
+            assert_eq!(e, format!("{wide:032x}").as_bytes());
+            assert_eq!(decode_u128(&e, Digits::Lowercase), Some(wide));
+            let upper = format!("{wide:X}");
+            assert_eq!(decode_u128(upper.as_bytes(), Digits::AnyCase), Some(wide));
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_hex() {
+        for bad in [
+            &b""[..],
+            b"g",
+            b"0x1",
+            b" 1",
+            b"12345678901234567",
+            b"A",
+            b"\xff",
+        ] {
+            assert_eq!(decode_u64(bad, Digits::Lowercase), None, "{bad:?}");
+        }
+        assert_eq!(decode_u64(b"A", Digits::AnyCase), Some(10));
+        assert_eq!(decode_u128(&[b'1'; 33], Digits::AnyCase), None);
+        assert_eq!(decode_u128(b"1-345678901234567890", Digits::AnyCase), None);
+    }
+}
