@@ -7,6 +7,7 @@
 //! parent, but this sampling decision".
 
 use super::{parse_hex_u128, parse_hex_u64, Carrier, ExtractError, ExtractErrorKind, Format};
+use crate::hex;
 use crate::span::SpanContext;
 
 const SINGLE: &str = "b3";
@@ -24,15 +25,15 @@ pub(crate) fn inject_single(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usi
     let sampled = if ctx.sampled { '1' } else { '0' };
     carrier.set(
         SINGLE,
-        format!("{}-{:016x}-{sampled}", trace_hex(ctx.trace_id), ctx.span_id),
+        &format!("{}-{:016x}-{sampled}", trace_hex(ctx.trace_id), ctx.span_id),
     );
     ctx.baggage.len()
 }
 
 pub(crate) fn inject_multi(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
-    carrier.set(TRACE_ID, trace_hex(ctx.trace_id));
-    carrier.set(SPAN_ID, format!("{:016x}", ctx.span_id));
-    carrier.set(SAMPLED, if ctx.sampled { "1" } else { "0" }.to_string());
+    carrier.set(TRACE_ID, &trace_hex(ctx.trace_id));
+    carrier.set(SPAN_ID, super::ascii_str(&hex::encode_u64(ctx.span_id)));
+    carrier.set(SAMPLED, if ctx.sampled { "1" } else { "0" });
     ctx.baggage.len()
 }
 

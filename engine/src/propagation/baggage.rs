@@ -67,7 +67,7 @@ pub(crate) fn inject(baggage: &[(String, String)], carrier: &mut dyn Carrier) ->
         members += 1;
     }
     if !value.is_empty() {
-        carrier.set(HEADER, value);
+        carrier.set(HEADER, &value);
     }
     skipped
 }

@@ -15,7 +15,7 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     let flags = u8::from(ctx.sampled);
     carrier.set(
         HEADER,
-        format!(
+        &format!(
             "{}:{:016x}:0:{flags}",
             super::ot::format_trace_id(ctx.trace_id),
             ctx.span_id

@@ -36,8 +36,10 @@ pub trait Carrier {
     /// The value of header `name` (any case). Multiple values of one header
     /// may be returned joined by `,`.
     fn get(&self, name: &str) -> Option<&str>;
-    /// Sets header `name` (lowercase) to `value`, replacing it.
-    fn set(&mut self, name: &str, value: String);
+    /// Sets header `name` (lowercase) to `value`, replacing it. The value is
+    /// borrowed so a carrier can reuse its storage (the map carriers copy it
+    /// into the existing `String` when the header is already there).
+    fn set(&mut self, name: &str, value: &str);
     /// Calls `f` with every header name (for prefixed headers such as
     /// `ot-baggage-*`).
     fn for_each_name(&self, f: &mut dyn FnMut(&str));
@@ -70,7 +72,7 @@ macro_rules! map_carrier {
                 }
                 find_ignore_case(self.iter(), name)
             }
-            fn set(&mut self, name: &str, value: String) {
+            fn set(&mut self, name: &str, value: &str) {
                 let existing = if self.len() > SCAN_ENTRIES {
                     self.get_mut(name)
                 } else {
@@ -79,9 +81,12 @@ macro_rules! map_carrier {
                         .map(|(_, v)| v)
                 };
                 match existing {
-                    Some(v) => *v = value,
+                    Some(v) => {
+                        v.clear();
+                        v.push_str(value);
+                    }
                     None => {
-                        self.insert(name.to_string(), value);
+                        self.insert(name.to_string(), value.to_string());
                     }
                 }
             }
@@ -101,12 +106,12 @@ impl Carrier for http::HeaderMap {
         // Header names are case-insensitive in `HeaderMap` already.
         http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
     }
-    fn set(&mut self, name: &str, value: String) {
+    fn set(&mut self, name: &str, value: &str) {
         // Values we produce are always visible ASCII; a name or value the
         // `http` crate refuses is left out rather than panicking.
         if let (Ok(n), Ok(v)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(&value),
+            http::HeaderValue::from_str(value),
         ) {
             self.insert(n, v);
         }
@@ -258,7 +263,7 @@ pub(crate) fn inject(
         Format::Binary => {
             let (bytes, skipped) = binary::encode(ctx);
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            carrier.set(BINARY_HEADER, hex);
+            carrier.set(BINARY_HEADER, &hex);
             skipped
         }
     }
@@ -417,7 +422,7 @@ pub(crate) fn inject_prefixed(
         if is_token(k) {
             carrier.set(
                 &format!("{prefix}{}", k.to_ascii_lowercase()),
-                percent_encode(v),
+                &percent_encode(v),
             );
         } else {
             skipped += 1;
@@ -466,9 +471,9 @@ pub(crate) fn extract_prefixed(
     refused
 }
 
-/// A `String` of ASCII bytes we formatted (hex digits and separators).
-pub(crate) fn ascii_string(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap_or_default()
+/// ASCII bytes we formatted (hex digits and separators) as a `str`.
+pub(crate) fn ascii_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Parses 1..=32 hex digits (`lower_only`: reject uppercase) as a u128.

@@ -20,20 +20,28 @@ fn err(header: &'static str, kind: ExtractErrorKind, input: &str) -> ExtractErro
     ExtractError::new(Format::OpenTracing, header, kind, input)
 }
 
-pub(crate) fn format_trace_id(id: u128) -> String {
+/// The trace id's digits: 16 for a 64-bit id, else 32.
+pub(crate) fn trace_id_digits(id: u128) -> ([u8; 32], usize) {
     match u64::try_from(id) {
-        Ok(short) => super::ascii_string(&hex::encode_u64(short)),
-        Err(_) => super::ascii_string(&hex::encode_u128(id)),
+        Ok(short) => {
+            let mut out = [0u8; 32];
+            out[..16].copy_from_slice(&hex::encode_u64(short));
+            (out, 16)
+        }
+        Err(_) => (hex::encode_u128(id), 32),
     }
 }
 
+pub(crate) fn format_trace_id(id: u128) -> String {
+    let (digits, len) = trace_id_digits(id);
+    super::ascii_str(&digits[..len]).to_string()
+}
+
 pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
-    carrier.set(TRACE_ID, format_trace_id(ctx.trace_id));
-    carrier.set(SPAN_ID, super::ascii_string(&hex::encode_u64(ctx.span_id)));
-    carrier.set(
-        SAMPLED,
-        if ctx.sampled { "true" } else { "false" }.to_string(),
-    );
+    let (trace, len) = trace_id_digits(ctx.trace_id);
+    carrier.set(TRACE_ID, super::ascii_str(&trace[..len]));
+    carrier.set(SPAN_ID, super::ascii_str(&hex::encode_u64(ctx.span_id)));
+    carrier.set(SAMPLED, if ctx.sampled { "true" } else { "false" });
     super::inject_prefixed(&ctx.baggage, BAGGAGE_PREFIX, carrier)
 }
 

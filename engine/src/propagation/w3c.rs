@@ -153,21 +153,22 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier, own_key: Opti
     traceparent[35] = b'-';
     traceparent[36..52].copy_from_slice(&hex::encode_u64(ctx.span_id));
     traceparent[52..].copy_from_slice(if ctx.sampled { b"-01" } else { b"-00" });
-    carrier.set(TRACEPARENT, super::ascii_string(&traceparent));
+    carrier.set(TRACEPARENT, super::ascii_str(&traceparent));
     if own_key.is_none() && ctx.trace_state.is_empty() {
         return baggage::inject(&ctx.baggage, carrier);
     }
     let incoming = parse_tracestate(&ctx.trace_state).unwrap_or_default();
-    let own_value = super::ascii_string(&hex::encode_u64(ctx.span_id));
+    let own_digits = hex::encode_u64(ctx.span_id);
+    let own_value = super::ascii_str(&own_digits);
     let members: Vec<(&str, &str)> = match own_key {
-        Some(key) => std::iter::once((key, own_value.as_str()))
+        Some(key) => std::iter::once((key, own_value))
             .chain(incoming.into_iter().filter(|(k, _)| *k != key))
             .take(MAX_MEMBERS)
             .collect(),
         None => incoming,
     };
     if !members.is_empty() {
-        carrier.set(TRACESTATE, join(members.into_iter()));
+        carrier.set(TRACESTATE, &join(members.into_iter()));
     }
     baggage::inject(&ctx.baggage, carrier)
 }
