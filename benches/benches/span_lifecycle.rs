@@ -1,13 +1,24 @@
 //! `span_lifecycle/*`: the cost of one span on the calling thread, with the
-//! flusher running and a recorder receiving every span.
+//! background thread running and a backend receiving every span; spanrec
+//! beside fastrace, the OpenTelemetry SDK and `tracing`, in one run.
+//!
+//! Every bench prints how many spans were created and how many its backend
+//! received: a backend that drops spans makes its library look cheaper.
+
+mod peers;
 
 use criterion::{black_box, criterion_main, Criterion};
-use spanrec::Value;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use peers::{fastrace_peer, otel_peer, report_peer, tracing_peer, PEER_FLUSH_WAIT};
+use spanrec::{Sampler, Tracer, Value};
 use spanrec_benches::{null_tracer, report};
+use std::cell::Cell;
 
 fn span_lifecycle(c: &mut Criterion) {
     let mut group = c.benchmark_group("span_lifecycle");
 
+    // --- spanrec -------------------------------------------------------
     let (tracer, recorder) = null_tracer();
     group.bench_function("spanrec/root_2_tags", |b| {
         b.iter(|| {
@@ -19,6 +30,122 @@ fn span_lifecycle(c: &mut Criterion) {
     });
     report("spanrec/root_2_tags", &tracer, &recorder);
 
+    let parent = tracer.start_span("request");
+    group.bench_function("spanrec/child_2_tags", |b| {
+        b.iter(|| {
+            let mut span = tracer.span("find").child_of(&parent).start();
+            span.set_tag("db.rows", black_box(42i64));
+            span.set_tag("db.op", Value::StaticStr("find"));
+            span.finish();
+        })
+    });
+    drop(parent);
+    report("spanrec/child_2_tags", &tracer, &recorder);
+
+    group.bench_function("spanrec/root_log_baggage", |b| {
+        b.iter(|| {
+            let mut span = tracer.start_span("find");
+            span.log(
+                "cache.miss",
+                [
+                    ("key", Value::StaticStr("machines")),
+                    ("rows", Value::I64(black_box(3))),
+                ],
+            );
+            span.set_baggage_item("user", "admin");
+            span.finish();
+        })
+    });
+    report("spanrec/root_log_baggage", &tracer, &recorder);
+    drop(tracer);
+
+    let unsampled_recorder = spanrec::NullRecorder::new();
+    let unsampled = Tracer::builder()
+        .sampler(Sampler::Never)
+        .recorder(unsampled_recorder.clone())
+        .build()
+        .expect("tracer");
+    group.bench_function("spanrec/unsampled", |b| {
+        b.iter(|| {
+            let mut span = unsampled.start_span("find");
+            span.set_tag("db.rows", black_box(42i64));
+            span.set_tag("db.op", Value::StaticStr("find"));
+            span.finish();
+        })
+    });
+    report("spanrec/unsampled", &unsampled, &unsampled_recorder);
+    drop(unsampled);
+
+    // --- fastrace ------------------------------------------------------
+    let received = fastrace_peer::install();
+    let created = Cell::new(0u64);
+    group.bench_function("fastrace/root_2_props", |b| {
+        b.iter(|| {
+            let root = fastrace::Span::root("find", fastrace::prelude::SpanContext::random())
+                .with_property(|| ("db.rows", "42"))
+                .with_property(|| ("db.op", "find"));
+            drop(black_box(root));
+            created.set(created.get() + 1);
+        })
+    });
+    fastrace::flush();
+    report_peer("fastrace/root_2_props", created.get(), received.get());
+
+    let before = received.get();
+    created.set(0);
+    {
+        let root = fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
+        let _guard = root.set_local_parent();
+        group.bench_function("fastrace/local_2_props", |b| {
+            b.iter(|| {
+                let span = fastrace::local::LocalSpan::enter_with_local_parent("find")
+                    .with_property(|| ("db.rows", "42"))
+                    .with_property(|| ("db.op", "find"));
+                drop(black_box(span));
+                created.set(created.get() + 1);
+            })
+        });
+    }
+    fastrace::flush();
+    // The local spans plus their root.
+    report_peer(
+        "fastrace/local_2_props",
+        created.get() + 1,
+        received.get() - before,
+    );
+
+    // --- OpenTelemetry SDK ---------------------------------------------
+    let (provider, received) = otel_peer::provider();
+    let otel = provider.tracer("bench");
+    created.set(0);
+    group.bench_function("otel/root_2_attrs", |b| {
+        b.iter(|| {
+            let mut span = otel.start("find");
+            span.set_attribute(KeyValue::new("db.rows", black_box(42i64)));
+            span.set_attribute(KeyValue::new("db.op", "find"));
+            span.end();
+            created.set(created.get() + 1);
+        })
+    });
+    let _ = provider.force_flush();
+    let _ = provider.shutdown_with_timeout(PEER_FLUSH_WAIT);
+    report_peer("otel/root_2_attrs", created.get(), received.get());
+
+    // --- tracing -------------------------------------------------------
+    let (subscriber, received) = tracing_peer::subscriber();
+    created.set(0);
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("tracing/root_2_fields", |b| {
+            b.iter(|| {
+                let span = tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
+                drop(black_box(span));
+                created.set(created.get() + 1);
+            })
+        });
+    });
+    report_peer("tracing/root_2_fields", created.get(), received.get());
+
+    // --- references ----------------------------------------------------
     let clock = quanta::Clock::new();
     group.bench_function("ref/tsc_now", |b| b.iter(|| black_box(clock.raw())));
     group.bench_function("ref/instant_now", |b| {
