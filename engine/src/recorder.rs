@@ -257,7 +257,7 @@ impl FinishedSpan {
 /// the tracer. It can be told to fail or to be slow, to test error paths.
 #[derive(Clone, Default)]
 pub struct InMemoryRecorder {
-    inner: Arc<parking_lot::Mutex<InMemory>>,
+    inner: Arc<crate::sync::Mutex<InMemory>>,
 }
 
 #[derive(Default)]

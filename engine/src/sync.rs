@@ -5,10 +5,20 @@
 //! module can be model-checked by loom without a line of them changing. The
 //! cfg is deliberately not called `loom`: that name would flip tokio's (and so
 //! mongodb's) own loom mode in any build that shares the flags.
+//!
+//! Under `cfg(spanrec_valgrind)` the atomics and locks are instead wrappers
+//! that announce every release/acquire edge to Helgrind and DRD
+//! (`sync/valgrind.rs`), for the race-detector run in `ci/race.sh`.
 
 #[cfg(not(spanrec_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    #[cfg(spanrec_valgrind)]
+    pub(crate) use super::valgrind::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
+    #[cfg(not(spanrec_valgrind))]
+    pub(crate) use parking_lot::{Condvar, Mutex};
+    pub(crate) use std::sync::atomic::Ordering;
+    #[cfg(not(spanrec_valgrind))]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
     pub(crate) use std::sync::Arc;
     pub(crate) use std::thread_local;
 
@@ -39,12 +49,18 @@ mod imp {
 #[cfg(spanrec_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
+    // The lock-protected state is not part of the lock-free protocols loom
+    // checks; `parking_lot`'s locks are fine for it in loom builds too.
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local;
+    pub(crate) use parking_lot::{Condvar, Mutex};
 }
 
 pub(crate) use imp::*;
+
+#[cfg(all(spanrec_valgrind, not(spanrec_loom)))]
+mod valgrind;
 
 /// A process-wide unique id for each tracer (never reused, so a thread's
 /// slot for a dropped tracer can never be mistaken for a new tracer's).

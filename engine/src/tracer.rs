@@ -10,7 +10,7 @@ use crate::recorder::Recorder;
 use crate::span::{Span, SpanBuilder};
 use crate::stats::{FlusherCounters, Stats, ThreadCounters};
 use crate::sync::{next_tracer_id, Arc, AtomicBool, AtomicU64, Ordering};
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 use std::borrow::Cow;
 use std::fmt;
 use std::thread::JoinHandle;
