@@ -33,7 +33,7 @@ def show(group, ids):
 
 lifecycle = [
     "spanrec/root_2_tags", "spanrec/child_2_tags", "spanrec/root_log_baggage",
-    "spanrec/unsampled", "fastrace/local_2_props", "fastrace/root_2_props",
+    "spanrec/unsampled", "spanrec_via_tracing/root_2_fields", "fastrace/local_2_props", "fastrace/root_2_props",
     "otel/root_2_attrs", "tracing/root_2_fields", "ref/tsc_now", "ref/instant_now",
 ]
 show("span_lifecycle", lifecycle)

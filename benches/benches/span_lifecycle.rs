@@ -145,6 +145,23 @@ fn span_lifecycle(c: &mut Criterion) {
     });
     report_peer("tracing/root_2_fields", created.get(), received.get());
 
+    // --- spanrec through the `tracing` bridge ----------------------------
+    let (tracer, recorder) = null_tracer();
+    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        spanrec::SpanrecLayer::new(tracer.clone()),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("spanrec_via_tracing/root_2_fields", |b| {
+            b.iter(|| {
+                let span = tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
+                drop(black_box(span));
+            })
+        });
+    });
+    report("spanrec_via_tracing/root_2_fields", &tracer, &recorder);
+    drop(tracer);
+
     // --- references ----------------------------------------------------
     let clock = quanta::Clock::new();
     group.bench_function("ref/tsc_now", |b| b.iter(|| black_box(clock.raw())));

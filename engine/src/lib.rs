@@ -78,6 +78,8 @@ mod span;
 mod stats;
 mod sync;
 mod tracer;
+#[cfg(feature = "tracing")]
+pub mod tracing_layer;
 
 pub use config::{
     Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits, FLUSH_INTERVAL_RANGE,
@@ -94,3 +96,5 @@ pub use recorder::{
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
 pub use stats::{DropCounts, DropReason, LimitCounts, Stats};
 pub use tracer::{BuildError, FlushError, Tracer, TracerBuilder, DROP_SHUTDOWN_TIMEOUT};
+#[cfg(feature = "tracing")]
+pub use tracing_layer::SpanrecLayer;

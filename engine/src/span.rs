@@ -325,6 +325,20 @@ impl Span {
         }
     }
 
+    /// Adds a `follows_from` reference to `cause` after the span started
+    /// (for bridges such as the `tracing` layer, where causes arrive late).
+    /// A no-op on an unsampled span.
+    pub fn add_follows_from(&mut self, cause: &SpanContext) {
+        let record = self.rec_mut();
+        if record.sampled {
+            record.references.push(Reference {
+                kind: ReferenceKind::FollowsFrom,
+                trace_id: cause.trace_id,
+                span_id: cause.span_id,
+            });
+        }
+    }
+
     /// Logs an event with fields, timestamped now. A no-op on an unsampled
     /// span.
     pub fn log<'v, K, V>(

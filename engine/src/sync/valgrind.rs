@@ -134,6 +134,10 @@ impl<T> Mutex<T> {
         Self(parking_lot::const_mutex(value))
     }
 
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         let inner = self.0.lock();
         happens_after(self);
