@@ -55,6 +55,11 @@ show("propagation", [
     "w3c_inject", "w3c_extract", "ot_inject", "ot_extract",
     "otel_w3c_inject", "otel_w3c_extract",
 ])
+show("throughput", [
+    "spanrec/2x1M", "fastrace/2x1M", "otel_default/2x1M", "otel_large_queue/2x1M",
+])
+print("  (2,000,000 spans per iteration; spans lost are printed by the bench)")
+
 for op in ["inject", "extract"]:
     a, b = median("propagation", f"w3c_{op}"), median("propagation", f"otel_w3c_{op}")
     if a and b:

@@ -227,9 +227,11 @@ impl<'t> SpanBuilder<'t> {
         if !record.sampled {
             record.clear_tags();
         }
+        // An unsampled span's times are never read: skip the clock.
         record.start = match self.start {
             Some(t) => Time::UnixNanos(unix_nanos(t)),
-            None => Time::Ticks(shared.clock.now()),
+            None if record.sampled => Time::Ticks(shared.clock.now()),
+            None => Time::UnixNanos(0),
         };
         Span {
             record: Some(record),
@@ -430,7 +432,8 @@ impl Span {
         if let Some(mut record) = self.record.take() {
             record.finish = match time {
                 Some(t) => Time::UnixNanos(unix_nanos(t)),
-                None => Time::Ticks(record.shared.clock.now()),
+                None if record.sampled => Time::Ticks(record.shared.clock.now()),
+                None => Time::UnixNanos(0),
             };
             local::finish(record);
         }

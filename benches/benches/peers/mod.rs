@@ -4,6 +4,9 @@
 //! span it receives, so a bench can print created vs received (a peer that
 //! drops spans looks cheaper than it is).
 
+// Each bench target compiles this module and uses a subset of it.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +83,24 @@ pub mod otel_peer {
         let received = Received::default();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(Counting(received.clone()))
+            .build();
+        (provider, received)
+    }
+
+    /// The same with a batch queue of `queue` spans (the documented knob
+    /// for not dropping under bursts).
+    pub fn provider_with_queue(queue: usize) -> (SdkTracerProvider, Received) {
+        use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+        let received = Received::default();
+        let processor = BatchSpanProcessor::builder(Counting(received.clone()))
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(queue)
+                    .build(),
+            )
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
             .build();
         (provider, received)
     }

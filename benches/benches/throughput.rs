@@ -1,0 +1,166 @@
+//! `throughput/*`: 2 producer threads × 1,000,000 spans with 2 tags each,
+//! background thread running, a backend counting what it receives: spans/s
+//! (criterion's element throughput) and spans lost, for spanrec (default
+//! configuration), fastrace, and the OpenTelemetry SDK with its default
+//! batch queue (2,048) and a large one (1,000,000).
+//!
+//! An iteration ends when every span was either received or is known lost
+//! (each library flushed), so a library that drops under load shows both a
+//! throughput and a loss count — printed after each bench.
+
+mod peers;
+
+use criterion::{black_box, criterion_main, Criterion, Throughput};
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use peers::{fastrace_peer, otel_peer, report_peer, PEER_FLUSH_WAIT};
+use spanrec::Value;
+use spanrec_benches::{null_tracer, report};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const THREADS: u64 = 2;
+const SPANS_PER_THREAD: u64 = 1_000_000;
+
+type Job = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// `THREADS` long-lived producer threads (as a server's request threads
+/// are): each library's per-thread state is set up once, not per iteration.
+struct Producers {
+    jobs: Vec<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Producers {
+    fn start() -> Producers {
+        let (done_tx, done) = mpsc::channel();
+        let jobs = (0..THREADS)
+            .map(|t| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                let done = done_tx.clone();
+                std::thread::spawn(move || {
+                    for job in rx {
+                        job(t);
+                        let _ = done.send(());
+                    }
+                });
+                tx
+            })
+            .collect();
+        Producers { jobs, done }
+    }
+
+    /// Runs `job(thread)` on every producer at once; the time until all
+    /// return.
+    fn run(&self, job: &Job) -> Duration {
+        let began = Instant::now();
+        for tx in &self.jobs {
+            tx.send(job.clone()).expect("producer thread alive");
+        }
+        for _ in &self.jobs {
+            self.done.recv().expect("producer thread alive");
+        }
+        began.elapsed()
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(THREADS * SPANS_PER_THREAD));
+
+    let producers = Producers::start();
+    let (tracer, recorder) = null_tracer();
+    let t = tracer.clone();
+    let job: Job = Arc::new(move |_| {
+        for i in 0..SPANS_PER_THREAD {
+            let mut span = t.start_span("find");
+            span.set_tag("db.rows", black_box(i as i64));
+            span.set_tag("db.op", Value::StaticStr("find"));
+            span.finish();
+        }
+    });
+    group.bench_function("spanrec/2x1M", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += producers.run(&job);
+                let began = Instant::now();
+                let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
+                total += began.elapsed();
+            }
+            total
+        })
+    });
+    report("throughput/spanrec/2x1M", &tracer, &recorder);
+    drop(tracer);
+
+    drop(job);
+    let received = fastrace_peer::install();
+    let mut created = 0;
+    let job: Job = Arc::new(|_| {
+        for _ in 0..SPANS_PER_THREAD {
+            let root = fastrace::Span::root("find", fastrace::prelude::SpanContext::random())
+                .with_property(|| ("db.rows", "42"))
+                .with_property(|| ("db.op", "find"));
+            drop(black_box(root));
+        }
+    });
+    group.bench_function("fastrace/2x1M", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += producers.run(&job);
+                let began = Instant::now();
+                fastrace::flush();
+                total += began.elapsed();
+                created += THREADS * SPANS_PER_THREAD;
+            }
+            total
+        })
+    });
+    report_peer("throughput/fastrace/2x1M", created, received.get());
+
+    for (id, queue) in [
+        ("otel_default/2x1M", None),
+        ("otel_large_queue/2x1M", Some(1_000_000)),
+    ] {
+        let (provider, received) = match queue {
+            None => otel_peer::provider(),
+            Some(q) => otel_peer::provider_with_queue(q),
+        };
+        let otel = provider.tracer("bench");
+        let mut created = 0;
+        let job: Job = Arc::new(move |_| {
+            for i in 0..SPANS_PER_THREAD {
+                let mut span = otel.start("find");
+                span.set_attribute(KeyValue::new("db.rows", black_box(i as i64)));
+                span.set_attribute(KeyValue::new("db.op", "find"));
+                span.end();
+            }
+        });
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += producers.run(&job);
+                    let began = Instant::now();
+                    let _ = provider.force_flush();
+                    total += began.elapsed();
+                    created += THREADS * SPANS_PER_THREAD;
+                }
+                total
+            })
+        });
+        let _ = provider.shutdown_with_timeout(PEER_FLUSH_WAIT);
+        report_peer(&format!("throughput/{id}"), created, received.get());
+    }
+    group.finish();
+}
+
+mod group {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::throughput);
+}
+criterion_main!(group::benches);
