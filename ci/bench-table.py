@@ -55,10 +55,11 @@ show("propagation", [
     "w3c_inject", "w3c_extract", "ot_inject", "ot_extract",
     "otel_w3c_inject", "otel_w3c_extract",
 ])
-show("throughput", [
-    "spanrec/2x1M", "fastrace/2x1M", "otel_default/2x1M", "otel_large_queue/2x1M",
-])
-print("  (2,000,000 spans per iteration; spans lost are printed by the bench)")
+print("\nthroughput (2,000,000 spans per iteration; spans lost are printed by the bench):")
+for i in ["spanrec/2x1M", "fastrace/2x1M", "otel_default/2x1M", "otel_large_queue/2x1M"]:
+    m = median("throughput", i)
+    rate = "-" if not m else f"{2_000_000 / (m / 1e9) / 1e6:8.2f} M spans/s"
+    print(f"  {i:34} {rate:>18}")
 
 for op in ["inject", "extract"]:
     a, b = median("propagation", f"w3c_{op}"), median("propagation", f"otel_w3c_{op}")
