@@ -8,7 +8,7 @@
 //! under Helgrind and DRD, which must report zero errors, and checks that a
 //! mutant with a `Relaxed` ring publish is reported.
 
-use spanrec::{InMemoryRecorder, Tracer};
+use spanrec::{InMemoryRecorder, OverflowPolicy, Tracer};
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,12 +16,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000);
+    // First with `Block`: producers wait for the flusher, so every span
+    // crosses the ring while its producer is still running (under a race
+    // detector, which runs one thread at a time, a dropping producer could
+    // otherwise finish before the flusher ever reads its ring). Then with
+    // the default `DropNewest`, which exercises the overflow accounting.
+    run(
+        spans,
+        OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        },
+    )?;
+    run(spans, OverflowPolicy::DropNewest)
+}
+
+fn run(spans: u64, overflow: OverflowPolicy) -> Result<(), Box<dyn std::error::Error>> {
     let recorder = InMemoryRecorder::new();
     let tracer = Tracer::builder()
         .recorder(recorder.clone())
         .ring_capacity(8)
         .max_batch_size(4)
         .flush_interval(Duration::from_millis(1))
+        .overflow(overflow)
         .build()?;
     let workers: Vec<_> = (0..3u64)
         .map(|w| {
@@ -45,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracer.shutdown(Instant::now() + Duration::from_secs(120))?;
     let s = tracer.stats();
     println!(
-        "stress: finished {} recorded {} dropped {} received {}",
+        "stress ({overflow:?}): finished {} recorded {} dropped {} received {}",
         s.finished,
         s.recorded,
         s.dropped.total(),
@@ -53,6 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if s.recorded + s.dropped.total() != s.finished || recorder.len() as u64 != s.recorded {
         return Err("accounting mismatch".into());
+    }
+    if matches!(overflow, OverflowPolicy::Block { .. }) && s.dropped.total() != 0 {
+        return Err("Block dropped spans".into());
     }
     Ok(())
 }

@@ -134,6 +134,7 @@ impl<T> Mutex<T> {
         Self(parking_lot::const_mutex(value))
     }
 
+    #[allow(dead_code)] // used by the `tracing` feature's layer
     pub(crate) fn into_inner(self) -> T {
         self.0.into_inner()
     }

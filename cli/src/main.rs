@@ -1,0 +1,403 @@
+//! `spanrec`: read the audit log spanrec-mongo writes.
+//!
+//! ```text
+//! spanrec trace <trace-id>                 the trace as a tree with a waterfall
+//! spanrec find [--since 15m] [--operation N] [--tag k=v] [--status error] [--limit 50] [--skip 0]
+//! spanrec tail [--operation N] [--interval-ms 1000] [--max N]
+//! spanrec stats [--since 1h]               counts and latency percentiles per operation
+//! ```
+//!
+//! Every command takes `--json` (one JSON document on stdout; `tail` prints
+//! one per line) and `--uri` (default `$SPANREC_MONGO_URI`, else
+//! `mongodb://127.0.0.1:27017`), `--database`, `--collection`.
+//! Exit status: 0 ok, 1 nothing found, 2 bad input or unreachable database.
+
+mod model;
+mod render;
+mod time;
+
+use bson::{doc, Bson, Document};
+use clap::{Args, Parser, Subcommand};
+use model::SpanDoc;
+use mongodb::options::ClientOptions;
+use mongodb::sync::{Client, Collection};
+use spanrec::hex::{decode_u128, Digits};
+use spanrec_mongo::RedactedUri;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spanrec",
+    version,
+    about = "Read spanrec's audit log in MongoDB"
+)]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct DbArgs {
+    /// MongoDB connection string.
+    #[arg(
+        long,
+        global = true,
+        env = "SPANREC_MONGO_URI",
+        default_value = "mongodb://127.0.0.1:27017",
+        hide_env_values = true
+    )]
+    uri: String,
+    /// Database the recorder writes to.
+    #[arg(long, global = true, default_value = "spanrec")]
+    database: String,
+    /// Collection the recorder writes to.
+    #[arg(long, global = true, default_value = "spans")]
+    collection: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show one trace as a tree with a time-proportional waterfall.
+    Trace {
+        /// The trace id: 32 hex digits (16 for a 64-bit OpenTracing id).
+        trace_id: String,
+    },
+    /// Search spans, newest first.
+    Find(FindArgs),
+    /// Follow new spans as they are written.
+    Tail {
+        #[command(flatten)]
+        filter: Filter,
+        /// Poll interval.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many spans (for scripts and tests).
+        #[arg(long)]
+        max: Option<usize>,
+    },
+    /// Counts and latency percentiles per operation over a window.
+    Stats {
+        /// Window start (`1h` ago by default).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Window end (now by default).
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Filter {
+    /// Only this operation name.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Only spans with this tag value (`key=value`; repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Only failed (`error`) or successful (`ok`) spans (tag `error=true`).
+    #[arg(long, value_parser = ["ok", "error"])]
+    status: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct FindArgs {
+    #[command(flatten)]
+    filter: Filter,
+    /// Spans that started at or after this time (`15m`, `2h`, RFC 3339 UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Spans that started before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Page size.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Spans to skip (for the next page: the previous skip + limit).
+    #[arg(long, default_value_t = 0)]
+    skip: u64,
+}
+
+/// What went wrong, for the user.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot reach MongoDB at {uri}: {message}")]
+    Unreachable { uri: RedactedUri, message: String },
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::NotFound(_) => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        }
+    }
+}
+
+fn connect(db: &DbArgs) -> Result<Collection<Document>, CliError> {
+    let uri = RedactedUri::new(&db.uri);
+    let unreachable = |e: mongodb::error::Error| CliError::Unreachable {
+        uri: uri.clone(),
+        message: uri.scrub(&e.to_string()),
+    };
+    let mut options = ClientOptions::parse(&db.uri).run().map_err(|e| {
+        CliError::Input(format!(
+            "bad connection string {uri}: {}",
+            uri.scrub(&e.to_string())
+        ))
+    })?;
+    // A reader should hear about a dead server in seconds, not 30 s.
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(3));
+    options
+        .connect_timeout
+        .get_or_insert(Duration::from_secs(3));
+    options.app_name.get_or_insert_with(|| "spanrec-cli".into());
+    let client = Client::with_options(options).map_err(unreachable)?;
+    let database = client.database(&db.database);
+    database
+        .run_command(doc! { "ping": 1 })
+        .run()
+        .map_err(unreachable)?;
+    Ok(database.collection(&db.collection))
+}
+
+/// A tag filter value as BSON: integers and booleans are matched by type
+/// too (`--tag db.rows=3` finds Int64 3), anything else as a string.
+fn tag_value(v: &str) -> Bson {
+    if let Ok(i) = v.parse::<i64>() {
+        return Bson::Int64(i);
+    }
+    match v {
+        "true" => Bson::Boolean(true),
+        "false" => Bson::Boolean(false),
+        _ => Bson::String(v.to_owned()),
+    }
+}
+
+fn filter_document(f: &Filter) -> Result<Document, CliError> {
+    let mut d = Document::new();
+    if let Some(op) = &f.operation {
+        d.insert("name", op.as_str());
+    }
+    let mut all = Vec::new();
+    for t in &f.tags {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| CliError::Input(format!("--tag {t:?}: expected KEY=VALUE")))?;
+        let key = format!("tags.{}", spanrec_mongo::encode::escape_key(k));
+        // The typed value (`db.rows=3` finds Int64 3) or its string form.
+        all.push(Bson::Document(doc! {
+            "$or": [ { key.as_str(): tag_value(v) }, { key.as_str(): v } ]
+        }));
+    }
+    if !all.is_empty() {
+        d.insert("$and", all);
+    }
+    match f.status.as_deref() {
+        Some("error") => {
+            d.insert("tags.error", true);
+        }
+        Some(_) => {
+            d.insert("tags.error", doc! { "$ne": true });
+        }
+        None => {}
+    }
+    Ok(d)
+}
+
+fn time_range(since: Option<&str>, until: Option<&str>) -> Result<Document, CliError> {
+    let now = time::now_unix_nanos();
+    let mut range = Document::new();
+    if let Some(s) = since {
+        range.insert("$gte", time::parse_time(s, now).map_err(CliError::Input)?);
+    }
+    if let Some(u) = until {
+        range.insert("$lt", time::parse_time(u, now).map_err(CliError::Input)?);
+    }
+    Ok(range)
+}
+
+fn fetch(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    skip: u64,
+    limit: i64,
+) -> Result<Vec<SpanDoc>, CliError> {
+    let failed = |e: mongodb::error::Error| CliError::Query(e.to_string());
+    let cursor = coll
+        .find(filter)
+        .sort(sort)
+        .skip(skip)
+        .limit(limit)
+        .run()
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for doc in cursor {
+        out.push(SpanDoc::from_document(&doc.map_err(failed)?));
+    }
+    Ok(out)
+}
+
+fn parse_trace_id(s: &str) -> Result<String, CliError> {
+    let t = s.trim();
+    let valid =
+        (t.len() == 32 || t.len() == 16) && decode_u128(t.as_bytes(), Digits::AnyCase).is_some();
+    if !valid {
+        return Err(CliError::Input(format!(
+            "not a trace id: {s:?} (expected 32 hex digits, e.g. 4bf92f3577b34da6a3ce929d0e0e4736)"
+        )));
+    }
+    // Documents store 32 lowercase digits; a 64-bit id has a zero high half.
+    Ok(format!("{:0>32}", t.to_ascii_lowercase()))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Trace { trace_id } => {
+            let id = parse_trace_id(trace_id)?;
+            let coll = connect(&cli.db)?;
+            let spans = fetch(
+                &coll,
+                doc! { "trace_id": &id },
+                doc! { "start_ns": 1 },
+                0,
+                0,
+            )?;
+            if spans.is_empty() {
+                return Err(CliError::NotFound(format!(
+                    "no spans of trace {id} in {}.{}",
+                    cli.db.database, cli.db.collection
+                )));
+            }
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "trace_id": id,
+                    "spans": spans.iter().map(SpanDoc::to_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                print!("{}", render::trace_tree(&spans));
+            }
+        }
+        Command::Find(args) => {
+            let mut filter = filter_document(&args.filter)?;
+            let range = time_range(args.since.as_deref(), args.until.as_deref())?;
+            if !range.is_empty() {
+                filter.insert("start_ns", range);
+            }
+            let coll = connect(&cli.db)?;
+            let spans = fetch(
+                &coll,
+                filter,
+                doc! { "start_ns": -1 },
+                args.skip,
+                i64::from(args.limit),
+            )?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "skip": args.skip,
+                    "limit": args.limit,
+                    "spans": spans.iter().map(SpanDoc::to_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                for s in &spans {
+                    println!("{}", render::span_line(s));
+                }
+                if spans.len() == args.limit as usize {
+                    eprintln!("(more: --skip {})", args.skip + u64::from(args.limit));
+                }
+            }
+            if spans.is_empty() {
+                return Err(CliError::NotFound("no matching spans".into()));
+            }
+        }
+        Command::Tail {
+            filter,
+            interval_ms,
+            max,
+        } => {
+            let base = filter_document(filter)?;
+            let coll = connect(&cli.db)?;
+            // Start from now; then ask for what started after the newest seen.
+            let mut after = time::now_unix_nanos();
+            let mut seen_at_after: Vec<String> = Vec::new();
+            let mut printed = 0usize;
+            loop {
+                let mut f = base.clone();
+                f.insert("start_ns", doc! { "$gte": after });
+                for s in fetch(&coll, f, doc! { "start_ns": 1 }, 0, 1000)? {
+                    if s.start_ns == after && seen_at_after.contains(&s.span_id) {
+                        continue;
+                    }
+                    if s.start_ns > after {
+                        after = s.start_ns;
+                        seen_at_after.clear();
+                    }
+                    seen_at_after.push(s.span_id.clone());
+                    if cli.json {
+                        println!("{}", s.to_json());
+                    } else {
+                        println!("{}", render::span_line(&s));
+                    }
+                    printed += 1;
+                    if max.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(*interval_ms));
+            }
+        }
+        Command::Stats { since, until } => {
+            let range = time_range(Some(since), until.as_deref())?;
+            let coll = connect(&cli.db)?;
+            let spans = fetch(
+                &coll,
+                doc! { "start_ns": range },
+                doc! { "start_ns": 1 },
+                0,
+                0,
+            )?;
+            let stats = render::operation_stats(&spans);
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "spans": spans.len(),
+                    "operations": stats.iter().map(|s| serde_json::json!({
+                        "name": s.name, "count": s.count, "errors": s.errors,
+                        "p50_ns": s.p50_ns, "p99_ns": s.p99_ns, "max_ns": s.max_ns,
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                print!("{}", render::stats_table(&stats));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spanrec: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Text rendering: the trace tree with its waterfall, span lines, stats.
+
+use crate::model::{human_duration, show, SpanDoc};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// Width of the waterfall bar, in characters.
+const BAR: usize = 40;
+
+fn pairs(items: &[(String, serde_json::Value)]) -> String {
+    items
+        .iter()
+        .map(|(k, v)| format!("{k}={}", show(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The waterfall bar of a span within [t0, t0 + total].
+fn bar(start: i64, duration: i64, t0: i64, total: i64) -> String {
+    let total = total.max(1) as f64;
+    let from = (((start - t0).max(0) as f64 / total) * BAR as f64).floor() as usize;
+    let from = from.min(BAR - 1);
+    let len = ((duration.max(0) as f64 / total) * BAR as f64).round() as usize;
+    let len = len.clamp(1, BAR - from);
+    format!(
+        "{}{}{}",
+        " ".repeat(from),
+        "█".repeat(len),
+        " ".repeat(BAR - from - len)
+    )
+}
+
+/// Renders one trace as a tree (children under parents, by start time),
+/// each span with a time-proportional bar and its tags, logs and baggage.
+/// Spans whose parent is not in the trace are shown as roots.
+pub fn trace_tree(spans: &[SpanDoc]) -> String {
+    let mut out = String::new();
+    let Some(t0) = spans.iter().map(|s| s.start_ns).min() else {
+        return out;
+    };
+    let end = spans
+        .iter()
+        .map(|s| s.start_ns + s.duration_ns)
+        .max()
+        .unwrap_or(t0);
+    let total = end - t0;
+    let ids: HashMap<&str, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id.as_str(), i))
+        .collect();
+    let mut children: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
+        let parent = s
+            .parent_span_id
+            .as_deref()
+            .and_then(|p| ids.get(p).copied());
+        children.entry(parent).or_default().push(i);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|&i| (spans[i].start_ns, spans[i].span_id.clone()));
+    }
+    let services: Vec<&str> = {
+        let mut v: Vec<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(
+        out,
+        "trace {}  {} span{}  {}  service {}",
+        spans[0].trace_id,
+        spans.len(),
+        if spans.len() == 1 { "" } else { "s" },
+        human_duration(total),
+        services.join(", ")
+    );
+    // (index, prefix for the name, prefix for detail lines)
+    let mut rows: Vec<(usize, String, String)> = Vec::new();
+    fn walk(
+        node: Option<usize>,
+        prefix: &str,
+        children: &HashMap<Option<usize>, Vec<usize>>,
+        rows: &mut Vec<(usize, String, String)>,
+    ) {
+        let Some(list) = children.get(&node) else {
+            return;
+        };
+        for (n, &i) in list.iter().enumerate() {
+            let last = n + 1 == list.len();
+            let (branch, cont) = match (node, last) {
+                (None, _) => ("", ""),
+                (Some(_), false) => ("├─ ", "│  "),
+                (Some(_), true) => ("└─ ", "   "),
+            };
+            rows.push((i, format!("{prefix}{branch}"), format!("{prefix}{cont}")));
+            walk(Some(i), &format!("{prefix}{cont}"), children, rows);
+        }
+    }
+    walk(None, "", &children, &mut rows);
+    let width = rows
+        .iter()
+        .map(|(i, p, _)| p.chars().count() + spans[*i].name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (i, prefix, detail) in &rows {
+        let s = &spans[*i];
+        let label = format!("{prefix}{}", s.name);
+        let pad = width - label.chars().count();
+        let _ = writeln!(
+            out,
+            "{label}{}  {:>9} |{}|{}",
+            " ".repeat(pad),
+            human_duration(s.duration_ns),
+            bar(s.start_ns, s.duration_ns, t0, total),
+            if s.is_error() { " ERROR" } else { "" }
+        );
+        if !s.tags.is_empty() {
+            let _ = writeln!(out, "{detail}    tags: {}", pairs(&s.tags));
+        }
+        for log in &s.logs {
+            let _ = writeln!(
+                out,
+                "{detail}    log +{} {}{}{}",
+                human_duration(log.time_ns - s.start_ns),
+                log.event,
+                if log.fields.is_empty() { "" } else { " " },
+                pairs(&log.fields)
+            );
+        }
+        if !s.baggage.is_empty() {
+            let b: Vec<String> = s.baggage.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "{detail}    baggage: {}", b.join(" "));
+        }
+    }
+    out
+}
+
+/// One line per span (for `find` and `tail`).
+pub fn span_line(s: &SpanDoc) -> String {
+    format!(
+        "{}  {}  {}  {:<24} {:>9}{}{}",
+        crate::time::format_unix_nanos(s.start_ns),
+        s.trace_id,
+        s.span_id,
+        s.name,
+        human_duration(s.duration_ns),
+        if s.is_error() { "  ERROR" } else { "" },
+        if s.tags.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", pairs(&s.tags))
+        }
+    )
+}
+
+/// Per-operation statistics over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationStats {
+    pub name: String,
+    pub count: usize,
+    pub errors: usize,
+    pub p50_ns: i64,
+    pub p99_ns: i64,
+    pub max_ns: i64,
+}
+
+/// Counts and latency percentiles (nearest rank) per operation, busiest
+/// first.
+pub fn operation_stats(spans: &[SpanDoc]) -> Vec<OperationStats> {
+    let mut by_name: HashMap<&str, (Vec<i64>, usize)> = HashMap::new();
+    for s in spans {
+        let e = by_name.entry(&s.name).or_default();
+        e.0.push(s.duration_ns);
+        e.1 += usize::from(s.is_error());
+    }
+    let rank = |sorted: &[i64], q: f64| {
+        let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i]
+    };
+    let mut out: Vec<OperationStats> = by_name
+        .into_iter()
+        .map(|(name, (mut d, errors))| {
+            d.sort_unstable();
+            OperationStats {
+                name: name.to_owned(),
+                count: d.len(),
+                errors,
+                p50_ns: rank(&d, 0.50),
+                p99_ns: rank(&d, 0.99),
+                max_ns: d.last().copied().unwrap_or_default(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    out
+}
+
+/// The stats as a table.
+pub fn stats_table(stats: &[OperationStats]) -> String {
+    let mut out = format!(
+        "{:<32} {:>8} {:>7} {:>10} {:>10} {:>10}\n",
+        "operation", "count", "errors", "p50", "p99", "max"
+    );
+    for s in stats {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8} {:>7} {:>10} {:>10} {:>10}",
+            s.name,
+            s.count,
+            s.errors,
+            human_duration(s.p50_ns),
+            human_duration(s.p99_ns),
+            human_duration(s.max_ns)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str, parent: Option<&str>, name: &str, start: i64, dur: i64) -> SpanDoc {
+        SpanDoc {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(Into::into),
+            name: name.into(),
+            service: "svc".into(),
+            start_ns: start,
+            duration_ns: dur,
+            tags: vec![],
+            logs: vec![],
+            baggage: vec![],
+        }
+    }
+
+    #[test]
+    fn bars_are_proportional() {
+        assert_eq!(bar(0, 100, 0, 100), "█".repeat(40));
+        assert_eq!(
+            bar(50, 50, 0, 100),
+            format!("{}{}", " ".repeat(20), "█".repeat(20))
+        );
+        // Never empty, never past the end.
+        assert_eq!(bar(100, 0, 0, 100).chars().filter(|&c| c == '█').count(), 1);
+    }
+
+    #[test]
+    fn tree_nests_children_in_start_order() {
+        let spans = vec![
+            span("b", Some("a"), "second", 50, 10),
+            span("a", None, "root", 0, 100),
+            span("c", Some("a"), "first", 10, 10),
+        ];
+        let text = trace_tree(&spans);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("trace t  3 spans  100ns"), "{text}");
+        assert!(lines[1].starts_with("root"), "{text}");
+        assert!(lines[2].starts_with("├─ first"), "{text}");
+        assert!(lines[3].starts_with("└─ second"), "{text}");
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let spans: Vec<SpanDoc> = (1..=100)
+            .map(|i| span(&i.to_string(), None, "op", 0, i))
+            .collect();
+        let s = &operation_stats(&spans)[0];
+        assert_eq!((s.count, s.p50_ns, s.p99_ns, s.max_ns), (100, 50, 99, 100));
+    }
+}
