@@ -66,6 +66,8 @@ mod flusher;
 pub mod hex;
 mod ids;
 mod local;
+#[cfg(feature = "tower")]
+pub mod middleware;
 mod prefetch;
 pub mod propagation;
 mod record;

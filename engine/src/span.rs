@@ -388,17 +388,7 @@ impl Span {
 
     /// This span's context, for propagation. Allocates only for baggage.
     pub fn context(&self) -> SpanContext {
-        let r = self.rec();
-        SpanContext {
-            trace_id: r.trace_id,
-            span_id: r.span_id,
-            sampled: r.sampled,
-            baggage: r
-                .baggage()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            trace_state: r.trace_state.as_str().to_owned(),
-        }
+        context_of(self.rec())
     }
 
     /// Makes this span the thread's active span until the guard drops:
@@ -469,6 +459,28 @@ thread_local! {
     /// unmodified (the guard holds a shared borrow) until the guard drops
     /// and removes it.
     static ACTIVE: RefCell<Vec<(u64, *const SpanRecord)>> = RefCell::new(Vec::new());
+}
+
+/// The propagable context of a record.
+fn context_of(r: &SpanRecord) -> SpanContext {
+    SpanContext {
+        trace_id: r.trace_id,
+        span_id: r.span_id,
+        sampled: r.sampled,
+        baggage: r
+            .baggage()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        trace_state: r.trace_state.as_str().to_owned(),
+    }
+}
+
+/// The context of the innermost span of tracer `tracer_id` entered on this
+/// thread, if any.
+pub(crate) fn active_context(tracer_id: u64) -> Option<SpanContext> {
+    let mut found = None;
+    with_active(tracer_id, |r| found = Some(context_of(r)));
+    found
 }
 
 /// Calls `f` with the innermost entered span of tracer `tracer_id`.

@@ -389,6 +389,20 @@ impl Tracer {
         }))
     }
 
+    /// Injects the context of the span entered on this thread (see
+    /// [`Span::enter`]) — what a client calls before an outgoing request.
+    /// Returns `false` (and writes nothing) when no span of this tracer is
+    /// entered.
+    pub fn inject_active(&self, format: Format, carrier: &mut dyn Carrier) -> bool {
+        match crate::span::active_context(self.shared().id) {
+            Some(ctx) => {
+                self.inject(&ctx, format, carrier);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The server gate: a span that is a child of the caller's context in
     /// `carrier`, or a new root when the caller sent none. A corrupted
     /// context also starts a root, tagged `propagation.error` with what was

@@ -1,0 +1,150 @@
+//! HTTP server middleware and a client helper (feature `tower`): the seed's
+//! server gate as a [`tower_layer::Layer`].
+//!
+//! [`TraceLayer`] wraps an `http` service: for each request it joins the
+//! caller's trace from the headers, or starts a root
+//! ([`Tracer::join_or_start`], so a corrupted header starts a root tagged
+//! `propagation.error`); tags `http.method`, `http.target`, `net.peer.addr`
+//! (when the server put the peer's `SocketAddr` in the request extensions)
+//! and, on the response, `http.status_code` (`error = true` for 5xx or a
+//! service error); and finishes the span when the response is ready.
+//! While the inner service's future is polled the span is entered, so spans
+//! the handler starts synchronously in that poll are its children; the
+//! request's [`SpanContext`] is also put in the request extensions for
+//! handlers that start spans elsewhere.
+//!
+//! On the client side, [`inject_current`] writes the entered span's context
+//! into an outgoing request's headers.
+//!
+//! The example `http_server` (`cargo run -p spanrec --features tower
+//! --example http_server`) serves with hyper through this layer.
+
+use crate::{Format, Span, SpanContext, Tracer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The server gate as a `tower` layer; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct TraceLayer {
+    tracer: Tracer,
+}
+
+impl TraceLayer {
+    /// A layer recording into `tracer`.
+    pub fn new(tracer: Tracer) -> Self {
+        TraceLayer { tracer }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            tracer: self.tracer.clone(),
+        }
+    }
+}
+
+/// The service [`TraceLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct TraceService<S> {
+    inner: S,
+    tracer: Tracer,
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for TraceService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let method = request.method().as_str().to_owned();
+        let mut span = self.tracer.join_or_start(method.clone(), request.headers());
+        span.set_tag("http.method", method);
+        span.set_tag("http.target", request.uri().path());
+        if let Some(peer) = request.extensions().get::<SocketAddr>() {
+            span.set_tag("net.peer.addr", peer.to_string());
+        }
+        request.extensions_mut().insert(span.context());
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture {
+            inner,
+            span: Some(span),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TraceService`]: finishes the request's span
+    /// when the response (or the error) is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Option<Span>,
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.as_ref().map(Span::enter);
+            match this.inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result,
+            }
+        };
+        if let Some(mut span) = this.span.take() {
+            match &result {
+                Ok(response) => {
+                    let status = response.status();
+                    span.set_tag("http.status_code", i64::from(status.as_u16()));
+                    if status.is_server_error() {
+                        span.set_tag("error", true);
+                    }
+                }
+                Err(_) => span.set_tag("error", true),
+            }
+            span.finish();
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Writes the context of the span entered on this thread into `request`'s
+/// headers (the tracer's first configured propagation format). Returns
+/// `false` when no span is entered.
+pub fn inject_current<B>(tracer: &Tracer, request: &mut http::Request<B>) -> bool {
+    let format = tracer
+        .config()
+        .propagation
+        .first()
+        .copied()
+        .unwrap_or(Format::W3c);
+    tracer.inject_active(format, request.headers_mut())
+}
+
+/// The request's span context, as [`TraceLayer`] left it in the
+/// extensions.
+pub fn request_context<B>(request: &http::Request<B>) -> Option<&SpanContext> {
+    request.extensions().get::<SpanContext>()
+}
