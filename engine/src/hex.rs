@@ -103,6 +103,44 @@ pub fn decode_u64(s: &[u8], digits: Digits) -> Option<u64> {
     (seen & INVALID == 0).then_some(v)
 }
 
+/// Exactly 16 lowercase hex digits (W3C ids are fixed-width), eight at a
+/// time (SWAR): a range check and a nibble conversion on all eight bytes of
+/// a `u64` at once instead of a lookup per digit.
+#[inline]
+pub fn decode_16_lowercase(digits: &[u8; 16]) -> Option<u64> {
+    let (high, low) = digits.split_at(8);
+    let high = decode_8_lowercase(u64::from_be_bytes(high.try_into().ok()?))?;
+    let low = decode_8_lowercase(u64::from_be_bytes(low.try_into().ok()?))?;
+    Some((u64::from(high) << 32) | u64::from(low))
+}
+
+#[inline(always)]
+fn decode_8_lowercase(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if x & HIGH != 0 {
+        return None;
+    }
+    // Every byte is below 0x80, so adding at most 0x7f to each cannot carry
+    // into the next: bit 7 of byte i of `x + (0x80 - c) * ONES` is set
+    // exactly when byte i >= c.
+    let at_least_0 = x + (0x80 - u64::from(b'0')) * ONES;
+    let past_9 = x + (0x80 - u64::from(b'9') - 1) * ONES;
+    let at_least_a = x + (0x80 - u64::from(b'a')) * ONES;
+    let past_f = x + (0x80 - u64::from(b'f') - 1) * ONES;
+    let valid = (at_least_0 & !past_9) | (at_least_a & !past_f);
+    if valid & HIGH != HIGH {
+        return None;
+    }
+    // '0'..='9' have bit 6 clear and their value in the low nibble;
+    // 'a'..='f' have bit 6 set and 1..=6 there.
+    let n = (x & 0x0F0F_0F0F_0F0F_0F0F) + ((x >> 6) & ONES) * 9;
+    // Eight nibbles, most significant first, into 32 bits.
+    let n = (n | (n >> 4)) & 0x00FF_00FF_00FF_00FF;
+    let n = (n | (n >> 8)) & 0x0000_FFFF_0000_FFFF;
+    Some(((n | (n >> 16)) & 0xFFFF_FFFF) as u32)
+}
+
 /// Parses 1..=32 hex digits.
 #[inline]
 pub fn decode_u128(s: &[u8], digits: Digits) -> Option<u128> {
@@ -133,6 +171,27 @@ mod tests {
             let upper = format!("{wide:X}");
             assert_eq!(decode_u128(upper.as_bytes(), Digits::AnyCase), Some(wide));
         }
+    }
+
+    #[test]
+    fn fixed_width_swar_agrees_with_the_table() {
+        let base = *b"0123456789abcdef";
+        for pos in 0..16 {
+            for b in 0..=255u8 {
+                let mut s = base;
+                s[pos] = b;
+                assert_eq!(
+                    decode_16_lowercase(&s),
+                    decode_u64(&s, Digits::Lowercase),
+                    "{s:?}"
+                );
+            }
+        }
+        assert_eq!(decode_16_lowercase(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(
+            decode_16_lowercase(b"00f067aa0ba902b7"),
+            Some(0x00f0_67aa_0ba9_02b7)
+        );
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub trait Carrier {
     /// Calls `f` with every header name (for prefixed headers such as
     /// `ot-baggage-*`).
     fn for_each_name(&self, f: &mut dyn FnMut(&str));
+    /// Looks several headers up at once: `out[i] = self.get(names[i])`.
+    /// Formats read two or three headers per extract; a carrier that finds
+    /// headers by scanning overrides this to scan once.
+    fn get_all<'a>(&'a self, names: &[&str], out: &mut [Option<&'a str>]) {
+        for (name, slot) in names.iter().zip(out.iter_mut()) {
+            *slot = self.get(name);
+        }
+    }
 }
 
 /// Up to this many entries, a map carrier is searched by scanning its keys
@@ -92,6 +100,22 @@ macro_rules! map_carrier {
             }
             fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
                 self.keys().for_each(|k| f(k));
+            }
+            fn get_all<'a>(&'a self, names: &[&str], out: &mut [Option<&'a str>]) {
+                if self.len() > SCAN_ENTRIES {
+                    for (name, slot) in names.iter().zip(out.iter_mut()) {
+                        *slot = Carrier::get(self, name);
+                    }
+                    return;
+                }
+                out.iter_mut().for_each(|slot| *slot = None);
+                for (k, v) in self.iter() {
+                    for (name, slot) in names.iter().zip(out.iter_mut()) {
+                        if slot.is_none() && (k == name || k.eq_ignore_ascii_case(name)) {
+                            *slot = Some(v.as_str());
+                        }
+                    }
+                }
             }
         }
     };

@@ -49,7 +49,9 @@ pub(crate) fn extract(
     carrier: &dyn Carrier,
     limits: BaggageLimits,
 ) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let (trace, span) = (carrier.get(TRACE_ID), carrier.get(SPAN_ID));
+    let mut found = [None; 3];
+    carrier.get_all(&[TRACE_ID, SPAN_ID, SAMPLED], &mut found);
+    let [trace, span, sampled] = found;
     let (trace, span) = match (trace, span) {
         (None, None) => return Ok(None),
         (Some(t), Some(s)) => (t.trim(), s.trim()),
@@ -63,7 +65,7 @@ pub(crate) fn extract(
     if trace_id == 0 || span_id == 0 {
         return Err(err(TRACE_ID, ExtractErrorKind::ZeroId, trace));
     }
-    let sampled = match carrier.get(SAMPLED).map(str::trim) {
+    let sampled = match sampled.map(str::trim) {
         None => true,
         Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => true,
         Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => false,

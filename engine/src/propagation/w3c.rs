@@ -2,8 +2,7 @@
 //! the `baggage` header is W3C Baggage (see `baggage.rs`).
 
 use super::{
-    baggage, parse_hex_u128, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind,
-    Format,
+    baggage, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Format,
 };
 use crate::hex;
 use crate::span::SpanContext;
@@ -39,10 +38,14 @@ pub(crate) fn parse_traceparent(value: &str) -> Result<(u128, u64, bool), Extrac
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return Err(err(ExtractErrorKind::Malformed, value));
     }
-    let trace_id =
-        parse_hex_u128(&v[3..35], true).ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))?;
-    let span_id =
-        parse_hex_u64(&v[36..52], true).ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))?;
+    let id16 = |at: usize| {
+        b.get(at..at + 16)
+            .and_then(|d| <&[u8; 16]>::try_from(d).ok())
+            .and_then(hex::decode_16_lowercase)
+            .ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))
+    };
+    let trace_id = (u128::from(id16(3)?) << 64) | u128::from(id16(19)?);
+    let span_id = id16(36)?;
     let flags = parse_hex_u64(&v[53..55], true)
         .ok_or_else(|| err(ExtractErrorKind::InvalidFlags, value))?;
     if trace_id == 0 || span_id == 0 {
@@ -114,18 +117,21 @@ pub(crate) fn extract(
     carrier: &dyn Carrier,
     limits: BaggageLimits,
 ) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let Some(tp) = carrier.get(TRACEPARENT) else {
+    let mut found = [None; 3];
+    carrier.get_all(&[TRACEPARENT, TRACESTATE, baggage::HEADER], &mut found);
+    let [traceparent, tracestate, baggage] = found;
+    let Some(tp) = traceparent else {
         return Ok(None);
     };
     let (trace_id, span_id, sampled) = parse_traceparent(tp)?;
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
-    if let Some(ts) = carrier.get(TRACESTATE) {
+    if let Some(ts) = tracestate {
         if let Some(members) = parse_tracestate(ts) {
             ctx.trace_state = join(members.iter().copied());
         }
     }
     let mut refused = 0;
-    if let Some(b) = carrier.get(baggage::HEADER) {
+    if let Some(b) = baggage {
         refused = baggage::parse(b, limits, &mut ctx.baggage);
     }
     Ok(Some((ctx, refused)))
