@@ -82,7 +82,7 @@ impl Flusher {
         let max_idle = MAX_IDLE_SLEEP.min(interval);
         let mut idle = MIN_IDLE_SLEEP;
         loop {
-            let (flush_wanted, shutdown) = self.shared.requests();
+            let (flush_wanted, shutdown) = self.shared.control.requests();
             let (moved, pressed) = self.collect();
             let flush_now = flush_wanted > self.flush_done;
             let batch_due = self.batch_since.is_some_and(|t| t.elapsed() >= interval);
@@ -97,7 +97,7 @@ impl Flusher {
             if flush_now {
                 self.call("flush", |r| r.flush());
                 self.flush_done = flush_wanted;
-                self.shared.flush_completed(flush_wanted);
+                self.shared.control.complete(flush_wanted);
             }
             if pressed {
                 idle = MIN_IDLE_SLEEP;
@@ -276,7 +276,7 @@ impl Flusher {
             .map(|s| s.inner)
             .collect();
         self.shared.close_slots(slots);
-        self.shared.flusher_exited();
+        self.shared.control.exited();
     }
 }
 

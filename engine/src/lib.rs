@@ -62,6 +62,8 @@ struct ReadmeDoctests;
 mod clock;
 mod config;
 mod env;
+#[doc(hidden)]
+pub mod flush;
 mod flusher;
 pub mod hex;
 mod ids;

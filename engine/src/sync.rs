@@ -49,18 +49,20 @@ mod imp {
 #[cfg(spanrec_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    // The lock-protected state is not part of the lock-free protocols loom
-    // checks; `parking_lot`'s locks are fine for it in loom builds too.
+    // Loom's locks, so that the flush-ticket protocol is modeled too.
+    pub(crate) use super::loom_locks::{Condvar, Mutex};
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local;
-    pub(crate) use parking_lot::{Condvar, Mutex};
 }
 
 pub(crate) use imp::*;
 
 #[cfg(all(spanrec_valgrind, not(spanrec_loom)))]
 mod valgrind;
+
+#[cfg(spanrec_loom)]
+mod loom_locks;
 
 /// A process-wide unique id for each tracer (never reused, so a thread's
 /// slot for a dropped tracer can never be mistaken for a new tracer's).

@@ -3,14 +3,15 @@
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits};
+use crate::flush::{FlushControl, WaitError};
 use crate::flusher;
 use crate::local::{FlusherSlot, SlotState};
 use crate::record::SpanRecord;
 use crate::recorder::Recorder;
 use crate::span::{Span, SpanBuilder};
 use crate::stats::{FlusherCounters, Stats, ThreadCounters};
+use crate::sync::Mutex;
 use crate::sync::{next_tracer_id, Arc, AtomicBool, AtomicU64, Ordering};
-use crate::sync::{Condvar, Mutex};
 use std::borrow::Cow;
 use std::fmt;
 use std::thread::JoinHandle;
@@ -30,8 +31,7 @@ pub(crate) struct Shared {
     pub(crate) closed: Arc<AtomicBool>,
     registry: Mutex<Registry>,
     pub(crate) flusher_counters: FlusherCounters,
-    control: Mutex<Control>,
-    control_changed: Condvar,
+    pub(crate) control: FlushControl,
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The flusher thread, to wake it and to refuse waits made from it.
     flusher_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -62,12 +62,11 @@ struct Registry {
     closed_slots: Vec<FlusherSlot>,
 }
 
-#[derive(Default)]
-struct Control {
-    flush_requested: u64,
-    flush_done: u64,
-    shutdown_requested: bool,
-    flusher_exited: bool,
+fn flush_error(e: WaitError) -> FlushError {
+    match e {
+        WaitError::Timeout => FlushError::Timeout,
+        WaitError::Closed => FlushError::Closed,
+    }
 }
 
 impl Shared {
@@ -116,25 +115,6 @@ impl Shared {
         self.registry.lock().closed_slots.extend(slots);
     }
 
-    /// (flush requested, shutdown requested), for the flusher.
-    pub(crate) fn requests(&self) -> (u64, bool) {
-        let c = self.control.lock();
-        (c.flush_requested, c.shutdown_requested)
-    }
-
-    pub(crate) fn flush_completed(&self, ticket: u64) {
-        let mut c = self.control.lock();
-        c.flush_done = c.flush_done.max(ticket);
-        self.control_changed.notify_all();
-    }
-
-    pub(crate) fn flusher_exited(&self) {
-        let mut c = self.control.lock();
-        c.flusher_exited = true;
-        c.flush_done = c.flush_requested;
-        self.control_changed.notify_all();
-    }
-
     pub(crate) fn set_last_recorder_error(&self, message: String) {
         *self.last_recorder_error.lock() = Some(message);
     }
@@ -155,27 +135,11 @@ impl Shared {
         if self.on_flusher_thread() {
             return Err(FlushError::OnFlusherThread);
         }
-        let mut c = self.control.lock();
-        if c.flusher_exited {
-            return Err(FlushError::Closed);
-        }
-        c.flush_requested += 1;
-        let ticket = c.flush_requested;
+        let ticket = self.control.request_flush().map_err(flush_error)?;
         self.wake_flusher();
-        while c.flush_done < ticket {
-            if c.flusher_exited {
-                return Err(FlushError::Closed);
-            }
-            if self
-                .control_changed
-                .wait_until(&mut c, deadline)
-                .timed_out()
-                && c.flush_done < ticket
-            {
-                return Err(FlushError::Timeout);
-            }
-        }
-        Ok(())
+        self.control
+            .wait(ticket, Some(deadline))
+            .map_err(flush_error)
     }
 
     fn shutdown(&self, deadline: Instant) -> Result<(), FlushError> {
@@ -183,23 +147,14 @@ impl Shared {
         // threads read `closed` Relaxed, see `LocalSlot::finish`); it only
         // makes the flag visible soon. Late readers are accounted for.
         self.closed.store(true, Ordering::Release);
-        let mut c = self.control.lock();
-        c.shutdown_requested = true;
+        self.control.request_shutdown();
         self.wake_flusher();
         if self.on_flusher_thread() {
             return Err(FlushError::OnFlusherThread);
         }
-        while !c.flusher_exited {
-            if self
-                .control_changed
-                .wait_until(&mut c, deadline)
-                .timed_out()
-                && !c.flusher_exited
-            {
-                return Err(FlushError::Timeout);
-            }
-        }
-        drop(c);
+        self.control
+            .wait_exited(Some(deadline))
+            .map_err(flush_error)?;
         if let Some(handle) = self.flusher.lock().take() {
             // It has signalled its exit; this returns at once.
             let _ = handle.join();
@@ -209,7 +164,7 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let mut stats = Stats::default();
-        let flusher_gone = self.control.lock().flusher_exited;
+        let flusher_gone = self.control.has_exited();
         {
             let mut reg = self.registry.lock();
             let Registry {
@@ -524,8 +479,7 @@ impl TracerBuilder {
             closed: Arc::new(AtomicBool::new(false)),
             registry: Mutex::new(Registry::default()),
             flusher_counters: FlusherCounters::default(),
-            control: Mutex::new(Control::default()),
-            control_changed: Condvar::new(),
+            control: FlushControl::new(),
             flusher: Mutex::new(None),
             flusher_thread: std::sync::OnceLock::new(),
             last_recorder_error: Mutex::new(None),

@@ -178,6 +178,7 @@ impl<T> Drop for MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub(crate) struct Condvar(parking_lot::Condvar);
 
+#[allow(dead_code)] // `new` is used where a `Condvar` is not `Default`-built
 impl Condvar {
     pub(crate) const fn new() -> Self {
         Self(parking_lot::Condvar::new())
@@ -185,6 +186,12 @@ impl Condvar {
 
     pub(crate) fn notify_all(&self) -> usize {
         self.0.notify_all()
+    }
+
+    pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+        client_request(HAPPENS_BEFORE, guard.tag);
+        self.0.wait(&mut guard.inner);
+        client_request(HAPPENS_AFTER, guard.tag);
     }
 
     pub(crate) fn wait_until<T>(
