@@ -2,7 +2,7 @@
 //! that `ci/instructions.sh` tells callgrind to count, for a deterministic
 //! instructions-per-operation figure (`benches/instruction-budgets.txt`).
 //!
-//! `hot_path <root_span|child_span|w3c_inject|w3c_extract> [iterations]`
+//! `hot_path <root_span|child_span|w3c_inject|w3c_extract|ot_inject|ot_extract> [iterations]`
 
 use spanrec::{Format, SpanContext, Value};
 use spanrec_benches::null_tracer;
@@ -38,6 +38,25 @@ fn measured_w3c_inject(
 ) {
     for _ in 0..n {
         t.inject(black_box(ctx), Format::W3c, c);
+    }
+}
+
+#[inline(never)]
+fn measured_ot_inject(
+    t: &spanrec::Tracer,
+    ctx: &SpanContext,
+    c: &mut HashMap<String, String>,
+    n: u64,
+) {
+    for _ in 0..n {
+        t.inject(black_box(ctx), Format::OpenTracing, c);
+    }
+}
+
+#[inline(never)]
+fn measured_ot_extract(t: &spanrec::Tracer, c: &HashMap<String, String>, n: u64) {
+    for _ in 0..n {
+        black_box(t.extract(Format::OpenTracing, black_box(c)).ok());
     }
 }
 
@@ -90,9 +109,18 @@ fn main() {
         }
         "w3c_inject" => measured_w3c_inject(&tracer, &ctx, &mut carrier, n),
         "w3c_extract" => measured_w3c_extract(&tracer, &carrier, n),
+        "ot_inject" | "ot_extract" => {
+            let mut ot = HashMap::new();
+            tracer.inject(&ctx, Format::OpenTracing, &mut ot);
+            if op == "ot_inject" {
+                measured_ot_inject(&tracer, &ctx, &mut ot, n);
+            } else {
+                measured_ot_extract(&tracer, &ot, n);
+            }
+        }
         other => {
             eprintln!(
-                "unknown operation {other:?}: root_span, child_span, w3c_inject, w3c_extract"
+                "unknown operation {other:?}: root_span, child_span, w3c_inject, w3c_extract, ot_inject, ot_extract"
             );
             std::process::exit(2);
         }

@@ -111,7 +111,10 @@ macro_rules! map_carrier {
                 out.iter_mut().for_each(|slot| *slot = None);
                 for (k, v) in self.iter() {
                     for (name, slot) in names.iter().zip(out.iter_mut()) {
-                        if slot.is_none() && (k == name || k.eq_ignore_ascii_case(name)) {
+                        if slot.is_none()
+                            && k.len() == name.len()
+                            && (k == name || k.eq_ignore_ascii_case(name))
+                        {
                             *slot = Some(v.as_str());
                         }
                     }
@@ -480,9 +483,10 @@ pub(crate) fn extract_prefixed(
     out: &mut Vec<(String, String)>,
 ) -> usize {
     let mut names = Vec::new();
+    let p = prefix.as_bytes();
     carrier.for_each_name(&mut |name| {
-        let head = name.get(..prefix.len());
-        if name.len() > prefix.len() && head.is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
+        let n = name.as_bytes();
+        if n.len() > p.len() && n[..p.len()].eq_ignore_ascii_case(p) {
             names.push(name.to_string());
         }
     });

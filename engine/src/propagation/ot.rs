@@ -54,7 +54,7 @@ pub(crate) fn extract(
     let [trace, span, sampled] = found;
     let (trace, span) = match (trace, span) {
         (None, None) => return Ok(None),
-        (Some(t), Some(s)) => (t.trim(), s.trim()),
+        (Some(t), Some(s)) => (t.trim_ascii(), s.trim_ascii()),
         (Some(t), None) => return Err(err(SPAN_ID, ExtractErrorKind::Incomplete, t)),
         (None, Some(s)) => return Err(err(TRACE_ID, ExtractErrorKind::Incomplete, s)),
     };
@@ -65,7 +65,7 @@ pub(crate) fn extract(
     if trace_id == 0 || span_id == 0 {
         return Err(err(TRACE_ID, ExtractErrorKind::ZeroId, trace));
     }
-    let sampled = match sampled.map(str::trim) {
+    let sampled = match sampled.map(str::trim_ascii) {
         None => true,
         Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => true,
         Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => false,
