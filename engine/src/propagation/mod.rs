@@ -42,7 +42,17 @@ pub trait Carrier {
     fn set(&mut self, name: &str, value: &str);
     /// Calls `f` with every header name (for prefixed headers such as
     /// `ot-baggage-*`).
-    fn for_each_name(&self, f: &mut dyn FnMut(&str));
+    fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str));
+    /// Calls `f` with every header's name and value. Formats that read
+    /// prefixed headers use it to read everything in one pass; carriers
+    /// that can iterate their entries override it.
+    fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, &'a str)) {
+        self.for_each_name(&mut |name| {
+            if let Some(value) = self.get(name) {
+                f(name, value);
+            }
+        });
+    }
     /// Looks several headers up at once: `out[i] = self.get(names[i])`.
     /// Formats read two or three headers per extract; a carrier that finds
     /// headers by scanning overrides this to scan once.
@@ -98,8 +108,11 @@ macro_rules! map_carrier {
                     }
                 }
             }
-            fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+            fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
                 self.keys().for_each(|k| f(k));
+            }
+            fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, &'a str)) {
+                self.iter().for_each(|(k, v)| f(k, v));
             }
             fn get_all<'a>(&'a self, names: &[&str], out: &mut [Option<&'a str>]) {
                 if self.len() > SCAN_ENTRIES {
@@ -143,7 +156,7 @@ impl Carrier for http::HeaderMap {
             self.insert(n, v);
         }
     }
-    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+    fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
         self.keys().for_each(|k| f(k.as_str()));
     }
 }
@@ -472,9 +485,16 @@ pub(crate) fn inject_prefixed(
     skipped
 }
 
-/// Reads every `<prefix><key>` header (any case) into `out`, keys
-/// lowercased, values percent-decoded; refuses (and counts) values that are
-/// not UTF-8, carry CR/LF, or do not fit `limits`.
+/// Whether header `name` starts with `prefix` (ASCII, any case) and has
+/// more after it.
+pub(crate) fn is_prefixed(name: &str, prefix: &str) -> bool {
+    let (n, p) = (name.as_bytes(), prefix.as_bytes());
+    n.len() > p.len() && n[..p.len()].eq_ignore_ascii_case(p)
+}
+
+/// Reads baggage from headers `<prefix><key>` (values percent-decoded,
+/// `+` as space when `plus_is_space`), into `out` within `limits`. Returns
+/// the number of items refused (undecodable, CR/LF, over the limits).
 pub(crate) fn extract_prefixed(
     carrier: &dyn Carrier,
     prefix: &str,
@@ -482,26 +502,35 @@ pub(crate) fn extract_prefixed(
     limits: BaggageLimits,
     out: &mut Vec<(String, String)>,
 ) -> usize {
-    let mut names = Vec::new();
-    let p = prefix.as_bytes();
-    carrier.for_each_name(&mut |name| {
-        let n = name.as_bytes();
-        if n.len() > p.len() && n[..p.len()].eq_ignore_ascii_case(p) {
-            names.push(name.to_string());
+    let mut entries = Vec::new();
+    carrier.for_each_entry(&mut |name, value| {
+        if is_prefixed(name, prefix) {
+            entries.push((name, value));
         }
     });
-    names.sort();
+    admit_prefixed(entries, prefix, plus_is_space, limits, out)
+}
+
+/// The second half of [`extract_prefixed`], for formats that collected the
+/// prefixed `(name, value)` entries during their own pass.
+pub(crate) fn admit_prefixed(
+    mut entries: Vec<(&str, &str)>,
+    prefix: &str,
+    plus_is_space: bool,
+    limits: BaggageLimits,
+    out: &mut Vec<(String, String)>,
+) -> usize {
+    // Header order is not meaningful (and a map's is random): admit in name
+    // order so that which items fit the limits is deterministic.
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let (mut bytes, mut refused) = (0, 0);
-    for name in names {
-        // The prefix is ASCII and matched above, so this is a char boundary.
+    for (name, value) in entries {
+        // The prefix is ASCII and matched, so this is a char boundary.
         let key = name
             .get(prefix.len()..)
             .unwrap_or_default()
             .to_ascii_lowercase();
-        match carrier
-            .get(&name)
-            .and_then(|v| percent_decode(v, plus_is_space))
-        {
+        match percent_decode(value, plus_is_space) {
             Some(v) if !v.contains(['\r', '\n']) => {
                 if !limits.admit(out, &mut bytes, key, v) {
                     refused += 1;

@@ -45,13 +45,34 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     super::inject_prefixed(&ctx.baggage, BAGGAGE_PREFIX, carrier)
 }
 
+/// Keeps `value` in `slot` if header `name` is `wanted` (any case; an
+/// exact, lowercase match wins over another case of it). Whether it was.
+fn take<'a>(slot: &mut Option<&'a str>, wanted: &str, name: &str, value: &'a str) -> bool {
+    if name.len() != wanted.len() || !name.eq_ignore_ascii_case(wanted) {
+        return false;
+    }
+    if slot.is_none() || name == wanted {
+        *slot = Some(value);
+    }
+    true
+}
+
 pub(crate) fn extract(
     carrier: &dyn Carrier,
     limits: BaggageLimits,
 ) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let mut found = [None; 3];
-    carrier.get_all(&[TRACE_ID, SPAN_ID, SAMPLED], &mut found);
-    let [trace, span, sampled] = found;
+    // One pass over the headers: the three ids and the baggage.
+    let (mut trace, mut span, mut sampled) = (None, None, None);
+    let mut baggage = Vec::new();
+    carrier.for_each_entry(&mut |name, value| {
+        if !take(&mut trace, TRACE_ID, name, value)
+            && !take(&mut span, SPAN_ID, name, value)
+            && !take(&mut sampled, SAMPLED, name, value)
+            && super::is_prefixed(name, BAGGAGE_PREFIX)
+        {
+            baggage.push((name, value));
+        }
+    });
     let (trace, span) = match (trace, span) {
         (None, None) => return Ok(None),
         (Some(t), Some(s)) => (t.trim_ascii(), s.trim_ascii()),
@@ -72,7 +93,7 @@ pub(crate) fn extract(
         Some(s) => return Err(err(SAMPLED, ExtractErrorKind::InvalidFlags, s)),
     };
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
-    let refused = super::extract_prefixed(carrier, BAGGAGE_PREFIX, true, limits, &mut ctx.baggage);
+    let refused = super::admit_prefixed(baggage, BAGGAGE_PREFIX, true, limits, &mut ctx.baggage);
     Ok(Some((ctx, refused)))
 }
 
