@@ -27,11 +27,12 @@ const HAPPENS_AFTER: u64 = 1_212_612_898;
 #[cfg(target_arch = "x86_64")]
 fn client_request(request: u64, tag: usize) {
     let args: [u64; 6] = [request, tag as u64, 0, 0, 0, 0];
-    // SAFETY: valgrind's client-request sequence: four rotations of `rdi`
-    // by 3+13+61+51 = 128 bits (leaving it unchanged) and `xchg rbx, rbx`
-    // (no effect). Natively it does nothing; under valgrind the core reads
-    // `args` through `rax` and writes the result to `rdx`. No memory other
-    // than `args` (live for the duration) is read or written.
+    // Valgrind's client-request sequence: four rotations of `rdi` by
+    // 3+13+61+51 = 128 bits (leaving it unchanged) and `xchg rbx, rbx` (no
+    // effect). Under valgrind the core reads `args` through `rax` and
+    // writes its result to `rdx`.
+    // SAFETY: natively a no-op; no memory but `args` (alive for the call)
+    // is read or written, and every register it changes is declared.
     unsafe {
         core::arch::asm!(
             "rol rdi, 3",
