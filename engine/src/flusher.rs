@@ -56,18 +56,18 @@ struct Flusher {
     recorder: Box<dyn Recorder>,
     slots: Vec<Slot>,
     /// Spans collected for the next `record` call.
-    batch: Vec<Box<SpanRecord>>,
-    /// Slot id → index in `slots`, to send each buffer back to the thread
-    /// that allocated it.
+    batch: Vec<SpanRecord>,
+    /// Slot id → index in `slots`, to send each extension back to the
+    /// thread that allocated it.
     ///
     /// Invariant: rebuilt whenever `slots` changes.
     homes: std::collections::HashMap<u64, usize>,
     /// When the oldest span in `batch` was collected.
     batch_since: Option<Instant>,
     flush_done: u64,
-    late: Vec<Box<SpanRecord>>,
+    late: Vec<SpanRecord>,
     /// Reused between drains (a ring's worth at most).
-    scratch: Vec<Box<SpanRecord>>,
+    scratch: Vec<SpanRecord>,
 }
 
 struct Slot {
@@ -173,7 +173,8 @@ impl Flusher {
         );
     }
 
-    fn add(&mut self, record: Box<SpanRecord>) {
+    fn add(&mut self, mut record: SpanRecord) {
+        record.prepare_for_recorder(&self.shared);
         if self.batch.is_empty() {
             self.batch_since = Some(Instant::now());
         }
@@ -194,6 +195,7 @@ impl Flusher {
         counters.batches.incr();
         let batch = Batch {
             records: &self.batch,
+            process: &self.shared.config.process,
         };
         let recorder = &mut self.recorder;
         match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
@@ -210,17 +212,20 @@ impl Flusher {
                     .set_last_recorder_error("recorder panicked in record".into());
             }
         }
-        for mut record in self.batch.drain(..) {
-            if record.owns_heap {
-                record.reset();
+        for record in self.batch.drain(..) {
+            let Some(mut ext) = record.into_ext() else {
+                continue;
+            };
+            if ext.owns_heap() {
+                ext.reset();
             }
             // Back to the thread that allocated it, so a thread whose spans
             // finish elsewhere (work-stealing runtimes) still never allocates
-            // in steady state. A buffer whose home is gone, or whose return
-            // ring is full (more of its spans in flight than ever before), is
-            // freed here, off the hot path.
-            if let Some(&i) = self.homes.get(&record.home) {
-                let _ = self.slots[i].inner.receiver.give_back(record);
+            // in steady state. An extension whose home is gone, or whose
+            // return ring is full (more of its spans in flight than ever
+            // before), is freed here, off the hot path.
+            if let Some(&i) = self.homes.get(&ext.home) {
+                let _ = self.slots[i].inner.receiver.give_back(ext);
             }
         }
         self.batch_since = None;

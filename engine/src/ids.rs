@@ -55,6 +55,29 @@ pub(crate) fn span_id() -> u64 {
     }
 }
 
+/// A random trace id and span id, never zero, from one thread-local access.
+#[inline]
+pub(crate) fn trace_and_span_id() -> (u128, u64) {
+    STATE
+        .try_with(|state| {
+            let mut s = state.get();
+            if s == 0 {
+                s = seed();
+            }
+            let mut next = || {
+                s = s.wrapping_add(0xa076_1d64_78bd_642f);
+                let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+                (t as u64) ^ ((t >> 64) as u64)
+            };
+            // The low half alone is never zero, so neither is the whole.
+            let trace = (u128::from(next()) << 64) | u128::from(next().max(1));
+            let span = next().max(1);
+            state.set(s);
+            (trace, span)
+        })
+        .unwrap_or_else(|_| (trace_id(), span_id()))
+}
+
 /// A random trace id, never zero.
 #[inline]
 pub(crate) fn trace_id() -> u128 {

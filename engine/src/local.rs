@@ -1,22 +1,23 @@
 //! Per-thread state: each thread that touches a tracer gets a *slot* (the
-//! protocol in `slot.rs`: a ring of finished span buffers to the flusher, a
-//! ring of recycled buffers back) and a few counters.
+//! protocol in `slot.rs`: a ring of finished span records to the flusher, a
+//! ring of recycled extension buffers back) and a few counters.
 //!
 //! A thread registers its slot on its first span (one parking_lot lock, the
 //! only lock the span path ever takes, and only once per thread and tracer).
-//! After that, starting a span pops a recycled buffer and finishing it pushes
-//! the buffer: no lock, no syscall, no allocation.
+//! After that, finishing a span copies its record into the ring: no lock, no
+//! syscall, no allocation. A span that needs an extension (see `record.rs`)
+//! pops a recycled one.
 //!
 //! Nothing is stranded: the flusher polls every slot at least once per
 //! flush interval, whether or not its thread is busy, so an idle thread's
 //! spans move on; when a thread exits, its `SlotSender` drops, which marks
 //! the slot exited, and the flusher drains and retires it.
 
-use crate::record::SpanRecord;
+use crate::record::{Ext, SpanRecord, Time};
 use crate::slot::{slot, Refused, SlotReceiver, SlotSender};
 use crate::stats::ThreadCounters;
 use crate::sync::{thread_local, Arc, AtomicBool, Ordering};
-use crate::tracer::Shared;
+use crate::tracer::{self, Shared};
 use crate::OverflowPolicy;
 use std::cell::RefCell;
 
@@ -28,27 +29,30 @@ pub(crate) struct SlotState {
     pub(crate) tracer_gone: AtomicBool,
     /// Counters written only by the owning thread.
     pub(crate) counters: ThreadCounters,
-    /// Unique within the tracer; buffers this thread allocates carry it as
-    /// their `home`, and the flusher returns them here.
+    /// Unique within the tracer; extensions this thread allocates carry it
+    /// as their `home`, and the flusher returns them here.
     pub(crate) id: u64,
 }
 
 /// The flusher's half of a slot.
 pub(crate) struct FlusherSlot {
-    pub(crate) receiver: SlotReceiver<Box<SpanRecord>>,
+    pub(crate) receiver: SlotReceiver<SpanRecord, Box<Ext>>,
     pub(crate) state: Arc<SlotState>,
 }
 
-/// Recycled buffers kept aside by a thread when its return ring is empty of
-/// them (dropped and unsampled spans); beyond this many they are freed.
+/// Recycled extensions kept aside by a thread when its return ring is empty
+/// of them (from dropped and unsampled spans); beyond this many they are
+/// freed.
 const SPARE_CAPACITY: usize = 32;
 
 /// The thread's half of a slot.
 pub(crate) struct LocalSlot {
     tracer_id: u64,
+    /// For the clock and for allocating extensions.
+    shared: Arc<Shared>,
     /// Dropped with the thread-local at thread exit, which tells the flusher.
-    sender: SlotSender<Box<SpanRecord>>,
-    spare: Vec<Box<SpanRecord>>,
+    sender: SlotSender<SpanRecord, Box<Ext>>,
+    spare: Vec<Box<Ext>>,
     state: Arc<SlotState>,
 }
 
@@ -59,7 +63,7 @@ thread_local! {
 
 fn register(shared: &Arc<Shared>) -> LocalSlot {
     let capacity = shared.config.ring_capacity;
-    // The return ring has room for every buffer this thread can have in
+    // The return ring has room for every extension this thread can have in
     // flight (its ring, the flusher's batch, its spare list), so returns do
     // not overflow in steady state.
     let (sender, receiver) = slot(
@@ -78,25 +82,35 @@ fn register(shared: &Arc<Shared>) -> LocalSlot {
     });
     LocalSlot {
         tracer_id: shared.id,
+        shared: shared.clone(),
         sender,
         spare: Vec::with_capacity(SPARE_CAPACITY),
         state,
     }
 }
 
-/// Runs `f` on this thread's slot for `shared`, registering it on first use.
-/// `None` when the thread-local is gone (thread teardown) or busy.
+/// Runs `f` on this thread's slot for tracer `tracer_id`, registering it on
+/// first use (with `shared` if given, else the tracer found by id). `None`
+/// when the thread-local is gone (thread teardown) or busy, or the tracer is.
 #[inline]
-fn with_slot<R>(shared: &Arc<Shared>, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R> {
+fn with_slot<R>(
+    tracer_id: u64,
+    shared: Option<&Arc<Shared>>,
+    f: impl FnOnce(&mut LocalSlot) -> R,
+) -> Option<R> {
     SLOTS
         .try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
-            let i = match slots.iter().position(|s| s.tracer_id == shared.id) {
+            let i = match slots.iter().position(|s| s.tracer_id == tracer_id) {
                 Some(i) => i,
                 None => {
+                    let shared = match shared {
+                        Some(s) => s.clone(),
+                        None => tracer::find(tracer_id)?,
+                    };
                     // ORDERING: Relaxed, see `Shared::release`.
                     slots.retain(|s| !s.state.tracer_gone.load(Ordering::Relaxed));
-                    slots.push(register(shared));
+                    slots.push(register(&shared));
                     slots.len() - 1
                 }
             };
@@ -106,93 +120,103 @@ fn with_slot<R>(shared: &Arc<Shared>, f: impl FnOnce(&mut LocalSlot) -> R) -> Op
         .flatten()
 }
 
-/// A cleared buffer for a new span of `shared`: recycled if one is at hand,
-/// else allocated (warm-up, or more spans in flight than ever before).
+/// Counts a started span.
 #[inline]
-pub(crate) fn acquire(shared: &Arc<Shared>) -> Box<SpanRecord> {
-    let recycled = with_slot(shared, |slot| {
-        slot.state.counters.started.incr();
-        slot.spare.pop().or_else(|| slot.sender.recycled())
-    });
-    match recycled {
-        Some(Some(mut record)) => {
-            // Reset here rather than on the flusher: see `owns_heap`.
-            record.reset();
-            record
-        }
-        Some(None) => allocate(shared),
-        None => {
-            shared.count_late(|c| c.started.incr());
-            allocate(shared)
-        }
+pub(crate) fn count_started(shared: &Arc<Shared>) {
+    if with_slot(shared.id, Some(shared), |slot| {
+        slot.state.counters.started.incr()
+    })
+    .is_none()
+    {
+        shared.count_late(|c| c.started.incr());
     }
 }
 
+/// A cleared extension for a span of tracer `tracer_id`: recycled if one is
+/// at hand, else allocated (warm-up, or more extensions in flight than ever
+/// before). `None` only when the tracer is gone.
 #[cold]
-fn allocate(shared: &Arc<Shared>) -> Box<SpanRecord> {
-    let home = with_slot(shared, |slot| {
-        slot.state.counters.buffers_allocated.incr();
-        slot.state.id
+#[inline(never)]
+pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
+    let from_slot = with_slot(tracer_id, None, |slot| {
+        match slot.spare.pop().or_else(|| slot.sender.recycled()) {
+            Some(mut ext) => {
+                // Reset here rather than on the flusher: see `owns_heap`.
+                ext.reset();
+                ext
+            }
+            None => {
+                slot.state.counters.buffers_allocated.incr();
+                Ext::new(slot.shared.clone(), slot.state.id)
+            }
+        }
     });
-    if home.is_none() {
-        shared.count_late(|c| c.buffers_allocated.incr());
+    if from_slot.is_some() {
+        return from_slot;
     }
-    // Home 0 is no slot's: the flusher frees such a buffer after use.
-    SpanRecord::new(shared.clone(), home.unwrap_or(0))
+    // Thread teardown: an extension that belongs to no slot (home 0), which
+    // the flusher frees after use.
+    let shared = tracer::find(tracer_id)?;
+    shared.count_late(|c| c.buffers_allocated.incr());
+    Some(Ext::new(shared, 0))
 }
 
-/// Puts a buffer that never reached the flusher (a builder dropped before
-/// `start`) back where `acquire` finds it.
-pub(crate) fn release(record: Box<SpanRecord>) {
-    let shared = record.shared.clone();
-    let _ = with_slot(&shared, |slot| {
-        // `acquire` counted it as started; it never was. If this is not the
-        // thread that acquired it, this thread's count dips below zero
-        // (wrapping) and the sum over threads is still right.
-        slot.state.counters.started.sub(1);
-        slot.keep_spare(record);
-    });
+/// Keeps the extension of a span that never reached the flusher (a builder
+/// dropped before `start`, a span dropped for a counted reason) for reuse.
+pub(crate) fn recycle(ext: Option<Box<Ext>>) {
+    if let Some(ext) = ext {
+        let shared = ext.shared.clone();
+        let _ = with_slot(shared.id, Some(&shared), |slot| slot.keep_spare(ext));
+    }
 }
 
-/// Hands a finished span to the flusher, or counts why not.
+/// Hands a finished span to the flusher, or counts why not. `at` is an
+/// explicit finish time (Unix nanoseconds); `None` reads the clock. Takes
+/// the record out of `span` (which the caller owns) so that it is copied
+/// once, straight into the ring.
 #[inline]
-pub(crate) fn finish(record: Box<SpanRecord>) {
-    let tracer_id = record.shared.id;
-    let mut record = Some(record);
-    let done = SLOTS.try_with(|slots| {
+pub(crate) fn finish(span: &mut Option<SpanRecord>, at: Option<u64>) {
+    let Some(tracer_id) = span.as_ref().map(|r| r.tracer_id) else {
+        return;
+    };
+    let _ = SLOTS.try_with(|slots| {
         let Ok(mut slots) = slots.try_borrow_mut() else {
-            return false;
+            return;
         };
         let i = match slots.iter().position(|s| s.tracer_id == tracer_id) {
             Some(i) => i,
             None => {
                 // The span moved here from another thread: first span of
                 // this tracer on this thread.
-                let shared = record.as_ref().map(|r| r.shared.clone());
-                slots.push(register(&shared.expect("record present")));
+                let Some(shared) = tracer::find(tracer_id) else {
+                    return;
+                };
+                slots.push(register(&shared));
                 slots.len() - 1
             }
         };
-        slots[i].finish(record.take().expect("record present"));
-        true
+        slots[i].finish(span, at);
     });
-    if !matches!(done, Ok(true)) {
-        if let Some(record) = record {
-            finish_late(record);
-        }
+    if let Some(record) = span.take() {
+        finish_late(record, at);
     }
 }
 
 /// `finish` without a thread-local (thread teardown): the span goes to the
-/// tracer's locked late list, which the flusher also drains.
+/// tracer's locked late list, which the flusher also drains. A span whose
+/// tracer is gone has nobody left to count it.
 #[cold]
-fn finish_late(mut record: Box<SpanRecord>) {
-    let shared = record.shared.clone();
+fn finish_late(mut record: SpanRecord, at: Option<u64>) {
+    let Some(shared) = tracer::find(record.tracer_id) else {
+        return;
+    };
     shared.count_late(|c| {
         c.finished.incr();
-        c.add_truncations(&record.truncations);
+        if let Some(t) = record.truncations_if_any() {
+            c.add_truncations(t);
+        }
     });
-    if !record.sampled {
+    if !record.sampled() {
         shared.count_late(|c| c.unsampled.incr());
         return;
     }
@@ -202,62 +226,74 @@ fn finish_late(mut record: Box<SpanRecord>) {
         shared.count_late(|c| c.shutdown.incr());
         return;
     }
-    record.truncations = Default::default();
+    record.set_finish(match at {
+        Some(t) => Time::UnixNanos(t),
+        None => Time::Ticks(shared.clock.now()),
+    });
+    record.clear_truncations();
     shared.push_late(record);
 }
 
 impl LocalSlot {
+    /// Takes the record out of `span` (into the ring, or counted).
     #[inline]
-    fn finish(&mut self, record: Box<SpanRecord>) {
+    fn finish(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) {
+        let Some(record) = span.as_mut() else {
+            return;
+        };
         let counters = &self.state.counters;
         counters.finished.incr();
-        if record.truncations.any() {
-            counters.add_truncations(&record.truncations);
+        if let Some(t) = record.truncations_if_any() {
+            counters.add_truncations(t);
         }
-        if !record.sampled {
+        if !record.sampled() {
+            // An unsampled span's times are never read: skip the clock.
             counters.unsampled.incr();
-            self.keep_spare(record);
+            self.recycle(span.take());
             return;
         }
-        match self.sender.send(record) {
+        record.set_finish(match at {
+            Some(t) => Time::UnixNanos(t),
+            None => Time::Ticks(self.shared.clock.now()),
+        });
+        match self.sender.send_from(span) {
             Ok(()) => {}
-            Err(Refused::Closed(record)) => {
+            Err(Refused::Closed(())) => {
                 counters.shutdown.incr();
-                self.keep_spare(record);
+                self.recycle(span.take());
             }
-            Err(Refused::Full(record)) => match record.shared.config.overflow {
-                OverflowPolicy::DropNewest => self.drop_full(record),
-                OverflowPolicy::Block { timeout } => self.push_blocking(record, timeout),
+            Err(Refused::Full(())) => match self.shared.config.overflow {
+                OverflowPolicy::DropNewest => self.drop_full(span.take()),
+                OverflowPolicy::Block { timeout } => self.push_blocking(span, timeout),
             },
         }
     }
 
     #[cold]
-    fn drop_full(&mut self, record: Box<SpanRecord>) {
+    fn drop_full(&mut self, record: Option<SpanRecord>) {
         self.state.counters.ring_full.incr();
-        self.keep_spare(record);
+        self.recycle(record);
     }
 
     /// The `Block` policy: wait for room, spinning first, then yielding,
     /// then sleeping in short steps, at most `timeout` in all.
     #[cold]
-    fn push_blocking(&mut self, record: Box<SpanRecord>, timeout: std::time::Duration) {
+    fn push_blocking(&mut self, span: &mut Option<SpanRecord>, timeout: std::time::Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        let mut record = record;
         let mut attempt = 0u32;
         loop {
-            match self.sender.send(record) {
+            match self.sender.send_from(span) {
                 Ok(()) => return,
-                Err(Refused::Full(back)) => record = back,
-                Err(Refused::Closed(back)) => {
+                Err(Refused::Full(())) => {}
+                Err(Refused::Closed(())) => {
                     self.state.counters.shutdown.incr();
-                    self.keep_spare(back);
+                    self.recycle(span.take());
                     return;
                 }
             }
             if std::time::Instant::now() >= deadline {
                 self.state.counters.block_timeout.incr();
-                self.keep_spare(record);
+                self.recycle(span.take());
                 return;
             }
             attempt += 1;
@@ -271,10 +307,18 @@ impl LocalSlot {
         }
     }
 
+    /// Keeps the extension of a record that goes no further.
     #[inline]
-    fn keep_spare(&mut self, record: Box<SpanRecord>) {
+    fn recycle(&mut self, record: Option<SpanRecord>) {
+        if let Some(ext) = record.and_then(SpanRecord::into_ext) {
+            self.keep_spare(ext);
+        }
+    }
+
+    #[inline]
+    fn keep_spare(&mut self, ext: Box<Ext>) {
         if self.spare.len() < SPARE_CAPACITY {
-            self.spare.push(record);
+            self.spare.push(ext);
         }
     }
 }

@@ -114,6 +114,30 @@ impl<T> Producer<T> {
     /// Appends `value`, or hands it back if the ring is really full.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
+        if !self.has_room() {
+            return Err(Full(value));
+        }
+        self.write_and_publish(value);
+        Ok(())
+    }
+
+    /// Moves the value out of `value` into the ring, unless it is really
+    /// full (then `value` is left as it was and `false` returned). Lets a
+    /// caller holding a large value in place hand it over with one copy.
+    #[inline]
+    pub fn push_from(&mut self, value: &mut Option<T>) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        if let Some(value) = value.take() {
+            self.write_and_publish(value);
+        }
+        true
+    }
+
+    /// Whether the slot at `tail` is free.
+    #[inline(always)]
+    fn has_room(&mut self) -> bool {
         if self.tail.wrapping_sub(self.cached_head) > self.ring.mask {
             // Possibly full: refresh the consumer's index.
             // ORDERING: Acquire pairs with the consumer's Release store of
@@ -121,13 +145,21 @@ impl<T> Producer<T> {
             // happened before our write to it.
             self.cached_head = self.ring.head.load(Ordering::Acquire);
             if self.tail.wrapping_sub(self.cached_head) > self.ring.mask {
-                return Err(Full(value));
+                return false;
             }
         }
+        true
+    }
+
+    /// Writes the slot at `tail` and publishes it.
+    ///
+    /// Precondition: `has_room()` returned true since the last publish.
+    #[inline(always)]
+    fn write_and_publish(&mut self, value: T) {
         self.ring.slot(self.tail).with_mut(|slot| {
-            // SAFETY: `tail - head < capacity`, so the slot at `tail` is
-            // outside `head..tail`: uninitialized and not read by the consumer
-            // until we publish it below.
+            // SAFETY: `has_room` saw `tail - head < capacity`, so the slot at
+            // `tail` is outside `head..tail`: uninitialized and not read by
+            // the consumer until we publish it below.
             unsafe { (*slot).write(value) };
         });
         self.tail = self.tail.wrapping_add(1);
@@ -137,7 +169,6 @@ impl<T> Producer<T> {
         self.ring.tail.store(self.tail, Ordering::Release);
         #[cfg(spanrec_loom_mutant = "ring_publish_relaxed")]
         self.ring.tail.store(self.tail, Ordering::Relaxed);
-        Ok(())
     }
 
     /// The number of values the ring holds when full.

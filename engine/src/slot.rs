@@ -8,8 +8,8 @@
 //!   drop ──▶ flags.exited = true (Release)  drain: load exited (Acquire) first
 //! ```
 //!
-//! Generic over the value so the loom models in `loom-tests` run exactly
-//! this code. The invariants it keeps:
+//! Generic over the values (`T` one way, `R` the other) so the loom models
+//! in `loom-tests` run exactly this code. The invariants it keeps:
 //! - **nothing stranded**: a `drain` that saw `exited == true` *before* it
 //!   started empties the ring for good (the exiting thread's pushes all
 //!   happen-before its Release store);
@@ -40,18 +40,18 @@ pub enum Refused<T> {
 }
 
 /// The thread's half. `Send`, used through `&mut self`.
-pub struct SlotSender<T> {
+pub struct SlotSender<T, R = T> {
     spans: Producer<T>,
-    returns: Consumer<T>,
+    returns: Consumer<R>,
     flags: Arc<Flags>,
     /// The tracer's "closed" flag, shared by all its slots.
     closed: Arc<AtomicBool>,
 }
 
 /// The flusher's half.
-pub struct SlotReceiver<T> {
+pub struct SlotReceiver<T, R = T> {
     spans: Consumer<T>,
-    returns: Producer<T>,
+    returns: Producer<R>,
     flags: Arc<Flags>,
 }
 
@@ -67,11 +67,11 @@ pub struct Drained {
 
 /// A slot whose rings hold `capacity` and `returns_capacity` values, whose
 /// sender refuses values once `closed` is set.
-pub fn slot<T>(
+pub fn slot<T, R>(
     capacity: usize,
     returns_capacity: usize,
     closed: Arc<AtomicBool>,
-) -> (SlotSender<T>, SlotReceiver<T>) {
+) -> (SlotSender<T, R>, SlotReceiver<T, R>) {
     let (spans_tx, spans_rx) = ring(capacity);
     let (returns_tx, returns_rx) = ring(returns_capacity);
     let flags = Arc::new(Flags::default());
@@ -90,11 +90,28 @@ pub fn slot<T>(
     )
 }
 
-impl<T> SlotSender<T> {
+impl<T, R> SlotSender<T, R> {
     /// Hands `value` to the receiver, unless the ring is full or the tracer
     /// is closed.
     #[inline]
     pub fn send(&mut self, value: T) -> Result<(), Refused<T>> {
+        let mut value = Some(value);
+        match self.send_from(&mut value) {
+            Ok(()) => Ok(()),
+            Err(refused) => match (refused, value) {
+                (Refused::Full(()), Some(v)) => Err(Refused::Full(v)),
+                (Refused::Closed(()), Some(v)) => Err(Refused::Closed(v)),
+                // `send_from` leaves a refused value in place.
+                (_, None) => Ok(()),
+            },
+        }
+    }
+
+    /// [`send`](Self::send) for a value held in place: on success the value
+    /// is moved out of `value` with one copy; when refused, `value` is left
+    /// as it was (the production path: spans finish this way).
+    #[inline]
+    pub fn send_from(&mut self, value: &mut Option<T>) -> Result<(), Refused<()>> {
         // ORDERING: Relaxed: a stale `false` lets the value into the ring
         // after the receiver's final drain; the receiver drains closed slots
         // again when counting (see the module docs), so either outcome is
@@ -104,23 +121,27 @@ impl<T> SlotSender<T> {
             // span instead of handing it back to be counted.
             #[cfg(spanrec_loom_mutant = "close_drops_silently")]
             return {
-                drop(value);
+                drop(value.take());
                 Ok(())
             };
             #[cfg(not(spanrec_loom_mutant = "close_drops_silently"))]
-            return Err(Refused::Closed(value));
+            return Err(Refused::Closed(()));
         }
-        self.spans.push(value).map_err(|Full(v)| Refused::Full(v))
+        if self.spans.push_from(value) {
+            Ok(())
+        } else {
+            Err(Refused::Full(()))
+        }
     }
 
     /// A value the receiver gave back, if any.
     #[inline]
-    pub fn recycled(&mut self) -> Option<T> {
+    pub fn recycled(&mut self) -> Option<R> {
         self.returns.pop()
     }
 }
 
-impl<T> Drop for SlotSender<T> {
+impl<T, R> Drop for SlotSender<T, R> {
     fn drop(&mut self) {
         // ORDERING: Release pairs with the Acquire load in `drain`: every
         // send made through this sender happens-before a drain that sees
@@ -132,7 +153,7 @@ impl<T> Drop for SlotSender<T> {
     }
 }
 
-impl<T> SlotReceiver<T> {
+impl<T, R> SlotReceiver<T, R> {
     /// Hands queued values to `f`: at most `limit` while the sender lives
     /// (so one busy thread cannot starve the others), all of them once it
     /// has exited.
@@ -160,7 +181,7 @@ impl<T> SlotReceiver<T> {
 
     /// Gives a value back to the sender's thread; hands it back if the
     /// return ring is full.
-    pub fn give_back(&mut self, value: T) -> Result<(), T> {
+    pub fn give_back(&mut self, value: R) -> Result<(), R> {
         self.returns.push(value).map_err(|Full(v)| v)
     }
 }

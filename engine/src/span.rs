@@ -3,9 +3,10 @@
 use crate::clock::unix_nanos;
 use crate::ids;
 use crate::local;
-use crate::record::{Reference, ReferenceKind, SpanRecord, Time, Value};
+use crate::record::{ReferenceKind, SpanRecord, Time, Value};
 use crate::sync::thread_local;
-use crate::tracer::Tracer;
+use crate::sync::Arc;
+use crate::tracer::{Shared, Tracer};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
@@ -94,7 +95,7 @@ impl<'a> From<&'a SpanContext> for ParentRef<'a> {
 pub struct SpanBuilder<'t> {
     tracer: &'t Tracer,
     /// Invariant: `Some` until `start` takes it.
-    record: Option<Box<SpanRecord>>,
+    record: Option<SpanRecord>,
     start: Option<SystemTime>,
     /// The sampling decision of the first reference, if any.
     parent_sampled: Option<bool>,
@@ -103,8 +104,8 @@ pub struct SpanBuilder<'t> {
 
 impl<'t> SpanBuilder<'t> {
     pub(crate) fn new(tracer: &'t Tracer, name: Cow<'static, str>) -> Self {
-        let mut record = local::acquire(tracer.shared());
-        record.name = record.own(name);
+        let mut record = SpanRecord::new(tracer.shared());
+        record.set_name(name);
         SpanBuilder {
             tracer,
             record: Some(record),
@@ -124,7 +125,7 @@ impl<'t> SpanBuilder<'t> {
         let record = self.record();
         match parent {
             ParentRef::Span(span) => {
-                let Some(p) = span.record.as_deref() else {
+                let Some(p) = span.record.as_ref() else {
                     return self;
                 };
                 inherit(
@@ -133,7 +134,7 @@ impl<'t> SpanBuilder<'t> {
                     p.trace_id,
                     p.span_id,
                     p.baggage(),
-                    p.trace_state.as_str(),
+                    p.trace_state(),
                 );
             }
             ParentRef::Context(c) => {
@@ -195,54 +196,92 @@ impl<'t> SpanBuilder<'t> {
     }
 
     /// Starts the span.
-    #[inline]
+    #[inline(always)]
     pub fn start(mut self) -> Span {
-        let mut record = self
-            .record
-            .take()
-            .expect("SpanBuilder invariant: record present until start");
-        if record.references.is_empty() && !self.ignore_active {
-            with_active(self.tracer.shared().id, |active| {
-                inherit(
-                    &mut record,
-                    ReferenceKind::ChildOf,
-                    active.trace_id,
-                    active.span_id,
-                    active.baggage(),
-                    active.trace_state.as_str(),
-                );
-                self.parent_sampled = Some(active.sampled);
-            });
-        }
-        record.trace_id = match record.references.first() {
-            Some(r) => r.trace_id,
-            None => ids::trace_id(),
+        let mut span = Span {
+            record: self.record.take(),
         };
+        if let Some(record) = span.record.as_mut() {
+            start_record(
+                self.tracer.shared(),
+                record,
+                self.start,
+                self.parent_sampled,
+                self.ignore_active,
+            );
+        }
+        span
+    }
+}
+
+/// Starts `record` in place: the parent from the thread's active span
+/// (unless it has references or `ignore_active`), ids, the sampling
+/// decision, the start time.
+#[inline(always)]
+fn start_record(
+    shared: &Arc<Shared>,
+    record: &mut SpanRecord,
+    start: Option<SystemTime>,
+    mut parent_sampled: Option<bool>,
+    ignore_active: bool,
+) {
+    local::count_started(shared);
+    if !record.has_references() && !ignore_active {
+        with_active(shared.id, |active| {
+            inherit(
+                record,
+                ReferenceKind::ChildOf,
+                active.trace_id,
+                active.span_id,
+                active.baggage(),
+                active.trace_state(),
+            );
+            parent_sampled = Some(active.sampled());
+        });
+    }
+    // Zero unless the first reference gave the trace.
+    if record.trace_id == 0 {
+        (record.trace_id, record.span_id) = ids::trace_and_span_id();
+    } else {
         record.span_id = ids::span_id();
-        let shared = self.tracer.shared();
-        record.sampled = shared
-            .config
-            .sampler
-            .decide(record.trace_id, self.parent_sampled);
-        if !record.sampled {
-            record.clear_tags();
-        }
-        // An unsampled span's times are never read: skip the clock.
-        record.start = match self.start {
-            Some(t) => Time::UnixNanos(unix_nanos(t)),
-            None if record.sampled => Time::Ticks(shared.clock.now()),
-            None => Time::UnixNanos(0),
+    }
+    let sampled = shared
+        .config
+        .sampler
+        .decide(record.trace_id, parent_sampled);
+    record.set_sampled(sampled);
+    if !sampled {
+        record.clear_tags();
+    }
+    // An unsampled span's times are never read: skip the clock.
+    match start {
+        Some(t) => record.set_start(Time::UnixNanos(unix_nanos(t))),
+        None if sampled => record.set_start(Time::Ticks(shared.clock.now())),
+        None => {}
+    }
+}
+
+impl Span {
+    /// [`Tracer::start_span`]: a span built and started in place, without
+    /// a builder.
+    #[inline(always)]
+    pub(crate) fn start_now(tracer: &Tracer, name: Cow<'static, str>) -> Span {
+        let shared = tracer.shared();
+        let mut span = Span {
+            record: Some(SpanRecord::new(shared)),
         };
-        Span {
-            record: Some(record),
+        if let Some(record) = span.record.as_mut() {
+            record.set_name(name);
+            start_record(shared, record, None, None, false);
         }
+        span
     }
 }
 
 impl Drop for SpanBuilder<'_> {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            local::release(record);
+            local::recycle(record.into_ext());
         }
     }
 }
@@ -257,14 +296,10 @@ fn inherit<'b>(
     baggage: impl Iterator<Item = (&'b str, &'b str)>,
     trace_state: &str,
 ) {
-    if record.references.is_empty() && !trace_state.is_empty() {
+    if !record.has_references() && !trace_state.is_empty() {
         record.set_trace_state(trace_state);
     }
-    record.references.push(Reference {
-        kind,
-        trace_id,
-        span_id,
-    });
+    record.add_reference(kind, trace_id, span_id);
     for (k, v) in baggage {
         if record.baggage_item(k).is_none() {
             record.set_baggage(k, v);
@@ -278,21 +313,21 @@ fn inherit<'b>(
 /// and never block (see the crate docs for the one opt-in exception).
 pub struct Span {
     /// Invariant: `Some` until the span is finished.
-    record: Option<Box<SpanRecord>>,
+    record: Option<SpanRecord>,
 }
 
 impl Span {
     #[inline]
     fn rec(&self) -> &SpanRecord {
         self.record
-            .as_deref()
+            .as_ref()
             .expect("Span invariant: record present until finish")
     }
 
     #[inline]
     fn rec_mut(&mut self) -> &mut SpanRecord {
         self.record
-            .as_deref_mut()
+            .as_mut()
             .expect("Span invariant: record present until finish")
     }
 
@@ -308,21 +343,20 @@ impl Span {
 
     /// Whether this span will be recorded.
     pub fn is_sampled(&self) -> bool {
-        self.rec().sampled
+        self.rec().sampled()
     }
 
     /// Renames the operation.
     pub fn set_operation_name(&mut self, name: impl Into<Cow<'static, str>>) {
-        let record = self.rec_mut();
-        record.name = record.own(name.into());
+        self.rec_mut().set_name(name.into());
     }
 
     /// Sets a tag, replacing an earlier value of the same key. A no-op on an
     /// unsampled span.
-    #[inline]
+    #[inline(always)]
     pub fn set_tag<'v>(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value<'v>>) {
         let record = self.rec_mut();
-        if record.sampled {
+        if record.sampled() {
             record.set_tag(key.into(), value.into());
         }
     }
@@ -332,12 +366,8 @@ impl Span {
     /// A no-op on an unsampled span.
     pub fn add_follows_from(&mut self, cause: &SpanContext) {
         let record = self.rec_mut();
-        if record.sampled {
-            record.references.push(Reference {
-                kind: ReferenceKind::FollowsFrom,
-                trace_id: cause.trace_id,
-                span_id: cause.span_id,
-            });
+        if record.sampled() {
+            record.add_reference(ReferenceKind::FollowsFrom, cause.trace_id, cause.span_id);
         }
     }
 
@@ -352,9 +382,8 @@ impl Span {
         V: Into<Value<'v>>,
     {
         let record = self.rec_mut();
-        if record.sampled {
-            let now = Time::Ticks(record.shared.clock.now());
-            record.log(now, event.into(), fields);
+        if record.sampled() {
+            record.log(None, event.into(), fields);
         }
     }
 
@@ -369,8 +398,12 @@ impl Span {
         V: Into<Value<'v>>,
     {
         let record = self.rec_mut();
-        if record.sampled {
-            record.log(Time::UnixNanos(unix_nanos(time)), event.into(), fields);
+        if record.sampled() {
+            record.log(
+                Some(Time::UnixNanos(unix_nanos(time))),
+                event.into(),
+                fields,
+            );
         }
     }
 
@@ -397,7 +430,7 @@ impl Span {
     pub fn enter(&self) -> Entered<'_> {
         let r = self.rec();
         let ptr: *const SpanRecord = r;
-        let tracer_id = r.shared.id;
+        let tracer_id = r.tracer_id;
         let _ = ACTIVE.try_with(|a| a.borrow_mut().push((tracer_id, ptr)));
         Entered {
             ptr,
@@ -407,7 +440,7 @@ impl Span {
     }
 
     /// Finishes the span now.
-    #[inline]
+    #[inline(always)]
     pub fn finish(mut self) {
         self.finish_with(None);
     }
@@ -417,16 +450,9 @@ impl Span {
         self.finish_with(Some(time));
     }
 
-    #[inline]
+    #[inline(always)]
     fn finish_with(&mut self, time: Option<SystemTime>) {
-        if let Some(mut record) = self.record.take() {
-            record.finish = match time {
-                Some(t) => Time::UnixNanos(unix_nanos(t)),
-                None if record.sampled => Time::Ticks(record.shared.clock.now()),
-                None => Time::UnixNanos(0),
-            };
-            local::finish(record);
-        }
+        local::finish(&mut self.record, time.map(unix_nanos));
     }
 }
 
@@ -438,13 +464,13 @@ impl Drop for Span {
 
 impl fmt::Debug for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.record.as_deref() {
+        match self.record.as_ref() {
             Some(r) => f
                 .debug_struct("Span")
                 .field("trace_id", &format_args!("{:032x}", r.trace_id))
                 .field("span_id", &format_args!("{:016x}", r.span_id))
                 .field("name", &r.operation_name())
-                .field("sampled", &r.sampled)
+                .field("sampled", &r.sampled())
                 .finish(),
             None => f.write_str("Span(finished)"),
         }
@@ -466,12 +492,12 @@ fn context_of(r: &SpanRecord) -> SpanContext {
     SpanContext {
         trace_id: r.trace_id,
         span_id: r.span_id,
-        sampled: r.sampled,
+        sampled: r.sampled(),
         baggage: r
             .baggage()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
-        trace_state: r.trace_state.as_str().to_owned(),
+        trace_state: r.trace_state().to_owned(),
     }
 }
 

@@ -26,11 +26,6 @@ impl Counter {
         );
     }
 
-    /// Subtracts `n`, wrapping. Single writer only.
-    pub(crate) fn sub(&self, n: u64) {
-        self.add(n.wrapping_neg());
-    }
-
     #[inline(always)]
     pub(crate) fn incr(&self) {
         self.add(1);

@@ -75,3 +75,49 @@ pub(crate) fn next_tracer_id() -> u64 {
     // ORDERING: Relaxed: only uniqueness matters, which the RMW guarantees.
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+/// A process-wide map from tracer id to a weak handle on the tracer's
+/// shared state, for the cold paths that hold only an id: a span finished
+/// (or given an extension) on a thread that has no slot for its tracer yet.
+/// Type-erased so that this module knows nothing of the tracer.
+///
+/// Locked when a tracer is built and on those cold paths; never on a span's
+/// hot path. Under loom it is empty: the models never build a tracer, and
+/// loom's `Arc` has no weak handles.
+pub(crate) mod directory {
+    #[cfg(not(spanrec_loom))]
+    use std::any::Any;
+    #[cfg(not(spanrec_loom))]
+    use std::sync::{Arc, Weak};
+
+    #[cfg(not(spanrec_loom))]
+    type Entry = (u64, Weak<dyn Any + Send + Sync>);
+
+    #[cfg(not(spanrec_loom))]
+    static ENTRIES: super::Mutex<Vec<Entry>> = super::Mutex::new(Vec::new());
+
+    /// Adds tracer `id`, forgetting tracers that are gone.
+    #[cfg(not(spanrec_loom))]
+    pub(crate) fn insert<T: Any + Send + Sync>(id: u64, value: &Arc<T>) {
+        let value: Arc<dyn Any + Send + Sync> = value.clone();
+        let mut entries = ENTRIES.lock();
+        entries.retain(|(_, weak)| weak.strong_count() > 0);
+        entries.push((id, Arc::downgrade(&value)));
+    }
+
+    /// Tracer `id`'s state, if it is still alive.
+    #[cfg(not(spanrec_loom))]
+    pub(crate) fn find<T: Any + Send + Sync>(id: u64) -> Option<Arc<T>> {
+        let entries = ENTRIES.lock();
+        let (_, weak) = entries.iter().find(|(i, _)| *i == id)?;
+        weak.upgrade()?.downcast().ok()
+    }
+
+    #[cfg(spanrec_loom)]
+    pub(crate) fn insert<T>(_id: u64, _value: &super::Arc<T>) {}
+
+    #[cfg(spanrec_loom)]
+    pub(crate) fn find<T>(_id: u64) -> Option<super::Arc<T>> {
+        None
+    }
+}

@@ -55,11 +55,17 @@ struct Registry {
     /// Counts of retired slots, and spans drained from closed rings.
     retired: Stats,
     /// Spans finished during thread teardown, when no slot was reachable.
-    late: Vec<Box<SpanRecord>>,
+    late: Vec<SpanRecord>,
     late_counters: ThreadCounters,
     /// The flusher's slots after shutdown: `stats` drains spans that raced
     /// past the `closed` flag into them, counting them as dropped.
     closed_slots: Vec<FlusherSlot>,
+}
+
+/// Tracer `id`'s shared state, if the tracer is alive: for spans that reach
+/// a thread with no slot for their tracer (cold: takes a lock).
+pub(crate) fn find(id: u64) -> Option<Arc<Shared>> {
+    crate::sync::directory::find(id)
 }
 
 fn flush_error(e: WaitError) -> FlushError {
@@ -86,16 +92,12 @@ impl Shared {
         f(&self.registry.lock().late_counters);
     }
 
-    pub(crate) fn push_late(&self, record: Box<SpanRecord>) {
+    pub(crate) fn push_late(&self, record: SpanRecord) {
         self.registry.lock().late.push(record);
     }
 
     /// Moves new slots and late spans to the flusher.
-    pub(crate) fn collect_new(
-        &self,
-        slots: &mut Vec<FlusherSlot>,
-        late: &mut Vec<Box<SpanRecord>>,
-    ) {
+    pub(crate) fn collect_new(&self, slots: &mut Vec<FlusherSlot>, late: &mut Vec<SpanRecord>) {
         let mut reg = self.registry.lock();
         slots.append(&mut reg.pending);
         std::mem::swap(late, &mut reg.late);
@@ -321,9 +323,9 @@ impl Tracer {
 
     /// Starts a span named `name`: a child of the thread's active span of
     /// this tracer (see [`Span::enter`]) if there is one, else a new trace.
-    #[inline]
+    #[inline(always)]
     pub fn start_span(&self, name: impl Into<Cow<'static, str>>) -> Span {
-        self.span(name).start()
+        Span::start_now(self, name.into())
     }
 
     /// Returns once every span finished before the call has been handed to
@@ -489,6 +491,7 @@ impl TracerBuilder {
         });
         let handle = flusher::spawn(shared.clone(), recorder).map_err(BuildError::Spawn)?;
         let _ = shared.flusher_thread.set(handle.thread().clone());
+        crate::sync::directory::insert(shared.id, &shared);
         *shared.flusher.lock() = Some(handle);
         Ok(Tracer {
             handle: Arc::new(Handle { shared }),

@@ -42,7 +42,11 @@ impl Recorder for EncodeTimer {
         let mut docs = Vec::with_capacity(batch.len());
         let t = Instant::now();
         for span in batch.iter() {
-            docs.push(encode_span_into(span, self.spare.pop().unwrap_or_default()));
+            docs.push(encode_span_into(
+                span,
+                batch.process(),
+                self.spare.pop().unwrap_or_default(),
+            ));
         }
         let nanos = t.elapsed().as_nanos() as u64;
         std::hint::black_box(&docs);

@@ -3,7 +3,7 @@
 
 use bson::raw::RawDocumentBuf;
 use bson::Decimal128;
-use spanrec::{hex, ReferenceKind, SpanRecord, ValueRef};
+use spanrec::{hex, Process, ReferenceKind, SpanRecord, ValueRef};
 use std::fmt::Write as _;
 
 /// MongoDB's limit on one document (16 MiB).
@@ -299,8 +299,8 @@ impl Writer<'_> {
 
 /// Encodes one span (the schema in `docs/mongo-schema.md`) into a new
 /// buffer. See [`encode_span_into`] to reuse one.
-pub fn encode_span(span: &SpanRecord) -> RawDocumentBuf {
-    encode_span_into(span, Vec::new())
+pub fn encode_span(span: &SpanRecord, process: &Process) -> RawDocumentBuf {
+    encode_span_into(span, process, Vec::new())
 }
 
 /// What a typical span encodes to, with room to spare: a buffer starts at
@@ -311,7 +311,7 @@ const TYPICAL_DOCUMENT_BYTES: usize = 512;
 /// inserted documents' buffers back here, so steady-state encoding
 /// allocates nothing (fresh buffers cost more than the encoding itself: page
 /// faults as the heap grows and shrinks by a batch at a time).
-pub fn encode_span_into(span: &SpanRecord, mut buf: Vec<u8>) -> RawDocumentBuf {
+pub fn encode_span_into(span: &SpanRecord, process: &Process, mut buf: Vec<u8>) -> RawDocumentBuf {
     let mut size = buf.capacity().max(TYPICAL_DOCUMENT_BYTES);
     loop {
         // Only bytes past the previous document's length are zeroed.
@@ -320,7 +320,7 @@ pub fn encode_span_into(span: &SpanRecord, mut buf: Vec<u8>) -> RawDocumentBuf {
             buf: &mut buf,
             at: 0,
         };
-        write_span(&mut w, span);
+        write_span(&mut w, span, process);
         let needed = w.at;
         if needed <= size {
             buf.truncate(needed);
@@ -332,7 +332,7 @@ pub fn encode_span_into(span: &SpanRecord, mut buf: Vec<u8>) -> RawDocumentBuf {
     }
 }
 
-fn write_span(w: &mut Writer<'_>, span: &SpanRecord) {
+fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process) {
     let doc = w.begin();
     // Binary: length 24, subtype 0 (generic), the bytes.
     let mut id = [0u8; 29];
@@ -344,10 +344,10 @@ fn write_span(w: &mut Writer<'_>, span: &SpanRecord) {
     if let Some(parent) = span.parent_span_id() {
         w.hex("parent_span_id", hex::encode_u64(parent));
     }
-    if !span.references().is_empty() {
+    if span.references().len() > 0 {
         w.key(ARRAY, "references");
         let refs = w.begin();
-        for (i, r) in span.references().iter().enumerate() {
+        for (i, r) in span.references().enumerate() {
             w.index_key(DOCUMENT, i);
             let d = w.begin();
             let kind = match r.kind {
@@ -403,7 +403,6 @@ fn write_span(w: &mut Writer<'_>, span: &SpanRecord) {
         }
         w.end(baggage);
     }
-    let process = span.process();
     w.string("service", &process.service);
     if !process.tags.is_empty() {
         w.key(DOCUMENT, "process");

@@ -375,7 +375,7 @@ impl Recorder for MongoRecorder {
         let mut docs = Vec::with_capacity(batch.len());
         let mut buffers = self.spent.try_recv().unwrap_or_default();
         for span in batch.iter() {
-            let doc = encode_span_into(span, buffers.pop().unwrap_or_default());
+            let doc = encode_span_into(span, batch.process(), buffers.pop().unwrap_or_default());
             if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
                 self.fail(
                     1,

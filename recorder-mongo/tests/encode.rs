@@ -13,7 +13,7 @@ struct Encoded(Arc<Mutex<Vec<bson::Document>>>);
 impl Recorder for Encoded {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
         for span in batch.iter() {
-            let raw = encode_span(span);
+            let raw = encode_span(span, batch.process());
             let doc = raw
                 .to_document()
                 .map_err(|e| RecorderError::with_source("invalid BSON", e))?;
