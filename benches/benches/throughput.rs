@@ -14,8 +14,8 @@ use criterion::{black_box, criterion_main, Criterion, Throughput};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use peers::{fastrace_peer, otel_peer, report_peer, PEER_FLUSH_WAIT};
-use spanrec::Value;
-use spanrec_benches::{null_tracer, report};
+use spanrec::{NullRecorder, OverflowPolicy, Tracer, Value};
+use spanrec_benches::report;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -71,32 +71,48 @@ fn throughput(c: &mut Criterion) {
         .throughput(Throughput::Elements(THREADS * SPANS_PER_THREAD));
 
     let producers = Producers::start();
-    let (tracer, recorder) = null_tracer();
-    let t = tracer.clone();
-    let job: Job = Arc::new(move |_| {
-        for i in 0..SPANS_PER_THREAD {
-            let mut span = t.start_span("find");
-            span.set_tag("db.rows", black_box(i as i64));
-            span.set_tag("db.op", Value::StaticStr("find"));
-            span.finish();
-        }
-    });
-    group.bench_function("spanrec/2x1M", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                total += producers.run(&job);
-                let began = Instant::now();
-                let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
-                total += began.elapsed();
+    // spanrec twice: the default configuration (`DropNewest`: a full ring
+    // drops and counts), and the opt-in `Block` policy, where a producer
+    // that finds its ring full waits (spin, yield, short sleeps; at most
+    // the timeout) for the flusher: the lossless setting.
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(1),
+    };
+    for (id, policy) in [
+        ("spanrec/2x1M", OverflowPolicy::DropNewest),
+        ("spanrec_block/2x1M", block),
+    ] {
+        let recorder = NullRecorder::new();
+        let tracer = Tracer::builder()
+            .service_name("bench")
+            .overflow(policy)
+            .recorder(recorder.clone())
+            .build()
+            .expect("valid configuration");
+        let t = tracer.clone();
+        let job: Job = Arc::new(move |_| {
+            for i in 0..SPANS_PER_THREAD {
+                let mut span = t.start_span("find");
+                span.set_tag("db.rows", black_box(i as i64));
+                span.set_tag("db.op", Value::StaticStr("find"));
+                span.finish();
             }
-            total
-        })
-    });
-    report("throughput/spanrec/2x1M", &tracer, &recorder);
-    drop(tracer);
+        });
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += producers.run(&job);
+                    let began = Instant::now();
+                    let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
+                    total += began.elapsed();
+                }
+                total
+            })
+        });
+        report(&format!("throughput/{id}"), &tracer, &recorder);
+    }
 
-    drop(job);
     let received = fastrace_peer::install();
     let mut created = 0;
     let job: Job = Arc::new(|_| {

@@ -45,7 +45,6 @@ pub(crate) fn spawn(
                 batch_since: None,
                 flush_done: 0,
                 late: Vec::new(),
-                scratch: Vec::new(),
             }
             .run()
         })
@@ -66,8 +65,6 @@ struct Flusher {
     batch_since: Option<Instant>,
     flush_done: u64,
     late: Vec<SpanRecord>,
-    /// Reused between drains (a ring's worth at most).
-    scratch: Vec<SpanRecord>,
 }
 
 struct Slot {
@@ -136,30 +133,41 @@ impl Flusher {
             self.add(record);
             moved += 1;
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let max_batch = self.shared.config.max_batch_size;
         for i in 0..self.slots.len() {
             // A live thread keeps pushing; take at most a ring's worth so one
             // busy thread cannot starve the others (an exited one: all).
-            let limit = self.shared.config.ring_capacity;
-            let drained = self.slots[i]
-                .inner
-                .receiver
-                .drain(limit, |record| scratch.push(record));
-            let n = drained.moved;
-            for record in scratch.drain(..) {
-                self.add(record);
+            // Records go straight from the ring into the batch: one copy.
+            let mut left = self.shared.config.ring_capacity;
+            let mut n = 0;
+            loop {
+                let ask = max_batch.saturating_sub(self.batch.len()).clamp(1, left);
+                let first_new = self.batch.len();
+                let batch = &mut self.batch;
+                let drained = self.slots[i]
+                    .inner
+                    .receiver
+                    .drain(ask, |record| batch.push(record));
+                self.took(first_new);
+                n += drained.moved;
+                if drained.for_good {
+                    self.slots[i].drained_for_good = true;
+                }
+                if self.batch.len() >= max_batch {
+                    self.deliver();
+                }
+                if drained.for_good || drained.moved < ask || drained.moved >= left {
+                    break;
+                }
+                left -= drained.moved;
             }
             self.shared
                 .flusher_counters
                 .ring_high_water
                 .raise_to(n as u64);
-            if drained.for_good {
-                self.slots[i].drained_for_good = true;
-            }
             moved += n;
             pressed |= n >= half;
         }
-        self.scratch = scratch;
         (moved, pressed)
     }
 
@@ -173,47 +181,61 @@ impl Flusher {
         );
     }
 
-    fn add(&mut self, mut record: SpanRecord) {
-        record.prepare_for_recorder(&self.shared);
-        if self.batch.is_empty() {
-            self.batch_since = Some(Instant::now());
-        }
+    fn add(&mut self, record: SpanRecord) {
+        let first_new = self.batch.len();
         self.batch.push(record);
+        self.took(first_new);
         if self.batch.len() >= self.shared.config.max_batch_size {
             self.deliver();
         }
     }
 
-    /// Hands the batch to the recorder, counts the outcome, and sends the
-    /// buffers back to their threads.
+    /// Readies the records added to the batch from `first_new` on.
+    fn took(&mut self, first_new: usize) {
+        if first_new == 0 && !self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
+        }
+        for record in &mut self.batch[first_new..] {
+            record.prepare_for_recorder(&self.shared);
+        }
+    }
+
+    /// Hands the batch to the recorder (in pieces of at most
+    /// `max_batch_size`: an exited thread's ring is drained whole), counts
+    /// the outcome, and sends the extensions back to their threads.
     fn deliver(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        let n = self.batch.len() as u64;
-        let counters = &self.shared.flusher_counters;
-        counters.batches.incr();
-        let batch = Batch {
-            records: &self.batch,
-            process: &self.shared.config.process,
-        };
-        let recorder = &mut self.recorder;
-        match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
-            Ok(Ok(())) => counters.recorded.add(n),
-            Ok(Err(e)) => {
-                counters.recorder_errors.incr();
-                counters.recorder_error_drops.add(n);
-                self.shared.set_last_recorder_error(error_chain(&e));
-            }
-            Err(_) => {
-                counters.recorder_panics.incr();
-                counters.recorder_error_drops.add(n);
-                self.shared
-                    .set_last_recorder_error("recorder panicked in record".into());
+        let max_batch = self.shared.config.max_batch_size;
+        for records in self.batch.chunks(max_batch) {
+            let n = records.len() as u64;
+            let counters = &self.shared.flusher_counters;
+            counters.batches.incr();
+            let batch = Batch {
+                records,
+                process: &self.shared.config.process,
+            };
+            let recorder = &mut self.recorder;
+            match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
+                Ok(Ok(())) => counters.recorded.add(n),
+                Ok(Err(e)) => {
+                    counters.recorder_errors.incr();
+                    counters.recorder_error_drops.add(n);
+                    self.shared.set_last_recorder_error(error_chain(&e));
+                }
+                Err(_) => {
+                    counters.recorder_panics.incr();
+                    counters.recorder_error_drops.add(n);
+                    self.shared
+                        .set_last_recorder_error("recorder panicked in record".into());
+                }
             }
         }
-        for record in self.batch.drain(..) {
-            let Some(mut ext) = record.into_ext() else {
+        for record in &mut self.batch {
+            // The batch is cleared right after: nothing reads the record's
+            // strings once its extension is gone.
+            let Some(mut ext) = record.take_ext() else {
                 continue;
             };
             if ext.owns_heap() {
@@ -228,6 +250,7 @@ impl Flusher {
                 let _ = self.slots[i].inner.receiver.give_back(ext);
             }
         }
+        self.batch.clear();
         self.batch_since = None;
     }
 

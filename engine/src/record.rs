@@ -666,6 +666,17 @@ impl SpanRecord {
         self.ext
     }
 
+    /// Takes the extension out of a record that is about to be discarded
+    /// (the flusher's batch, cleared right after). The record keeps no
+    /// string that could point into it: its name and tags are cleared.
+    #[inline]
+    pub(crate) fn take_ext(&mut self) -> Option<Box<Ext>> {
+        self.tag_count = 0;
+        self.name = RStr::EMPTY.ptr;
+        self.name_len = 0;
+        self.ext.take()
+    }
+
     #[inline]
     fn inline_tags(&self) -> &[Field] {
         let tags = &self.tags[..usize::from(self.tag_count)];
