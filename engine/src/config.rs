@@ -44,6 +44,17 @@ pub enum Sampler {
     },
 }
 
+/// [`Sampler::shortcut`]: a decision without following the sampler's box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SamplerShortcut {
+    /// Always this decision.
+    Fixed(bool),
+    /// The parent's decision, else this one.
+    ParentElse(bool),
+    /// Ask the sampler.
+    General,
+}
+
 impl Default for Sampler {
     /// `ParentBased { root: Always }`: record everything unless a caller
     /// upstream decided not to.
@@ -285,6 +296,21 @@ impl Sampler {
     /// Whether a span of trace `trace_id` is recorded; `parent` is the
     /// parent's decision, if the span has a parent.
     #[inline]
+    /// The decision reduced to what the hot path needs, for the common
+    /// samplers that ignore the trace id.
+    pub(crate) fn shortcut(&self) -> SamplerShortcut {
+        match self {
+            Sampler::Always => SamplerShortcut::Fixed(true),
+            Sampler::Never => SamplerShortcut::Fixed(false),
+            Sampler::ParentBased { root } => match **root {
+                Sampler::Always => SamplerShortcut::ParentElse(true),
+                Sampler::Never => SamplerShortcut::ParentElse(false),
+                _ => SamplerShortcut::General,
+            },
+            Sampler::Ratio(_) => SamplerShortcut::General,
+        }
+    }
+
     pub(crate) fn decide(&self, trace_id: u128, parent: Option<bool>) -> bool {
         match self {
             Sampler::Always => true,

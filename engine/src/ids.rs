@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
 thread_local! {
-    static STATE: Cell<u64> = Cell::new(0);
+    static STATE: Cell<u64> = const { Cell::new(0) };
 }
 
 fn seed() -> u64 {

@@ -121,7 +121,7 @@ fn with_slot<R>(
 }
 
 /// Counts a started span.
-#[inline]
+#[inline(always)]
 pub(crate) fn count_started(shared: &Arc<Shared>) {
     if with_slot(shared.id, Some(shared), |slot| {
         slot.state.counters.started.incr()
@@ -174,8 +174,43 @@ pub(crate) fn recycle(ext: Option<Box<Ext>>) {
 /// explicit finish time (Unix nanoseconds); `None` reads the clock. Takes
 /// the record out of `span` (which the caller owns) so that it is copied
 /// once, straight into the ring.
-#[inline]
+///
+/// The common case (this thread has a slot, sampled, nothing truncated,
+/// room in the ring) is inlined; everything else goes through
+/// [`finish_general`].
+#[inline(always)]
 pub(crate) fn finish(span: &mut Option<SpanRecord>, at: Option<u64>) {
+    let done = SLOTS
+        .try_with(|slots| {
+            let Ok(mut slots) = slots.try_borrow_mut() else {
+                return false;
+            };
+            let Some(record) = span.as_ref() else {
+                return true;
+            };
+            if at.is_some() || !record.sampled() || record.truncations_if_any().is_some() {
+                return false;
+            }
+            let tracer_id = record.tracer_id;
+            match slots.iter_mut().find(|s| s.tracer_id == tracer_id) {
+                Some(slot) => {
+                    slot.finish_sampled(span, None);
+                    true
+                }
+                None => false,
+            }
+        })
+        .unwrap_or(false);
+    if !done {
+        finish_general(span, at);
+    }
+}
+
+/// `finish` for every case: registers a slot for a span that moved here,
+/// counts truncations and unsampled spans, takes explicit times.
+#[cold]
+#[inline(never)]
+fn finish_general(span: &mut Option<SpanRecord>, at: Option<u64>) {
     let Some(tracer_id) = span.as_ref().map(|r| r.tracer_id) else {
         return;
     };
@@ -236,33 +271,51 @@ fn finish_late(mut record: SpanRecord, at: Option<u64>) {
 
 impl LocalSlot {
     /// Takes the record out of `span` (into the ring, or counted).
-    #[inline]
     fn finish(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) {
-        let Some(record) = span.as_mut() else {
+        let Some(record) = span.as_ref() else {
             return;
         };
         let counters = &self.state.counters;
-        counters.finished.incr();
         if let Some(t) = record.truncations_if_any() {
             counters.add_truncations(t);
         }
         if !record.sampled() {
             // An unsampled span's times are never read: skip the clock.
+            counters.finished.incr();
             counters.unsampled.incr();
             self.recycle(span.take());
             return;
         }
+        self.finish_sampled(span, at);
+    }
+
+    /// Stamps the finish time of a sampled span and sends it to the flusher,
+    /// or counts why not.
+    #[inline(always)]
+    fn finish_sampled(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) {
+        let Some(record) = span.as_mut() else {
+            return;
+        };
+        self.state.counters.finished.incr();
         record.set_finish(match at {
             Some(t) => Time::UnixNanos(t),
             None => Time::Ticks(self.shared.clock.now()),
         });
-        match self.sender.send_from(span) {
-            Ok(()) => {}
-            Err(Refused::Closed(())) => {
-                counters.shutdown.incr();
+        if let Err(refused) = self.sender.send_from(span) {
+            self.refused(span, refused);
+        }
+    }
+
+    /// The ring refused the span: closed, or full (the overflow policy).
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, span: &mut Option<SpanRecord>, refused: Refused<()>) {
+        match refused {
+            Refused::Closed(()) => {
+                self.state.counters.shutdown.incr();
                 self.recycle(span.take());
             }
-            Err(Refused::Full(())) => match self.shared.config.overflow {
+            Refused::Full(()) => match self.shared.config.overflow {
                 OverflowPolicy::DropNewest => self.drop_full(span.take()),
                 OverflowPolicy::Block { timeout } => self.push_blocking(span, timeout),
             },

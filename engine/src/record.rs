@@ -659,6 +659,36 @@ impl SpanRecord {
         self.name_len = name.len as u32;
     }
 
+    /// A started root span: a new trace, `start` in clock ticks.
+    #[inline(always)]
+    pub(crate) fn new_root(
+        shared: &Shared,
+        name: &'static str,
+        trace_id: u128,
+        span_id: u64,
+        sampled: bool,
+        start: u64,
+    ) -> SpanRecord {
+        let limits = &shared.config.limits;
+        let name = RStr::from_static(&name[..floor_char_boundary(name, MAX_NAME_BYTES)]);
+        SpanRecord {
+            trace_id,
+            span_id,
+            first_ref_span: 0,
+            start,
+            finish: 0,
+            tracer_id: shared.id,
+            name: name.ptr,
+            ext: None,
+            tags: [MaybeUninit::uninit(); INLINE_TAGS],
+            name_len: name.len as u32,
+            max_value_bytes: u16::try_from(limits.max_value_bytes).unwrap_or(u16::MAX),
+            flags: ((limits.max_tags.min(INLINE_TAGS) as u8) << TAG_LIMIT_SHIFT)
+                | if sampled { SAMPLED } else { 0 },
+            tag_count: 0,
+        }
+    }
+
     /// Hands back the extension for recycling, discarding the record (whose
     /// strings may point into it).
     #[inline]

@@ -8,7 +8,7 @@ use crate::sync::thread_local;
 use crate::sync::Arc;
 use crate::tracer::{Shared, Tracer};
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::SystemTime;
@@ -245,10 +245,7 @@ fn start_record(
     } else {
         record.span_id = ids::span_id();
     }
-    let sampled = shared
-        .config
-        .sampler
-        .decide(record.trace_id, parent_sampled);
+    let sampled = shared.sample(record.trace_id, parent_sampled);
     record.set_sampled(sampled);
     if !sampled {
         record.clear_tags();
@@ -267,6 +264,23 @@ impl Span {
     #[inline(always)]
     pub(crate) fn start_now(tracer: &Tracer, name: Cow<'static, str>) -> Span {
         let shared = tracer.shared();
+        // The common case, a literal name on a thread with nothing entered
+        // (so a new trace), builds the record in one expression, straight
+        // into the caller's `Span`.
+        if let Cow::Borrowed(name) = name {
+            if ENTERED.get() == 0 {
+                local::count_started(shared);
+                let (trace_id, span_id) = ids::trace_and_span_id();
+                let sampled = shared.sample(trace_id, None);
+                // An unsampled span's times are never read: skip the clock.
+                let start = if sampled { shared.clock.now() } else { 0 };
+                return Span {
+                    record: Some(SpanRecord::new_root(
+                        shared, name, trace_id, span_id, sampled, start,
+                    )),
+                };
+            }
+        }
         let mut span = Span {
             record: Some(SpanRecord::new(shared)),
         };
@@ -431,7 +445,11 @@ impl Span {
         let r = self.rec();
         let ptr: *const SpanRecord = r;
         let tracer_id = r.tracer_id;
-        let _ = ACTIVE.try_with(|a| a.borrow_mut().push((tracer_id, ptr)));
+        let _ = ACTIVE.try_with(|a| {
+            let mut active = a.borrow_mut();
+            active.push((tracer_id, ptr));
+            ENTERED.set(active.len());
+        });
         Entered {
             ptr,
             _span: PhantomData,
@@ -485,6 +503,10 @@ thread_local! {
     /// unmodified (the guard holds a shared borrow) until the guard drops
     /// and removes it.
     static ACTIVE: RefCell<Vec<(u64, *const SpanRecord)>> = RefCell::new(Vec::new());
+
+    /// `ACTIVE`'s length, so that starting a span on a thread with nothing
+    /// entered skips `ACTIVE` (a const thread-local: no lazy set-up check).
+    static ENTERED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The propagable context of a record.
@@ -510,7 +532,16 @@ pub(crate) fn active_context(tracer_id: u64) -> Option<SpanContext> {
 }
 
 /// Calls `f` with the innermost entered span of tracer `tracer_id`.
+#[inline(always)]
 fn with_active(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
+    // The common case (nothing entered) without touching `ACTIVE`.
+    if ENTERED.get() != 0 {
+        with_entered(tracer_id, f);
+    }
+}
+
+#[inline(never)]
+fn with_entered(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
     let _ = ACTIVE.try_with(|a| {
         let active = a.borrow();
         if let Some(&(_, ptr)) = active.iter().rev().find(|(id, _)| *id == tracer_id) {
@@ -537,6 +568,7 @@ impl Drop for Entered<'_> {
             if let Some(i) = active.iter().rposition(|(_, p)| *p == self.ptr) {
                 active.remove(i);
             }
+            ENTERED.set(active.len());
         });
     }
 }

@@ -2,7 +2,9 @@
 //! and the lifecycle (`flush`, `shutdown`, `stats`).
 
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits};
+use crate::config::{
+    Config, ConfigError, OverflowPolicy, Process, Sampler, SamplerShortcut, SpanLimits,
+};
 use crate::flush::{FlushControl, WaitError};
 use crate::flusher;
 use crate::local::{FlusherSlot, SlotState};
@@ -25,6 +27,8 @@ pub(crate) struct Shared {
     /// Unique per tracer, never reused.
     pub(crate) id: u64,
     pub(crate) config: Config,
+    /// `config.sampler`, reduced for the hot path.
+    sampler: SamplerShortcut,
     pub(crate) clock: Clock,
     /// Set when shutdown begins; spans finished after it are dropped and
     /// counted.
@@ -76,6 +80,17 @@ fn flush_error(e: WaitError) -> FlushError {
 }
 
 impl Shared {
+    /// The sampling decision for a new span of trace `trace_id` whose first
+    /// reference decided `parent` (if it has one).
+    #[inline(always)]
+    pub(crate) fn sample(&self, trace_id: u128, parent: Option<bool>) -> bool {
+        match self.sampler {
+            SamplerShortcut::Fixed(decision) => decision,
+            SamplerShortcut::ParentElse(root) => parent.unwrap_or(root),
+            SamplerShortcut::General => self.config.sampler.decide(trace_id, parent),
+        }
+    }
+
     pub(crate) fn next_slot_id(&self) -> u64 {
         // ORDERING: Relaxed: only uniqueness matters, which the RMW gives.
         self.next_slot_id.fetch_add(1, Ordering::Relaxed)
@@ -476,6 +491,7 @@ impl TracerBuilder {
         let recorder = self.recorder.ok_or(BuildError::NoRecorder)?;
         let shared = Arc::new(Shared {
             id: next_tracer_id(),
+            sampler: self.config.sampler.shortcut(),
             config: self.config,
             clock: Clock::new(),
             closed: Arc::new(AtomicBool::new(false)),
