@@ -122,11 +122,11 @@ impl Default for Process {
 pub struct Config {
     /// Finished spans each thread can hand to the flusher before its ring is
     /// full (rounded up to a power of two). Each thread that records spans has
-    /// its own ring of this size.
+    /// its own ring of this size, 128 bytes per span.
     pub ring_capacity: usize,
-    /// Initial bytes of each span buffer's bump arena, which holds the span's
-    /// copied strings. An arena that outgrows it keeps its largest chunk when
-    /// recycled.
+    /// Initial bytes of each span extension's bump arena, which holds the
+    /// span's copied strings. An arena that outgrows it keeps its largest
+    /// chunk when recycled.
     pub arena_chunk_bytes: usize,
     /// Most spans per call to [`Recorder::record`](crate::Recorder::record).
     pub max_batch_size: usize,

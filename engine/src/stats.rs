@@ -137,9 +137,11 @@ pub struct Stats {
     pub ring_high_water: u64,
     /// Threads currently registered with the tracer.
     pub threads: u64,
-    /// Span buffers ever allocated. Grows during warm-up and when more spans
-    /// are in flight than ever before; flat in steady state. Each buffer is
-    /// about 300 bytes plus its arena chunk.
+    /// Span extensions ever allocated (for spans that need more than their
+    /// 128-byte record: copied or owned strings, more than two tags, logs,
+    /// baggage). Grows during warm-up and when more such spans are in flight
+    /// than ever before; flat in steady state. Each is about 250 bytes plus
+    /// its arena chunk.
     pub buffers_allocated: u64,
     /// Incoming contexts that were present but corrupted; `join_or_start`
     /// started a root for each and tagged it `propagation.error`.
