@@ -143,11 +143,10 @@ impl Flusher {
             loop {
                 let ask = max_batch.saturating_sub(self.batch.len()).clamp(1, left);
                 let first_new = self.batch.len();
-                let batch = &mut self.batch;
                 let drained = self.slots[i]
                     .inner
                     .receiver
-                    .drain(ask, |record| batch.push(record));
+                    .drain_into(ask, &mut self.batch);
                 self.took(first_new);
                 n += drained.moved;
                 if drained.for_good {

@@ -6,12 +6,12 @@
 //! random hasher keys mixed with its thread id and the time, so threads and
 //! processes do not repeat each other's sequences. Ids are not secrets.
 
-use crate::sync::thread_local;
+use crate::sync::const_thread_local;
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
-thread_local! {
-    static STATE: Cell<u64> = const { Cell::new(0) };
+const_thread_local! {
+    static STATE: Cell<u64> = Cell::new(0);
 }
 
 fn seed() -> u64 {

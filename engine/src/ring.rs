@@ -129,9 +129,21 @@ impl<T> Producer<T> {
         if !self.has_room() {
             return false;
         }
-        if let Some(value) = value.take() {
-            self.write_and_publish(value);
-        }
+        let Some(v) = value.as_ref() else {
+            return true;
+        };
+        let src: *const T = v;
+        self.ring.slot(self.tail).with_mut(|slot| {
+            // SAFETY: as in `write_and_publish`, the slot at `tail` is free
+            // and unread until published; `src` is a valid `T` that we own
+            // through `value`, copied bitwise (one copy, no temporary).
+            unsafe { std::ptr::copy_nonoverlapping(src, (*slot).as_mut_ptr(), 1) };
+        });
+        // SAFETY: the `T` now lives in the slot; overwriting `value` without
+        // dropping its old contents completes the move.
+        unsafe { std::ptr::write(value, None) };
+        self.tail = self.tail.wrapping_add(1);
+        self.publish_tail();
         true
     }
 
@@ -163,8 +175,15 @@ impl<T> Producer<T> {
             unsafe { (*slot).write(value) };
         });
         self.tail = self.tail.wrapping_add(1);
+        self.publish_tail();
+    }
+
+    /// Publishes `tail`: the slots before it hold values for the consumer.
+    #[inline(always)]
+    fn publish_tail(&mut self) {
         // ORDERING: Release pairs with the consumer's Acquire load of `tail`
-        // in `pop`: the slot write above happens before its read.
+        // in `pop`/`pop_into`: the slot writes before it happen before its
+        // reads.
         #[cfg(not(spanrec_loom_mutant = "ring_publish_relaxed"))]
         self.ring.tail.store(self.tail, Ordering::Release);
         #[cfg(spanrec_loom_mutant = "ring_publish_relaxed")]
@@ -208,13 +227,55 @@ impl<T> Consumer<T> {
             unsafe { (*slot).assume_init_read() }
         });
         self.head = self.head.wrapping_add(1);
+        self.publish_head();
+        Some(value)
+    }
+
+    /// Moves up to `max` values, oldest first, to the end of `out`, and
+    /// returns how many: one refresh of the producer's index and one publish
+    /// of ours for the lot (the flusher's way to drain a ring).
+    #[inline]
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        if self.cached_tail.wrapping_sub(self.head) < max {
+            // Possibly fewer than `max` ready: refresh the producer's index.
+            // ORDERING: Acquire pairs with the producer's Release store of
+            // `tail` in `push`: its slot writes happen before our reads.
+            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+        }
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
+        if n == 0 {
+            return 0;
+        }
+        out.reserve(n);
+        let dst = out.spare_capacity_mut();
+        for (i, dst) in dst.iter_mut().take(n).enumerate() {
+            self.ring.slot(self.head.wrapping_add(i)).with(|slot| {
+                // Copied straight into `out`'s spare capacity (one copy);
+                // the slot counts as uninitialized from then on.
+                // SAFETY: `head + i < tail`: the slot is initialized (the
+                // `slots` invariant) and not written until we publish `head`
+                // below; each is read once, into distinct spare slots.
+                unsafe { std::ptr::copy_nonoverlapping(slot, dst, 1) }
+            });
+        }
+        // SAFETY: the loop initialized the `n` spare slots after `len`
+        // (`reserve(n)` made room for them).
+        unsafe { out.set_len(out.len() + n) };
+        self.head = self.head.wrapping_add(n);
+        self.publish_head();
+        n
+    }
+
+    /// Publishes `head`: the slots before it are free for the producer.
+    #[inline(always)]
+    fn publish_head(&mut self) {
         // ORDERING: Release pairs with the producer's Acquire load of `head`
-        // in `push`: our read of the slot happens before its next write.
+        // in `has_room`: our reads of the slots happen before its next
+        // writes to them.
         #[cfg(not(spanrec_loom_mutant = "ring_release_relaxed"))]
         self.ring.head.store(self.head, Ordering::Release);
         #[cfg(spanrec_loom_mutant = "ring_release_relaxed")]
         self.ring.head.store(self.head, Ordering::Relaxed);
-        Some(value)
     }
 }
 
@@ -236,6 +297,24 @@ mod tests {
             }
             assert_eq!(c.pop(), None);
         }
+    }
+
+    #[test]
+    fn pop_into_moves_in_order_across_the_wrap() {
+        let (mut p, mut c) = ring::<u32>(8);
+        let mut out = Vec::new();
+        let mut next = 0;
+        for round in 0..5 {
+            for _ in 0..6 {
+                p.push(next).unwrap();
+                next += 1;
+            }
+            assert_eq!(c.pop_into(&mut out, 4), 4);
+            assert_eq!(c.pop_into(&mut out, usize::MAX), 2);
+            assert_eq!(c.pop_into(&mut out, usize::MAX), 0);
+            assert_eq!(out.len(), 6 * (round + 1));
+        }
+        assert!(out.iter().copied().eq(0..30));
     }
 
     #[test]

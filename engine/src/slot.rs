@@ -154,10 +154,10 @@ impl<T, R> Drop for SlotSender<T, R> {
 }
 
 impl<T, R> SlotReceiver<T, R> {
-    /// Hands queued values to `f`: at most `limit` while the sender lives
-    /// (so one busy thread cannot starve the others), all of them once it
-    /// has exited.
-    pub fn drain(&mut self, limit: usize, mut f: impl FnMut(T)) -> Drained {
+    /// Moves queued values to the end of `out`: at most `limit` while the
+    /// sender lives (so one busy thread cannot starve the others), all of
+    /// them once it has exited.
+    pub fn drain_into(&mut self, limit: usize, out: &mut Vec<T>) -> Drained {
         // ORDERING: Acquire pairs with the Release store in
         // `SlotSender::drop`. The load must come before the pops: a flag
         // read after them could be set by an exit whose last push the pops
@@ -167,16 +167,19 @@ impl<T, R> SlotReceiver<T, R> {
         #[cfg(spanrec_loom_mutant = "exit_checked_after_drain")]
         let for_good = false;
         let limit = if for_good { usize::MAX } else { limit };
-        let mut moved = 0;
-        while moved < limit {
-            let Some(value) = self.spans.pop() else { break };
-            f(value);
-            moved += 1;
-        }
+        let moved = self.spans.pop_into(out, limit);
         // The mutant: the classic bug of reading the flag after the pops.
         #[cfg(spanrec_loom_mutant = "exit_checked_after_drain")]
         let for_good = self.flags.exited.load(Ordering::Acquire);
         Drained { moved, for_good }
+    }
+
+    /// [`drain_into`](Self::drain_into), handing each value to `f`.
+    pub fn drain(&mut self, limit: usize, f: impl FnMut(T)) -> Drained {
+        let mut out = Vec::new();
+        let drained = self.drain_into(limit, &mut out);
+        out.into_iter().for_each(f);
+        drained
     }
 
     /// Gives a value back to the sender's thread; hands it back if the

@@ -4,8 +4,8 @@ use crate::clock::unix_nanos;
 use crate::ids;
 use crate::local;
 use crate::record::{ReferenceKind, SpanRecord, Time, Value};
-use crate::sync::thread_local;
 use crate::sync::Arc;
+use crate::sync::{const_thread_local, thread_local};
 use crate::tracer::{Shared, Tracer};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -103,6 +103,7 @@ pub struct SpanBuilder<'t> {
 }
 
 impl<'t> SpanBuilder<'t> {
+    #[inline(always)]
     pub(crate) fn new(tracer: &'t Tracer, name: Cow<'static, str>) -> Self {
         let mut record = SpanRecord::new(tracer.shared());
         record.set_name(name);
@@ -121,6 +122,7 @@ impl<'t> SpanBuilder<'t> {
             .expect("SpanBuilder invariant: record present until start")
     }
 
+    #[inline(always)]
     fn reference(mut self, kind: ReferenceKind, parent: ParentRef<'_>) -> Self {
         let record = self.record();
         match parent {
@@ -163,6 +165,7 @@ impl<'t> SpanBuilder<'t> {
     /// gives the trace id and the parent's sampling decision. A context with
     /// zero ids adds no reference, but its sampling decision is used (B3 can
     /// send a decision alone).
+    #[inline(always)]
     pub fn child_of<'p>(self, parent: impl Into<ParentRef<'p>>) -> Self {
         self.reference(ReferenceKind::ChildOf, parent.into())
     }
@@ -268,7 +271,7 @@ impl Span {
         // (so a new trace), builds the record in one expression, straight
         // into the caller's `Span`.
         if let Cow::Borrowed(name) = name {
-            if ENTERED.get() == 0 {
+            if ENTERED.with(Cell::get) == 0 {
                 local::count_started(shared);
                 let (trace_id, span_id) = ids::trace_and_span_id();
                 let sampled = shared.sample(trace_id, None);
@@ -448,7 +451,7 @@ impl Span {
         let _ = ACTIVE.try_with(|a| {
             let mut active = a.borrow_mut();
             active.push((tracer_id, ptr));
-            ENTERED.set(active.len());
+            ENTERED.with(|e| e.set(active.len()));
         });
         Entered {
             ptr,
@@ -504,9 +507,12 @@ thread_local! {
     /// and removes it.
     static ACTIVE: RefCell<Vec<(u64, *const SpanRecord)>> = RefCell::new(Vec::new());
 
+}
+
+const_thread_local! {
     /// `ACTIVE`'s length, so that starting a span on a thread with nothing
     /// entered skips `ACTIVE` (a const thread-local: no lazy set-up check).
-    static ENTERED: Cell<usize> = const { Cell::new(0) };
+    static ENTERED: Cell<usize> = Cell::new(0);
 }
 
 /// The propagable context of a record.
@@ -535,7 +541,7 @@ pub(crate) fn active_context(tracer_id: u64) -> Option<SpanContext> {
 #[inline(always)]
 fn with_active(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
     // The common case (nothing entered) without touching `ACTIVE`.
-    if ENTERED.get() != 0 {
+    if ENTERED.with(Cell::get) != 0 {
         with_entered(tracer_id, f);
     }
 }
@@ -568,7 +574,7 @@ impl Drop for Entered<'_> {
             if let Some(i) = active.iter().rposition(|(_, p)| *p == self.ptr) {
                 active.remove(i);
             }
-            ENTERED.set(active.len());
+            ENTERED.with(|e| e.set(active.len()));
         });
     }
 }

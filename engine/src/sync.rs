@@ -121,3 +121,16 @@ pub(crate) mod directory {
         None
     }
 }
+
+/// `thread_local!` with a `const` initializer, for a `Cell` read on every
+/// span: no lazy set-up check on access. Loom's `thread_local!` takes no
+/// `const` block, so under loom it is the plain form.
+macro_rules! const_thread_local {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(spanrec_loom))]
+        std::thread_local! { $(#[$attr])* static $name: $t = const { $init }; }
+        #[cfg(spanrec_loom)]
+        loom::thread_local! { $(#[$attr])* static $name: $t = $init; }
+    };
+}
+pub(crate) use const_thread_local;
