@@ -93,7 +93,7 @@ fn span_lifecycle(c: &mut Criterion) {
         })
     });
     fastrace::flush();
-    report_peer("fastrace/root_2_props", created.get(), received.get());
+    report_peer("fastrace/root_2_props", created.get(), received.settled());
 
     let before = received.get();
     created.set(0);
@@ -130,7 +130,7 @@ fn span_lifecycle(c: &mut Criterion) {
     report_peer(
         "fastrace/local_2_props",
         created.get(),
-        received.get() - before,
+        received.settled() - before,
     );
 
     // --- OpenTelemetry SDK ---------------------------------------------

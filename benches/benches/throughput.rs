@@ -136,7 +136,7 @@ fn throughput(c: &mut Criterion) {
             total
         })
     });
-    report_peer("throughput/fastrace/2x1M", created, received.get());
+    report_peer("throughput/fastrace/2x1M", created, received.settled());
 
     for (id, queue) in [
         ("otel_default/2x1M", None),

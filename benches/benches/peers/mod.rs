@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A shared count of spans a backend received.
 #[derive(Clone, Default, Debug)]
@@ -20,6 +20,29 @@ impl Received {
     pub fn get(&self) -> u64 {
         // ORDERING: Relaxed: a statistic read after the backend was flushed.
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// The count once the backend has gone quiet: polls until it has not
+    /// moved for 300 ms (at most [`PEER_FLUSH_WAIT`]). Spans a peer delivers
+    /// after its own flush returned are then neither counted as lost nor as
+    /// the next bench's.
+    #[allow(dead_code)] // not every bench file uses it
+    pub fn settled(&self) -> u64 {
+        let deadline = Instant::now() + PEER_FLUSH_WAIT;
+        let mut last = self.get();
+        let mut quiet_since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.get();
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= Duration::from_millis(300)
+                || Instant::now() >= deadline
+            {
+                return now;
+            }
+        }
     }
 
     fn add(&self, n: u64) {
