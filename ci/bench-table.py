@@ -56,7 +56,7 @@ show("propagation", [
     "otel_w3c_inject", "otel_w3c_extract",
 ])
 print("\nthroughput (2,000,000 spans per iteration; spans lost are printed by the bench):")
-for i in ["spanrec/2x1M", "fastrace/2x1M", "otel_default/2x1M", "otel_large_queue/2x1M"]:
+for i in ["spanrec/2x1M", "spanrec_block/2x1M", "fastrace/2x1M", "otel_default/2x1M", "otel_large_queue/2x1M"]:
     m = median("throughput", i)
     rate = "-" if not m else f"{2_000_000 / (m / 1e9) / 1e6:8.2f} M spans/s"
     print(f"  {i:34} {rate:>18}")
