@@ -37,18 +37,15 @@
 //!
 //! # The hot path
 //! Starting, tagging, logging and finishing a span take no lock, make no
-//! syscall and, once the thread's buffer pool is warm, allocate nothing:
-//! borrowed strings are copied into the span buffer's bump arena; buffers
-//! travel to the flusher through a per-thread SPSC ring and come back through
-//! another. The one exception is the opt-in [`OverflowPolicy::Block`], which
+//! syscall and, once the thread's extension pool is warm, allocate nothing:
+//! a span is a 128-byte record (ids, times, name, first reference, two
+//! inline tags) that `finish` copies into a per-thread SPSC ring to the
+//! flusher; borrowed strings and anything else that does not fit go into a
+//! pooled extension with its own bump arena, which travels with the record
+//! and comes back through another ring. The one exception is the opt-in [`OverflowPolicy::Block`], which
 //! waits (bounded by its timeout) when a thread's ring is full. See
 //! `docs/architecture.md` for the design and its invariants.
 
-#![allow(
-    clippy::vec_box,
-    reason = "a `Box<SpanRecord>` is the unit that travels through the rings and is recycled; \
-              moving the pointer, not the record, is the point"
-)]
 #![allow(
     clippy::missing_const_for_thread_local,
     reason = "thread-locals go through the `sync` facade, and loom's `thread_local!` takes no `const` block"

@@ -52,6 +52,11 @@ pub(crate) struct LocalSlot {
     shared: Arc<Shared>,
     /// Dropped with the thread-local at thread exit, which tells the flusher.
     sender: SlotSender<SpanRecord, Box<Ext>>,
+    #[allow(
+        clippy::vec_box,
+        reason = "a `Box<Ext>` is the unit records carry and the rings recycle: an 8-byte \
+                  field in the 128-byte record, moved as a pointer"
+    )]
     spare: Vec<Box<Ext>>,
     state: Arc<SlotState>,
 }

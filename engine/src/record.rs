@@ -296,7 +296,8 @@ pub(crate) struct Field {
 
 impl Field {
     /// Packs a key (at most `MAX_KEY_BYTES`) and a value (strings at most
-    /// `u32::MAX` bytes, which `SpanRecord::new` makes the cap).
+    /// `u32::MAX` bytes: callers cut them to `max_value_bytes`, capped
+    /// there).
     #[inline]
     fn new(key: RStr, value: Stored) -> Field {
         debug_assert!(key.len <= MAX_KEY_BYTES);

@@ -8,9 +8,9 @@
 //! no cache line the other side writes ("possibly full" → refresh → "really
 //! full").
 //!
-//! spanrec uses two rings per (thread, tracer): finished span buffers flow
-//! from the thread to the flusher through one, recycled buffers flow back
-//! through the other. Each side is a handle that is `Send` but whose methods
+//! spanrec uses two rings per (thread, tracer): finished span records flow
+//! from the thread to the flusher through one (by value, 128 bytes each),
+//! recycled extension buffers flow back through the other. Each side is a handle that is `Send` but whose methods
 //! take `&mut self`, so the single-producer / single-consumer discipline is
 //! enforced by the borrow checker instead of by documentation.
 //!
