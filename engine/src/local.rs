@@ -16,10 +16,10 @@
 use crate::record::{Ext, SpanRecord, Time};
 use crate::slot::{slot, Refused, SlotReceiver, SlotSender};
 use crate::stats::ThreadCounters;
-use crate::sync::{thread_local, Arc, AtomicBool, Ordering};
+use crate::sync::{const_thread_local, thread_local, Arc, AtomicBool, Ordering};
 use crate::tracer::{self, Shared};
 use crate::OverflowPolicy;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// A slot's counters and identity, seen by the thread, the flusher and
 /// `Tracer::stats`.
@@ -61,12 +61,67 @@ pub(crate) struct LocalSlot {
     state: Arc<SlotState>,
 }
 
+/// A thread's slots, one per tracer it has used.
+#[allow(
+    clippy::vec_box,
+    reason = "boxed so that a slot's address is stable while it is in the list (`LAST` points at one)"
+)]
+type Slots = Vec<Box<LocalSlot>>;
+
 thread_local! {
     /// Invariant: at most one slot per tracer id.
-    static SLOTS: RefCell<Vec<LocalSlot>> = RefCell::new(Vec::new());
+    static SLOTS: RefCell<Slots> = RefCell::new(Vec::new());
 }
 
-fn register(shared: &Arc<Shared>) -> LocalSlot {
+const_thread_local! {
+    /// The slot this thread used last, as `(tracer id, slot)`; `(0, null)`
+    /// when unset. Lets `start` and `finish` skip the `SLOTS` lookup (the
+    /// lazy thread-local check, the `RefCell` borrow, the scan).
+    ///
+    /// Invariant: when the pointer is non-null, it points at a slot in this
+    /// thread's `SLOTS`, and no borrow of `SLOTS` is active. Every borrow of
+    /// `SLOTS` clears it first (`forget_last`) and sets it only after the
+    /// borrow has ended (`remember_last`); a slot leaving `SLOTS` (dropped)
+    /// clears it if it points there.
+    static LAST: Cell<(u64, *mut LocalSlot)> = Cell::new((0, std::ptr::null_mut()));
+}
+
+#[inline(always)]
+fn forget_last() {
+    LAST.with(|l| l.set((0, std::ptr::null_mut())));
+}
+
+#[inline(always)]
+fn remember_last(tracer_id: u64, slot: *mut LocalSlot) {
+    LAST.with(|l| l.set((tracer_id, slot)));
+}
+
+/// Runs `f` on this thread's slot for `tracer_id` if it is the cached one.
+#[inline(always)]
+fn with_last<R>(tracer_id: u64, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R> {
+    let (id, slot) = LAST.with(Cell::get);
+    if id != tracer_id || slot.is_null() {
+        return None;
+    }
+    // SAFETY: by the `LAST` invariant the slot is alive in `SLOTS` and no
+    // `RefCell` borrow of `SLOTS` is active, so this is the only reference
+    // to it. `f` (starting or finishing a span) never borrows `SLOTS` or
+    // re-enters this function: it runs no caller code.
+    Some(f(unsafe { &mut *slot }))
+}
+
+impl Drop for LocalSlot {
+    fn drop(&mut self) {
+        let this: *mut LocalSlot = self;
+        let _ = LAST.try_with(|l| {
+            if l.get().1 == this {
+                l.set((0, std::ptr::null_mut()));
+            }
+        });
+    }
+}
+
+fn register(shared: &Arc<Shared>) -> Box<LocalSlot> {
     let capacity = shared.config.ring_capacity;
     // The return ring has room for every extension this thread can have in
     // flight (its ring, the flusher's batch, its spare list), so returns do
@@ -85,13 +140,13 @@ fn register(shared: &Arc<Shared>) -> LocalSlot {
         receiver,
         state: state.clone(),
     });
-    LocalSlot {
+    Box::new(LocalSlot {
         tracer_id: shared.id,
         shared: shared.clone(),
         sender,
         spare: Vec::with_capacity(SPARE_CAPACITY),
         state,
-    }
+    })
 }
 
 /// Runs `f` on this thread's slot for tracer `tracer_id`, registering it on
@@ -103,7 +158,9 @@ fn with_slot<R>(
     shared: Option<&Arc<Shared>>,
     f: impl FnOnce(&mut LocalSlot) -> R,
 ) -> Option<R> {
-    SLOTS
+    forget_last();
+    let mut used: *mut LocalSlot = std::ptr::null_mut();
+    let result = SLOTS
         .try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
             let i = match slots.iter().position(|s| s.tracer_id == tracer_id) {
@@ -119,15 +176,30 @@ fn with_slot<R>(
                     slots.len() - 1
                 }
             };
-            Some(f(&mut slots[i]))
+            let slot = &mut *slots[i];
+            used = slot;
+            Some(f(slot))
         })
         .ok()
-        .flatten()
+        .flatten();
+    if !used.is_null() {
+        remember_last(tracer_id, used);
+    }
+    result
 }
 
 /// Counts a started span.
 #[inline(always)]
 pub(crate) fn count_started(shared: &Arc<Shared>) {
+    let counted = with_last(shared.id, |slot| slot.state.counters.started.incr());
+    if counted.is_none() {
+        count_started_general(shared);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_started_general(shared: &Arc<Shared>) {
     if with_slot(shared.id, Some(shared), |slot| {
         slot.state.counters.started.incr()
     })
@@ -185,28 +257,11 @@ pub(crate) fn recycle(ext: Option<Box<Ext>>) {
 /// [`finish_general`].
 #[inline(always)]
 pub(crate) fn finish(span: &mut Option<SpanRecord>, at: Option<u64>) {
-    let done = SLOTS
-        .try_with(|slots| {
-            let Ok(mut slots) = slots.try_borrow_mut() else {
-                return false;
-            };
-            let Some(record) = span.as_ref() else {
-                return true;
-            };
-            if at.is_some() || !record.sampled() || record.truncations_if_any().is_some() {
-                return false;
-            }
-            let tracer_id = record.tracer_id;
-            match slots.iter_mut().find(|s| s.tracer_id == tracer_id) {
-                Some(slot) => {
-                    slot.finish_sampled(span, None);
-                    true
-                }
-                None => false,
-            }
-        })
-        .unwrap_or(false);
-    if !done {
+    let Some(record) = span.as_ref() else {
+        return;
+    };
+    let common = at.is_none() && record.sampled() && record.truncations_if_any().is_none();
+    if !(common && with_last(record.tracer_id, |slot| slot.finish_sampled(span, None)).is_some()) {
         finish_general(span, at);
     }
 }
@@ -219,24 +274,7 @@ fn finish_general(span: &mut Option<SpanRecord>, at: Option<u64>) {
     let Some(tracer_id) = span.as_ref().map(|r| r.tracer_id) else {
         return;
     };
-    let _ = SLOTS.try_with(|slots| {
-        let Ok(mut slots) = slots.try_borrow_mut() else {
-            return;
-        };
-        let i = match slots.iter().position(|s| s.tracer_id == tracer_id) {
-            Some(i) => i,
-            None => {
-                // The span moved here from another thread: first span of
-                // this tracer on this thread.
-                let Some(shared) = tracer::find(tracer_id) else {
-                    return;
-                };
-                slots.push(register(&shared));
-                slots.len() - 1
-            }
-        };
-        slots[i].finish(span, at);
-    });
+    let _ = with_slot(tracer_id, None, |slot| slot.finish(span, at));
     if let Some(record) = span.take() {
         finish_late(record, at);
     }
