@@ -62,6 +62,19 @@ impl Producers {
         }
         began.elapsed()
     }
+
+    /// `iters` times: a run, then `flush` (the library's own), timing both:
+    /// an iteration ends when every span is received or known lost.
+    fn run_and_flush(&self, job: &Job, iters: u64, flush: impl Fn()) -> Duration {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            total += self.run(job);
+            let began = Instant::now();
+            flush();
+            total += began.elapsed();
+        }
+        total
+    }
 }
 
 fn throughput(c: &mut Criterion) {
@@ -100,14 +113,9 @@ fn throughput(c: &mut Criterion) {
         });
         group.bench_function(id, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += producers.run(&job);
-                    let began = Instant::now();
+                producers.run_and_flush(&job, iters, || {
                     let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
-                    total += began.elapsed();
-                }
-                total
+                })
             })
         });
         report(&format!("throughput/{id}"), &tracer, &recorder);
@@ -125,15 +133,8 @@ fn throughput(c: &mut Criterion) {
     });
     group.bench_function("fastrace/2x1M", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                total += producers.run(&job);
-                let began = Instant::now();
-                fastrace::flush();
-                total += began.elapsed();
-                created += THREADS * SPANS_PER_THREAD;
-            }
-            total
+            created += iters * THREADS * SPANS_PER_THREAD;
+            producers.run_and_flush(&job, iters, fastrace::flush)
         })
     });
     report_peer("throughput/fastrace/2x1M", created, received.settled());
@@ -158,15 +159,10 @@ fn throughput(c: &mut Criterion) {
         });
         group.bench_function(id, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += producers.run(&job);
-                    let began = Instant::now();
+                created += iters * THREADS * SPANS_PER_THREAD;
+                producers.run_and_flush(&job, iters, || {
                     let _ = provider.force_flush();
-                    total += began.elapsed();
-                    created += THREADS * SPANS_PER_THREAD;
-                }
-                total
+                })
             })
         });
         let _ = provider.shutdown_with_timeout(PEER_FLUSH_WAIT);

@@ -103,11 +103,12 @@ fn with_last<R>(tracer_id: u64, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R
     if id != tracer_id || slot.is_null() {
         return None;
     }
+    // `f` (starting or finishing a span) runs no caller code, so it never
+    // borrows `SLOTS` or re-enters this function while `slot` is borrowed.
     // SAFETY: by the `LAST` invariant the slot is alive in `SLOTS` and no
-    // `RefCell` borrow of `SLOTS` is active, so this is the only reference
-    // to it. `f` (starting or finishing a span) never borrows `SLOTS` or
-    // re-enters this function: it runs no caller code.
-    Some(f(unsafe { &mut *slot }))
+    // borrow of `SLOTS` is active: this is the only reference to it.
+    let slot = unsafe { &mut *slot };
+    Some(f(slot))
 }
 
 impl Drop for LocalSlot {
