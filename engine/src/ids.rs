@@ -26,18 +26,32 @@ fn seed() -> u64 {
     hasher.finish() | 1
 }
 
+/// The thread's generator state, seeded on first use.
+#[inline(always)]
+fn seeded(state: u64) -> u64 {
+    if state == 0 {
+        seed()
+    } else {
+        state
+    }
+}
+
+/// One wyrand step: advances `state` and returns the next value.
+#[inline(always)]
+fn wyrand(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = u128::from(*state) * u128::from(*state ^ 0xe703_7ed1_a0b4_28db);
+    (t as u64) ^ ((t >> 64) as u64)
+}
+
 #[inline]
 fn next_u64() -> u64 {
     STATE
         .try_with(|state| {
-            let mut s = state.get();
-            if s == 0 {
-                s = seed();
-            }
-            s = s.wrapping_add(0xa076_1d64_78bd_642f);
+            let mut s = seeded(state.get());
+            let next = wyrand(&mut s);
             state.set(s);
-            let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-            (t as u64) ^ ((t >> 64) as u64)
+            next
         })
         // During thread teardown the thread-local is gone; fall back to a
         // fresh seed, which is slow but still random.
@@ -60,18 +74,11 @@ pub(crate) fn span_id() -> u64 {
 pub(crate) fn trace_and_span_id() -> (u128, u64) {
     STATE
         .try_with(|state| {
-            let mut s = state.get();
-            if s == 0 {
-                s = seed();
-            }
-            let mut next = || {
-                s = s.wrapping_add(0xa076_1d64_78bd_642f);
-                let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-                (t as u64) ^ ((t >> 64) as u64)
-            };
+            let mut s = seeded(state.get());
             // The low half alone is never zero, so neither is the whole.
-            let trace = (u128::from(next()) << 64) | u128::from(next().max(1));
-            let span = next().max(1);
+            let high = wyrand(&mut s);
+            let trace = (u128::from(high) << 64) | u128::from(wyrand(&mut s).max(1));
+            let span = wyrand(&mut s).max(1);
             state.set(s);
             (trace, span)
         })

@@ -624,22 +624,7 @@ impl SpanRecord {
     /// An empty, unstarted record for a span of `shared`'s tracer.
     #[inline]
     pub(crate) fn new(shared: &Shared) -> SpanRecord {
-        let limits = &shared.config.limits;
-        SpanRecord {
-            trace_id: 0,
-            span_id: 0,
-            first_ref_span: 0,
-            start: 0,
-            finish: 0,
-            tracer_id: shared.id,
-            name: RStr::EMPTY.ptr,
-            ext: None,
-            tags: [MaybeUninit::uninit(); INLINE_TAGS],
-            name_len: 0,
-            max_value_bytes: u16::try_from(limits.max_value_bytes).unwrap_or(u16::MAX),
-            flags: (limits.max_tags.min(INLINE_TAGS) as u8) << TAG_LIMIT_SHIFT,
-            tag_count: 0,
-        }
+        SpanRecord::new_root(shared, "", 0, 0, false, 0)
     }
 
     #[inline]
