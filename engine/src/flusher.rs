@@ -2,18 +2,29 @@
 //! every thread's ring into batches, hands them to the recorder and sends the
 //! emptied buffers back.
 //!
-//! It polls rather than being woken: waking a thread from the hot path would
-//! be a syscall. After a pass that found spans it sleeps [`MIN_IDLE_SLEEP`]
-//! (a ring of 8192 absorbs 160 M spans/s for that long), unless some ring was
-//! at least half full, when it goes round again at once. Sleeping even when
-//! busy matters: a flusher spinning on the rings keeps their `tail` cache
-//! lines shared, so every push on a request thread would pay a coherence
-//! miss. After a pass that found nothing it sleeps, doubling from
-//! [`MIN_IDLE_SLEEP`] up to [`MAX_IDLE_SLEEP`] (or the flush interval, if
-//! shorter). So rings drain within a millisecond of a burst starting, an idle
-//! process wakes the flusher at most a thousand times a second, and a partial
-//! batch reaches the recorder one flush interval after its first span
-//! arrived.
+//! Its CPU grows with the spans it delivers, not with time. After each pass
+//! it sleeps by need, until the first of:
+//! - **the batch is due**: the oldest span it may hold, collected or still
+//!   in a ring, reaches `flush_interval` (spans still in a ring arrived
+//!   after this pass began, so an idle flusher wakes once per interval and
+//!   delivers at once whatever it then finds);
+//! - **a batch should be full**: at the rate the last sleep saw, the rings
+//!   would by then hold the rest of `max_batch_size` spans;
+//! - **the busiest ring would be half full**, at that ring's rate;
+//! - **a doorbell**: a request thread whose push leaves its ring more than
+//!   half full while the flusher sleeps wakes it (`doorbell.rs`: at most one
+//!   wake per half-fill, counted in `Stats::doorbells`), which covers bursts
+//!   faster than the estimate;
+//! - a `flush` or `shutdown` call, which wakes it directly.
+//!
+//! A pass that found a ring at least half full goes round again at once.
+//! So at a steady load the flusher wakes about once per `max_batch_size`
+//! spans (or once per `flush_interval` if that is sooner), never spins and
+//! never sleeps a fixed short time; idle, it wakes once per
+//! `flush_interval` and finds nothing (`Stats::flusher_wakeups` counts the
+//! wakes). Before the doorbell existed it polled every 50 µs while spans
+//! arrived: ~20,000 wakes a second at any load, which a server with no
+//! spare core paid for (docs/benchmarks.md, "In a server").
 
 use crate::local::FlusherSlot;
 use crate::record::SpanRecord;
@@ -22,11 +33,6 @@ use crate::sync::Arc;
 use crate::tracer::Shared;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
-
-/// Shortest sleep after an empty pass.
-pub const MIN_IDLE_SLEEP: Duration = Duration::from_micros(50);
-/// Longest sleep after empty passes.
-pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -43,6 +49,7 @@ pub(crate) fn spawn(
                 batch: Vec::with_capacity(max_batch),
                 homes: std::collections::HashMap::new(),
                 batch_since: None,
+                last_pass: Instant::now(),
                 flush_done: 0,
                 late: Vec::new(),
             }
@@ -61,10 +68,26 @@ struct Flusher {
     ///
     /// Invariant: rebuilt whenever `slots` changes.
     homes: std::collections::HashMap<u64, usize>,
-    /// When the oldest span in `batch` was collected.
+    /// No later than the oldest span in `batch` was finished: the start of
+    /// the pass before the one that collected it (a span collected by a
+    /// pass was pushed after the previous pass began draining). `None`
+    /// while `batch` is empty.
     batch_since: Option<Instant>,
+    /// When the last pass began. Spans still in a ring after a pass were
+    /// pushed after it began.
+    last_pass: Instant,
     flush_done: u64,
     late: Vec<SpanRecord>,
+}
+
+/// What one pass over the rings found.
+struct Pass {
+    /// Spans moved into the batch (rings and late list).
+    moved: usize,
+    /// Most spans moved from one ring.
+    busiest: usize,
+    /// Some ring held at least half its capacity.
+    pressed: bool,
 }
 
 struct Slot {
@@ -76,13 +99,14 @@ struct Slot {
 impl Flusher {
     fn run(mut self) {
         let interval = self.shared.config.flush_interval;
-        let max_idle = MAX_IDLE_SLEEP.min(interval);
-        let mut idle = MIN_IDLE_SLEEP;
         loop {
+            let pass_start = Instant::now();
             let (flush_wanted, shutdown) = self.shared.control.requests();
-            let (moved, pressed) = self.collect();
+            let pass = self.collect();
             let flush_now = flush_wanted > self.flush_done;
-            let batch_due = self.batch_since.is_some_and(|t| t.elapsed() >= interval);
+            let batch_due = self
+                .batch_since
+                .is_some_and(|t| pass_start.saturating_duration_since(t) >= interval);
             if flush_now || shutdown || batch_due {
                 self.deliver();
             }
@@ -96,26 +120,62 @@ impl Flusher {
                 self.flush_done = flush_wanted;
                 self.shared.control.complete(flush_wanted);
             }
-            if pressed {
-                idle = MIN_IDLE_SLEEP;
+            let slept = pass_start.saturating_duration_since(self.last_pass);
+            self.last_pass = pass_start;
+            if pass.pressed {
                 continue;
             }
-            if moved > 0 {
-                idle = MIN_IDLE_SLEEP;
-            }
-            let until_due = self.batch_since.map_or(idle, |t| {
-                interval.saturating_sub(t.elapsed()).max(MIN_IDLE_SLEEP)
-            });
-            std::thread::park_timeout(idle.min(until_due));
-            if moved == 0 {
-                idle = (idle * 2).min(max_idle);
-            }
+            let wake_at = self.wake_at(&pass, slept, pass_start);
+            self.sleep_until(wake_at);
         }
     }
 
-    /// One pass over every ring and the late list. Returns the spans moved
-    /// and whether some ring held at least half its capacity.
-    fn collect(&mut self) -> (usize, bool) {
+    /// When to pass again, by need (see the module docs): the batch's due
+    /// time, or sooner when the rates of the pass just made (`pass`, which
+    /// collected what arrived in `slept`) say a batch will be full or the
+    /// busiest ring half full.
+    fn wake_at(&self, pass: &Pass, slept: Duration, now: Instant) -> Instant {
+        let config = &self.shared.config;
+        // Bounded staleness: what is in the batch is due `flush_interval`
+        // after `batch_since`; what is still in a ring arrived after `now`.
+        let due = self.batch_since.unwrap_or(now) + config.flush_interval;
+        let secs = slept.as_secs_f64();
+        if pass.moved == 0 || secs <= 0.0 {
+            return due;
+        }
+        let rate = pass.moved as f64 / secs;
+        let busiest_rate = pass.busiest.max(1) as f64 / secs;
+        let batch_room = config.max_batch_size.saturating_sub(self.batch.len()).max(1);
+        let half = config.ring_capacity.div_ceil(2);
+        let by_need = (batch_room as f64 / rate).min(half as f64 / busiest_rate);
+        // `by_need` is finite and positive (both rates are); a sleep too
+        // long for `Duration` is capped by `due` anyway.
+        let by_need = Duration::try_from_secs_f64(by_need).unwrap_or(config.flush_interval);
+        due.min(now + by_need)
+    }
+
+    /// Parks until `wake_at`, a doorbell, or a flush or shutdown request,
+    /// unless a ring is more than half full (or a new thread registered)
+    /// once the doorbell is armed: `Doorbell::sleep`'s re-check.
+    fn sleep_until(&mut self, wake_at: Instant) {
+        let shared = &self.shared;
+        let slots = &mut self.slots;
+        let parked = shared.doorbell.sleep(
+            || slots.iter_mut().any(|s| s.inner.receiver.pressed()) || shared.has_new_work(),
+            || {
+                let now = Instant::now();
+                if wake_at > now {
+                    std::thread::park_timeout(wake_at - now);
+                }
+            },
+        );
+        if parked {
+            shared.flusher_counters.wakeups.incr();
+        }
+    }
+
+    /// One pass over every ring and the late list.
+    fn collect(&mut self) -> Pass {
         let mut new_slots = Vec::new();
         self.shared.collect_new(&mut new_slots, &mut self.late);
         if !new_slots.is_empty() {
@@ -127,6 +187,7 @@ impl Flusher {
             self.index_homes();
         }
         let mut moved = 0;
+        let mut busiest = 0;
         let mut pressed = false;
         let half = self.shared.config.ring_capacity.div_ceil(2);
         while let Some(record) = self.late.pop() {
@@ -165,9 +226,14 @@ impl Flusher {
                 .ring_high_water
                 .raise_to(n as u64);
             moved += n;
+            busiest = busiest.max(n);
             pressed |= n >= half;
         }
-        (moved, pressed)
+        Pass {
+            moved,
+            busiest,
+            pressed,
+        }
     }
 
     fn index_homes(&mut self) {
@@ -192,7 +258,7 @@ impl Flusher {
     /// Readies the records added to the batch from `first_new` on.
     fn took(&mut self, first_new: usize) {
         if first_new == 0 && !self.batch.is_empty() {
-            self.batch_since = Some(Instant::now());
+            self.batch_since = Some(self.last_pass);
         }
         for record in &mut self.batch[first_new..] {
             record.prepare_for_recorder(&self.shared);
@@ -292,7 +358,7 @@ impl Flusher {
         // `closed` is set: threads stop pushing soon. Drain until a pass
         // finds nothing; anything pushed after that is counted by `stats`.
         for _ in 0..1000 {
-            if self.collect().0 == 0 {
+            if self.collect().moved == 0 {
                 break;
             }
         }

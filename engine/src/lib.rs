@@ -58,6 +58,8 @@ struct ReadmeDoctests;
 
 mod clock;
 mod config;
+#[doc(hidden)]
+pub mod doorbell;
 mod env;
 #[doc(hidden)]
 pub mod flush;
@@ -87,7 +89,6 @@ pub use config::{
     MAX_ARENA_CHUNK_BYTES, MAX_BATCH_SIZE, MAX_BLOCK_TIMEOUT, MAX_RING_CAPACITY,
 };
 pub use env::EnvError;
-pub use flusher::{MAX_IDLE_SLEEP, MIN_IDLE_SLEEP};
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
 pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
 pub use recorder::{

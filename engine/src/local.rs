@@ -8,9 +8,10 @@
 //! syscall, no allocation. A span that needs an extension (see `record.rs`)
 //! pops a recycled one.
 //!
-//! Nothing is stranded: the flusher polls every slot at least once per
-//! flush interval, whether or not its thread is busy, so an idle thread's
-//! spans move on; when a thread exits, its `SlotSender` drops, which marks
+//! Nothing is stranded: the flusher passes over every slot at least once
+//! per flush interval, whether or not its thread is busy, so an idle
+//! thread's spans move on (and a ring that fills past half wakes it
+//! early, `doorbell.rs`); when a thread exits, its `SlotSender` drops, which marks
 //! the slot exited, and the flusher drains and retires it.
 
 use crate::record::{Ext, SpanRecord, Time};
@@ -345,8 +346,25 @@ impl LocalSlot {
             Some(t) => Time::UnixNanos(t),
             None => Time::Ticks(self.shared.clock.now()),
         });
-        if let Err(refused) = self.sender.send_from(span) {
-            self.refused(span, refused);
+        match self.sender.send_from(span) {
+            Ok(()) => {
+                if self.sender.crossed_half() {
+                    self.ring_doorbell();
+                }
+            }
+            Err(refused) => self.refused(span, refused),
+        }
+    }
+
+    /// The ring is more than half full (once per drain): wake the flusher
+    /// if it sleeps. The only syscall a finish can make outside `Block`,
+    /// at most once per half-filled ring; see `doorbell.rs`.
+    #[cold]
+    #[inline(never)]
+    fn ring_doorbell(&mut self) {
+        if self.shared.doorbell.ring() {
+            self.state.counters.doorbells.incr();
+            self.shared.wake_flusher();
         }
     }
 
@@ -394,6 +412,11 @@ impl LocalSlot {
                 return;
             }
             attempt += 1;
+            if attempt == 1 {
+                // Normally rung at half-fill already; a no-op unless the
+                // flusher sleeps.
+                self.ring_doorbell();
+            }
             if attempt < 64 {
                 std::hint::spin_loop();
             } else if attempt < 128 {

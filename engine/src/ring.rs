@@ -88,6 +88,10 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
             ring: ring.clone(),
             tail: 0,
             cached_head: 0,
+            half: capacity / 2,
+            // No head value was reported yet (`head` reaches `usize::MAX`
+            // after 2^64 pops: never).
+            reported_at: usize::MAX,
         },
         Consumer {
             ring,
@@ -108,9 +112,42 @@ pub struct Producer<T> {
     tail: usize,
     /// A possibly stale copy of `ring.head`; never ahead of the real one.
     cached_head: usize,
+    /// Half the capacity: above this many values the ring is "pressed".
+    half: usize,
+    /// The `head` at which [`crossed_half`](Self::crossed_half) last
+    /// returned `true`. Invariant: it returns `true` at most once per value
+    /// of `head`, i.e. at most once between two drains by the consumer.
+    reported_at: usize,
 }
 
 impl<T> Producer<T> {
+    /// After a push: whether the ring now holds more than half its
+    /// capacity, reported once per consumer drain (the doorbell's trigger:
+    /// at most one wake per half-fill). Reads only the producer's own
+    /// fields until the cached view says "more than half", then refreshes
+    /// the consumer's index once.
+    #[inline(always)]
+    pub fn crossed_half(&mut self) -> bool {
+        if self.tail.wrapping_sub(self.cached_head) <= self.half {
+            return false;
+        }
+        self.crossed_half_refreshed()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn crossed_half_refreshed(&mut self) -> bool {
+        // ORDERING: Acquire, as in `has_room` (pairs with `publish_head`).
+        self.cached_head = self.ring.head.load(Ordering::Acquire);
+        if self.tail.wrapping_sub(self.cached_head) <= self.half
+            || self.cached_head == self.reported_at
+        {
+            return false;
+        }
+        self.reported_at = self.cached_head;
+        true
+    }
+
     /// Appends `value`, or hands it back if the ring is really full.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
@@ -264,6 +301,17 @@ impl<T> Consumer<T> {
         self.head = self.head.wrapping_add(n);
         self.publish_head();
         n
+    }
+
+    /// Whether the ring holds more than half its capacity now (a fresh read
+    /// of the producer's index): the flusher's re-check before it sleeps.
+    #[inline]
+    pub fn more_than_half_full(&mut self) -> bool {
+        // ORDERING: Acquire pairs with the producer's Release store of
+        // `tail` (like `pop`); under the doorbell protocol this load follows
+        // the flusher's SeqCst fence (see `doorbell.rs`).
+        self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+        self.cached_tail.wrapping_sub(self.head) > (self.ring.mask + 1) / 2
     }
 
     /// Publishes `head`: the slots before it are free for the producer.

@@ -134,6 +134,14 @@ impl<T, R> SlotSender<T, R> {
         }
     }
 
+    /// After a send: whether the ring to the receiver is now more than half
+    /// full, once per drain (see `Producer::crossed_half`): the moment to
+    /// ring the flusher's doorbell.
+    #[inline(always)]
+    pub fn crossed_half(&mut self) -> bool {
+        self.spans.crossed_half()
+    }
+
     /// A value the receiver gave back, if any.
     #[inline]
     pub fn recycled(&mut self) -> Option<R> {
@@ -180,6 +188,12 @@ impl<T, R> SlotReceiver<T, R> {
         let drained = self.drain_into(limit, &mut out);
         out.into_iter().for_each(f);
         drained
+    }
+
+    /// Whether the ring holds more than half its capacity now (the
+    /// flusher's re-check before it sleeps, see `doorbell.rs`).
+    pub fn pressed(&mut self) -> bool {
+        self.spans.more_than_half_full()
     }
 
     /// Gives a value back to the sender's thread; hands it back if the

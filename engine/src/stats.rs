@@ -143,6 +143,17 @@ pub struct Stats {
     /// than ever before; flat in steady state. Each is about 250 bytes plus
     /// its arena chunk.
     pub buffers_allocated: u64,
+    /// Times a span-finishing thread woke the sleeping flusher because its
+    /// ring had filled past half (one futex wake each: the only syscall a
+    /// span's `finish` can make outside `OverflowPolicy::Block`). At most
+    /// one per half-filled ring; near zero when the flusher's own schedule
+    /// keeps up. See docs/tuning.md.
+    pub doorbells: u64,
+    /// Times the flusher woke from a sleep (its timer, a doorbell, a
+    /// `flush` or `shutdown`). Grows with spans delivered (about one per
+    /// `max_batch_size` spans) or with time (about one per
+    /// `flush_interval`), whichever is more; see docs/tuning.md.
+    pub flusher_wakeups: u64,
     /// Incoming contexts that were present but corrupted; `join_or_start`
     /// started a root for each and tagged it `propagation.error`.
     pub propagation_errors: u64,
@@ -174,6 +185,7 @@ pub(crate) struct ThreadCounters {
     pub(crate) limit_values: Counter,
     pub(crate) limit_baggage: Counter,
     pub(crate) buffers_allocated: Counter,
+    pub(crate) doorbells: Counter,
 }
 
 impl ThreadCounters {
@@ -199,6 +211,7 @@ impl ThreadCounters {
         stats.limits.values += self.limit_values.get();
         stats.limits.baggage += self.limit_baggage.get();
         stats.buffers_allocated += self.buffers_allocated.get();
+        stats.doorbells += self.doorbells.get();
     }
 }
 
@@ -211,6 +224,7 @@ pub(crate) struct FlusherCounters {
     pub(crate) recorder_errors: Counter,
     pub(crate) recorder_panics: Counter,
     pub(crate) ring_high_water: Counter,
+    pub(crate) wakeups: Counter,
 }
 
 impl FlusherCounters {
@@ -221,5 +235,6 @@ impl FlusherCounters {
         stats.recorder_errors += self.recorder_errors.get();
         stats.recorder_panics += self.recorder_panics.get();
         stats.ring_high_water = stats.ring_high_water.max(self.ring_high_water.get());
+        stats.flusher_wakeups += self.wakeups.get();
     }
 }

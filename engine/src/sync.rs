@@ -16,7 +16,7 @@ mod imp {
     pub(crate) use super::valgrind::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
     #[cfg(not(spanrec_valgrind))]
     pub(crate) use parking_lot::{Condvar, Mutex};
-    pub(crate) use std::sync::atomic::Ordering;
+    pub(crate) use std::sync::atomic::{fence, Ordering};
     #[cfg(not(spanrec_valgrind))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
     pub(crate) use std::sync::Arc;
@@ -51,7 +51,7 @@ mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     // Loom's locks, so that the flush-ticket protocol is modeled too.
     pub(crate) use super::loom_locks::{Condvar, Mutex};
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local;
 }

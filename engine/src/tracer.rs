@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::config::{
     Config, ConfigError, OverflowPolicy, Process, Sampler, SamplerShortcut, SpanLimits,
 };
+use crate::doorbell::Doorbell;
 use crate::flush::{FlushControl, WaitError};
 use crate::flusher;
 use crate::local::{FlusherSlot, SlotState};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pub(crate) flusher_counters: FlusherCounters,
     pub(crate) control: FlushControl,
+    /// How span-finishing threads wake the sleeping flusher.
+    pub(crate) doorbell: Doorbell,
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The flusher thread, to wake it and to refuse waits made from it.
     flusher_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -118,6 +121,13 @@ impl Shared {
         std::mem::swap(late, &mut reg.late);
     }
 
+    /// Whether threads registered or late spans arrived since the flusher
+    /// last collected them (its re-check before sleeping).
+    pub(crate) fn has_new_work(&self) -> bool {
+        let reg = self.registry.lock();
+        !reg.pending.is_empty() || !reg.late.is_empty()
+    }
+
     /// Forgets a drained slot of an exited thread, keeping its counts.
     pub(crate) fn retire(&self, slot: FlusherSlot) {
         let mut reg = self.registry.lock();
@@ -136,7 +146,7 @@ impl Shared {
         *self.last_recorder_error.lock() = Some(message);
     }
 
-    fn wake_flusher(&self) {
+    pub(crate) fn wake_flusher(&self) {
         if let Some(t) = self.flusher_thread.get() {
             t.unpark();
         }
@@ -222,6 +232,7 @@ impl Shared {
             stats.limits.values += r.limits.values;
             stats.limits.baggage += r.limits.baggage;
             stats.buffers_allocated += r.buffers_allocated;
+            stats.doorbells += r.doorbells;
         }
         self.flusher_counters.add_to(&mut stats);
         // ORDERING: Relaxed: counts only, see `propagation::count`.
@@ -498,6 +509,7 @@ impl TracerBuilder {
             registry: Mutex::new(Registry::default()),
             flusher_counters: FlusherCounters::default(),
             control: FlushControl::new(),
+            doorbell: Doorbell::new(),
             flusher: Mutex::new(None),
             flusher_thread: std::sync::OnceLock::new(),
             last_recorder_error: Mutex::new(None),

@@ -1,0 +1,124 @@
+//! The doorbell: how a span-finishing thread wakes a sleeping flusher, with
+//! no syscall and no shared write unless the flusher really sleeps while a
+//! ring fills up.
+//!
+//! The flusher sleeps by need (see `flusher.rs`): until its next batch
+//! should be full, or the oldest span it may hold is due, whichever comes
+//! first. A burst can fill a ring faster than that estimate; the doorbell
+//! covers it. A producer whose push leaves its ring more than half full
+//! (`Producer::crossed_half`, once per half-fill) rings: one fence and one
+//! swap of `asleep`, and only when the flusher was asleep one `unpark` (a
+//! futex wake): at most one syscall per half-filled ring, counted in
+//! `Stats::doorbells`.
+//!
+//! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
+//! fence, then reads the other side's.
+//!
+//! ```text
+//!   producer                               flusher
+//!   store ring.tail (Release, the push)    store asleep = true
+//!   fence(SeqCst)                          fence(SeqCst)
+//!   swap asleep = false                    load every ring.tail: any more
+//!                                          than half full? then don't park
+//! ```
+//!
+//! The two fences are ordered one way or the other in the single total
+//! order of `SeqCst` operations: if the producer's comes second, its load
+//! sees `asleep == true` and it wakes the flusher; if the flusher's comes
+//! second, its re-check sees the push and it does not park. Either way no
+//! half-full ring waits for the flusher's timer (a lost wake-up would only
+//! delay it, since the flusher's sleep is always bounded, but would turn a
+//! burst into `ring_full` drops or `Block` waits). `std`'s park token covers
+//! an `unpark` that lands between the re-check and the park. Modeled by
+//! `loom-tests/tests/doorbell.rs`, with two mutants: the producer's fence
+//! removed (`doorbell_no_fence`) and the flusher's re-check skipped
+//! (`doorbell_no_recheck`).
+//!
+//! Not hidden: this module is `pub` only so that `loom-tests` can drive it.
+
+use crate::sync::{fence, AtomicBool, Ordering};
+
+/// The flusher's "I am about to sleep or asleep" flag, shared by every
+/// thread of a tracer.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    /// Set by the flusher before its re-check and park; cleared by the
+    /// flusher when it wakes, or by the one producer that wakes it.
+    ///
+    /// Invariant: while the flusher is parked with no wake pending, it is
+    /// `true` and no ring was more than half full at the flusher's re-check
+    /// (or the producer that filled it since will see `true`).
+    asleep: AtomicBool,
+}
+
+impl Doorbell {
+    /// Awake.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Flusher side, before parking: announces the sleep. The caller must
+    /// then re-check its rings (any more than half full: [`awake`](Self::awake)
+    /// and do not park) before it parks, as [`sleep`](Self::sleep) does.
+    fn going_to_sleep(&self) {
+        // ORDERING: Relaxed, ordered before the re-check's loads by the
+        // SeqCst fence below; the fence pairs with the producer's fence in
+        // `ring` (Dekker: one of the two sees the other's write). Every
+        // write to `asleep` is an RMW, so its modification order is one
+        // chain that each RMW extends (which is also how loom models it
+        // exactly: a plain store here let loom's partial modification
+        // order hand a producer's swap a value older than this one).
+        self.asleep.swap(true, Ordering::Relaxed);
+        #[cfg(not(spanrec_loom_mutant = "doorbell_no_fence"))]
+        fence(Ordering::SeqCst);
+    }
+
+    /// Flusher side, after waking (or deciding not to park).
+    pub fn awake(&self) {
+        // ORDERING: Relaxed: nothing is read through the flag; an RMW for
+        // the one-chain rule above. A producer whose swap read the `true`
+        // before this unparks a flusher that is awake (a spare park token:
+        // one early pass).
+        self.asleep.swap(false, Ordering::Relaxed);
+    }
+
+    /// Flusher side: announces the sleep, re-checks with `pressed` (is any
+    /// ring more than half full?) and, unless it is, sleeps with `park` (a
+    /// bounded park: the flusher's own deadline). Returns whether it
+    /// parked.
+    pub fn sleep(&self, pressed: impl FnOnce() -> bool, park: impl FnOnce()) -> bool {
+        self.going_to_sleep();
+        // The mutant parks without the re-check: a push that crossed half
+        // before the announcement was visible to it is then missed.
+        #[cfg(not(spanrec_loom_mutant = "doorbell_no_recheck"))]
+        if pressed() {
+            self.awake();
+            return false;
+        }
+        #[cfg(spanrec_loom_mutant = "doorbell_no_recheck")]
+        let _ = pressed;
+        park();
+        self.awake();
+        true
+    }
+
+    /// Producer side, after a push that left its ring more than half full:
+    /// whether the caller must wake the flusher (it was asleep, and this
+    /// caller is the one that claimed the wake).
+    #[must_use]
+    pub fn ring(&self) -> bool {
+        // ORDERING: SeqCst fence between the caller's Release store of its
+        // ring's tail (the push) and the load below; pairs with the fence
+        // in `going_to_sleep`. Without it the load could read a stale
+        // `false` while the flusher's re-check reads the stale tail: both
+        // would miss (the `doorbell_no_fence` mutant).
+        #[cfg(not(spanrec_loom_mutant = "doorbell_no_fence"))]
+        fence(Ordering::SeqCst);
+        // ORDERING: Relaxed swap, ordered by the fence. An RMW rather than a
+        // load: it reads the latest value in `asleep`'s modification order,
+        // and makes one caller the waker when several ring at once. (It
+        // writes the shared line, but a producer rings at most once per
+        // half-filled ring.)
+        self.asleep.swap(false, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,122 @@
+//! Models of the doorbell (`engine/src/doorbell.rs`): the hand-off between
+//! a span-finishing thread whose ring fills up and a flusher going to
+//! sleep. The property is the absence of lost wake-ups: the flusher here
+//! parks *without* a timeout, so a wake-up the protocol loses leaves it
+//! parked forever, which loom reports as a deadlock. (The real flusher's
+//! park is bounded by its deadline, so a lost wake-up would only delay
+//! spans; the model makes it fatal so that it cannot hide.)
+//!
+//! Run: `bash ci/loom.sh` (sets `--cfg spanrec_loom`).
+#![cfg(spanrec_loom)]
+
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use spanrec::doorbell::Doorbell;
+use spanrec::ring::{ring, Consumer};
+
+mod common;
+use common::model;
+
+/// The flusher's loop reduced to the sleep protocol: drain, stop once the
+/// producer is done and everything arrived, else sleep through
+/// `Doorbell::sleep` (re-check: a ring more than half full, or the
+/// producer's `done` flag).
+fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: u32) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        while let Some(v) = rx.pop() {
+            got.push(v);
+        }
+        // ORDERING: Acquire pairs with the producer's Release store of
+        // `done`, after its last push.
+        if done.load(Ordering::Acquire) && got.len() as u32 == expected {
+            // The producer's last push happened before `done`: drained.
+            if rx.pop().is_none() {
+                return got;
+            }
+        }
+        bell.sleep(
+            || rx.more_than_half_full() || done.load(Ordering::Acquire),
+            thread::park,
+        );
+    }
+}
+
+/// A producer fills a ring of 2 (so every push that finds the other value
+/// still there crosses half) while the flusher drains and sleeps; it rings
+/// on every crossing, as `LocalSlot::finish_sampled` does, and finally
+/// signals `done` through the same doorbell. Whatever the interleaving,
+/// every value arrives in order and the flusher is never left parked.
+#[test]
+fn a_ring_past_half_wakes_a_sleeping_flusher() {
+    model("doorbell_wakes", || {
+        const N: u32 = 3;
+        let bell = Arc::new(Doorbell::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let (mut tx, rx) = ring::<u32>(2);
+        let f = {
+            let (bell, done) = (bell.clone(), done.clone());
+            thread::spawn(move || flusher(&bell, rx, &done, N))
+        };
+        let flusher_thread = f.thread().clone();
+        for v in 0..N {
+            let mut value = v;
+            loop {
+                match tx.push(value) {
+                    Ok(()) => break,
+                    // Full: the doorbell rang when it crossed half, so
+                    // the flusher will drain; wait for it.
+                    Err(spanrec::ring::Full(back)) => {
+                        value = back;
+                        thread::yield_now();
+                    }
+                }
+            }
+            if tx.crossed_half() && bell.ring() {
+                flusher_thread.unpark();
+            }
+        }
+        // ORDERING: Release pairs with the flusher's Acquire loads.
+        done.store(true, Ordering::Release);
+        if bell.ring() {
+            flusher_thread.unpark();
+        }
+        assert_eq!(f.join().unwrap(), vec![0, 1, 2]);
+    });
+}
+
+/// `crossed_half` reports once per drain: a producer that keeps pushing
+/// into a ring the consumer does not drain rings once, not per push.
+#[test]
+fn crossing_half_is_reported_once_per_drain() {
+    model("doorbell_once_per_drain", || {
+        let (mut tx, mut rx) = ring::<u32>(4);
+        let mut reports = 0;
+        for v in 0..4 {
+            tx.push(v).unwrap();
+            reports += u32::from(tx.crossed_half());
+        }
+        assert_eq!(reports, 1, "3 and 4 of 4 are past half: one report");
+        let t = thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Some(v) = rx.pop() {
+                    got.push(v);
+                } else {
+                    thread::yield_now();
+                }
+            }
+            got
+        });
+        assert_eq!(t.join().unwrap(), vec![0, 1]);
+        // Two drained: head moved, two left (not past half); two more
+        // pushes make four again: one new report.
+        let mut again = 0;
+        for v in 4..6 {
+            tx.push(v).unwrap();
+            again += u32::from(tx.crossed_half());
+        }
+        assert_eq!(again, 1);
+    });
+}
