@@ -145,7 +145,10 @@ impl Flusher {
         }
         let rate = pass.moved as f64 / secs;
         let busiest_rate = pass.busiest.max(1) as f64 / secs;
-        let batch_room = config.max_batch_size.saturating_sub(self.batch.len()).max(1);
+        let batch_room = config
+            .max_batch_size
+            .saturating_sub(self.batch.len())
+            .max(1);
         let half = config.ring_capacity.div_ceil(2);
         let by_need = (batch_room as f64 / rate).min(half as f64 / busiest_rate);
         // `by_need` is finite and positive (both rates are); a sleep too

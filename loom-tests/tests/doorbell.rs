@@ -2,7 +2,9 @@
 //! a span-finishing thread whose ring fills up and a flusher going to
 //! sleep. The property is the absence of lost wake-ups: the flusher here
 //! parks *without* a timeout, so a wake-up the protocol loses leaves it
-//! parked forever, which loom reports as a deadlock. (The real flusher's
+//! parked forever, which loom reports as a deadlock, or (when it strikes
+//! while the ring is full) leaves the producer waiting for room forever,
+//! which loom reports as "exceeded maximum number of branches". (The real flusher's
 //! park is bounded by its deadline, so a lost wake-up would only delay
 //! spans; the model makes it fatal so that it cannot hide.)
 //!
