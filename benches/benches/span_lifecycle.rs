@@ -3,18 +3,26 @@
 //! beside fastrace, the OpenTelemetry SDK and `tracing`, in one run.
 //!
 //! Every bench prints how many spans were created and how many its backend
-//! received: a backend that drops spans makes its library look cheaper.
+//! received (a backend that drops spans makes its library look cheaper),
+//! and the CPU its library's background thread spent per delivered span in
+//! the bench's window (`cpu span_lifecycle/...` lines, saved for
+//! `ci/bench-table.py`, which adds criterion's request-thread median to it:
+//! the cost per span counts every thread the library runs).
 
 mod peers;
 
 use criterion::{black_box, criterion_main, Criterion};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use peers::{fastrace_peer, otel_peer, report_peer, tracing_peer, PEER_FLUSH_WAIT};
+use peers::{fastrace_peer, otel_peer, tracing_peer, PEER_FLUSH_WAIT};
 use spanrec::{Sampler, Tracer, Value};
-use spanrec_benches::{null_tracer, report};
+use spanrec_benches::cpu::threads;
+use spanrec_benches::{measure_peer, measure_spanrec, null_tracer, report};
 use std::cell::Cell;
 use std::time::Instant;
+
+/// The criterion group, and the directory of the CPU reports.
+const GROUP: &str = "span_lifecycle";
 
 /// Local spans per root (per "request") in `fastrace/local_2_props`.
 const FASTRACE_LOCAL_SPANS_PER_ROOT: u64 = 1024;
@@ -24,43 +32,52 @@ fn span_lifecycle(c: &mut Criterion) {
 
     // --- spanrec -------------------------------------------------------
     let (tracer, recorder) = null_tracer();
-    group.bench_function("spanrec/root_2_tags", |b| {
-        b.iter(|| {
-            let mut span = tracer.start_span("find");
-            span.set_tag("db.rows", black_box(42i64));
-            span.set_tag("db.op", Value::StaticStr("find"));
-            span.finish();
-        })
+    measure_spanrec(GROUP, "spanrec/root_2_tags", &tracer, &recorder, || {
+        group.bench_function("spanrec/root_2_tags", |b| {
+            b.iter(|| {
+                let mut span = tracer.start_span("find");
+                span.set_tag("db.rows", black_box(42i64));
+                span.set_tag("db.op", Value::StaticStr("find"));
+                span.finish();
+            })
+        });
     });
-    report("spanrec/root_2_tags", &tracer, &recorder);
 
     let parent = tracer.start_span("request");
-    group.bench_function("spanrec/child_2_tags", |b| {
-        b.iter(|| {
-            let mut span = tracer.span("find").child_of(&parent).start();
-            span.set_tag("db.rows", black_box(42i64));
-            span.set_tag("db.op", Value::StaticStr("find"));
-            span.finish();
-        })
+    measure_spanrec(GROUP, "spanrec/child_2_tags", &tracer, &recorder, || {
+        group.bench_function("spanrec/child_2_tags", |b| {
+            b.iter(|| {
+                let mut span = tracer.span("find").child_of(&parent).start();
+                span.set_tag("db.rows", black_box(42i64));
+                span.set_tag("db.op", Value::StaticStr("find"));
+                span.finish();
+            })
+        });
     });
     drop(parent);
-    report("spanrec/child_2_tags", &tracer, &recorder);
 
-    group.bench_function("spanrec/root_log_baggage", |b| {
-        b.iter(|| {
-            let mut span = tracer.start_span("find");
-            span.log(
-                "cache.miss",
-                [
-                    ("key", Value::StaticStr("machines")),
-                    ("rows", Value::I64(black_box(3))),
-                ],
-            );
-            span.set_baggage_item("user", "admin");
-            span.finish();
-        })
-    });
-    report("spanrec/root_log_baggage", &tracer, &recorder);
+    measure_spanrec(
+        GROUP,
+        "spanrec/root_log_baggage",
+        &tracer,
+        &recorder,
+        || {
+            group.bench_function("spanrec/root_log_baggage", |b| {
+                b.iter(|| {
+                    let mut span = tracer.start_span("find");
+                    span.log(
+                        "cache.miss",
+                        [
+                            ("key", Value::StaticStr("machines")),
+                            ("rows", Value::I64(black_box(3))),
+                        ],
+                    );
+                    span.set_baggage_item("user", "admin");
+                    span.finish();
+                })
+            });
+        },
+    );
     drop(tracer);
 
     let unsampled_recorder = spanrec::NullRecorder::new();
@@ -83,17 +100,19 @@ fn span_lifecycle(c: &mut Criterion) {
     // --- fastrace ------------------------------------------------------
     let received = fastrace_peer::install();
     let created = Cell::new(0u64);
-    group.bench_function("fastrace/root_2_props", |b| {
-        b.iter(|| {
-            let root = fastrace::Span::root("find", fastrace::prelude::SpanContext::random())
-                .with_property(|| ("db.rows", "42"))
-                .with_property(|| ("db.op", "find"));
-            drop(black_box(root));
-            created.set(created.get() + 1);
-        })
+    measure_peer(GROUP, "fastrace/root_2_props", threads::FASTRACE, || {
+        group.bench_function("fastrace/root_2_props", |b| {
+            b.iter(|| {
+                let root = fastrace::Span::root("find", fastrace::prelude::SpanContext::random())
+                    .with_property(|| ("db.rows", "42"))
+                    .with_property(|| ("db.op", "find"));
+                drop(black_box(root));
+                created.set(created.get() + 1);
+            })
+        });
+        fastrace::flush();
+        (created.get(), received.settled())
     });
-    fastrace::flush();
-    report_peer("fastrace/root_2_props", created.get(), received.settled());
 
     let before = received.get();
     created.set(0);
@@ -101,68 +120,71 @@ fn span_lifecycle(c: &mut Criterion) {
     // bounds what one local parent collects (a bench that kept one root for
     // hundreds of millions of local spans measured spans that were
     // discarded: 6,827 of 329 M arrived). As in a server, each "request"
-    // gets a root and a local parent; here 64 local spans share one, and
+    // gets a root and a local parent; here 1,024 local spans share one, and
     // the root's cost is spread over them.
-    group.bench_function("fastrace/local_2_props", |b| {
-        b.iter_custom(|iters| {
-            let began = Instant::now();
-            let mut done = 0;
-            while done < iters {
-                let root =
-                    fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
-                let guard = root.set_local_parent();
-                let n = (iters - done).min(FASTRACE_LOCAL_SPANS_PER_ROOT);
-                for _ in 0..n {
-                    let span = fastrace::local::LocalSpan::enter_with_local_parent("find")
-                        .with_property(|| ("db.rows", "42"))
-                        .with_property(|| ("db.op", "find"));
-                    drop(black_box(span));
+    measure_peer(GROUP, "fastrace/local_2_props", threads::FASTRACE, || {
+        group.bench_function("fastrace/local_2_props", |b| {
+            b.iter_custom(|iters| {
+                let began = Instant::now();
+                let mut done = 0;
+                while done < iters {
+                    let root =
+                        fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
+                    let guard = root.set_local_parent();
+                    let n = (iters - done).min(FASTRACE_LOCAL_SPANS_PER_ROOT);
+                    for _ in 0..n {
+                        let span = fastrace::local::LocalSpan::enter_with_local_parent("find")
+                            .with_property(|| ("db.rows", "42"))
+                            .with_property(|| ("db.op", "find"));
+                        drop(black_box(span));
+                    }
+                    drop(guard);
+                    drop(root);
+                    done += n;
+                    created.set(created.get() + n + 1);
                 }
-                drop(guard);
-                drop(root);
-                done += n;
-                created.set(created.get() + n + 1);
-            }
-            began.elapsed()
-        })
+                began.elapsed()
+            })
+        });
+        fastrace::flush();
+        (created.get(), received.settled() - before)
     });
-    fastrace::flush();
-    report_peer(
-        "fastrace/local_2_props",
-        created.get(),
-        received.settled() - before,
-    );
 
     // --- OpenTelemetry SDK ---------------------------------------------
     let (provider, received) = otel_peer::provider();
     let otel = provider.tracer("bench");
     created.set(0);
-    group.bench_function("otel/root_2_attrs", |b| {
-        b.iter(|| {
-            let mut span = otel.start("find");
-            span.set_attribute(KeyValue::new("db.rows", black_box(42i64)));
-            span.set_attribute(KeyValue::new("db.op", "find"));
-            span.end();
-            created.set(created.get() + 1);
-        })
+    measure_peer(GROUP, "otel/root_2_attrs", threads::OTEL, || {
+        group.bench_function("otel/root_2_attrs", |b| {
+            b.iter(|| {
+                let mut span = otel.start("find");
+                span.set_attribute(KeyValue::new("db.rows", black_box(42i64)));
+                span.set_attribute(KeyValue::new("db.op", "find"));
+                span.end();
+                created.set(created.get() + 1);
+            })
+        });
+        let _ = provider.force_flush();
+        (created.get(), received.get())
     });
-    let _ = provider.force_flush();
     let _ = provider.shutdown_with_timeout(PEER_FLUSH_WAIT);
-    report_peer("otel/root_2_attrs", created.get(), received.get());
 
     // --- tracing -------------------------------------------------------
     let (subscriber, received) = tracing_peer::subscriber();
     created.set(0);
-    tracing::subscriber::with_default(subscriber, || {
-        group.bench_function("tracing/root_2_fields", |b| {
-            b.iter(|| {
-                let span = tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
-                drop(black_box(span));
-                created.set(created.get() + 1);
-            })
+    measure_peer(GROUP, "tracing/root_2_fields", threads::NONE, || {
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("tracing/root_2_fields", |b| {
+                b.iter(|| {
+                    let span =
+                        tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
+                    drop(black_box(span));
+                    created.set(created.get() + 1);
+                })
+            });
         });
+        (created.get(), received.get())
     });
-    report_peer("tracing/root_2_fields", created.get(), received.get());
 
     // --- spanrec through the `tracing` bridge ----------------------------
     let (tracer, recorder) = null_tracer();
@@ -170,15 +192,18 @@ fn span_lifecycle(c: &mut Criterion) {
         tracing_subscriber::registry(),
         spanrec::SpanrecLayer::new(tracer.clone()),
     );
-    tracing::subscriber::with_default(subscriber, || {
-        group.bench_function("spanrec_via_tracing/root_2_fields", |b| {
-            b.iter(|| {
-                let span = tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
-                drop(black_box(span));
-            })
+    let id = "spanrec_via_tracing/root_2_fields";
+    measure_spanrec(GROUP, id, &tracer, &recorder, || {
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let span =
+                        tracing::info_span!("find", db.rows = black_box(42i64), db.op = "find");
+                    drop(black_box(span));
+                })
+            });
         });
     });
-    report("spanrec_via_tracing/root_2_fields", &tracer, &recorder);
     drop(tracer);
 
     // --- references ----------------------------------------------------

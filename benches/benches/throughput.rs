@@ -6,7 +6,11 @@
 //!
 //! An iteration ends when every span was either received or is known lost
 //! (each library flushed), so a library that drops under load shows both a
-//! throughput and a loss count — printed after each bench.
+//! throughput and a loss count — printed after each bench — and whole-process
+//! CPU per delivered span: the producer threads' and the library's
+//! background thread's (`cpu throughput/...` lines, saved for
+//! `ci/bench-table.py`). Target (issue 12): spanrec's background CPU ≤ 30 ns
+//! per delivered span.
 
 mod peers;
 
@@ -15,6 +19,7 @@ use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use peers::{fastrace_peer, otel_peer, report_peer, PEER_FLUSH_WAIT};
 use spanrec::{NullRecorder, OverflowPolicy, Tracer, Value};
+use spanrec_benches::cpu::{self, threads, BackgroundMeter, CpuReport};
 use spanrec_benches::report;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -29,16 +34,21 @@ type Job = Arc<dyn Fn(u64) + Send + Sync>;
 struct Producers {
     jobs: Vec<mpsc::Sender<Job>>,
     done: mpsc::Receiver<()>,
+    /// The producer threads' kernel ids, for their CPU.
+    tids: Vec<u32>,
 }
 
 impl Producers {
     fn start() -> Producers {
         let (done_tx, done) = mpsc::channel();
+        let (tid_tx, tids) = mpsc::channel();
         let jobs = (0..THREADS)
             .map(|t| {
                 let (tx, rx) = mpsc::channel::<Job>();
                 let done = done_tx.clone();
+                let tid_tx = tid_tx.clone();
                 std::thread::spawn(move || {
+                    let _ = tid_tx.send(cpu::current_tid());
                     for job in rx {
                         job(t);
                         let _ = done.send(());
@@ -47,7 +57,39 @@ impl Producers {
                 tx
             })
             .collect();
-        Producers { jobs, done }
+        let tids = (0..THREADS).filter_map(|_| tids.recv().ok()).collect();
+        Producers { jobs, done, tids }
+    }
+
+    /// CPU the producer threads have used so far, ns.
+    fn cpu_ns(&self) -> u64 {
+        let all = cpu::threads_cpu();
+        self.tids
+            .iter()
+            .filter_map(|t| all.get(t))
+            .map(|(_, ns)| ns)
+            .sum()
+    }
+
+    /// Runs `run` (a bench, flushed; returns spans created and delivered)
+    /// and saves the whole-process CPU report of the window: the producer
+    /// threads' CPU and the background threads named by `background`.
+    fn measure(
+        &self,
+        id: &str,
+        background: &'static [&'static str],
+        run: impl FnOnce() -> (u64, u64),
+    ) {
+        let meter = BackgroundMeter::start(background);
+        let request_before = self.cpu_ns();
+        let (created, delivered) = run();
+        CpuReport {
+            created,
+            delivered,
+            background_ns: meter.stop(),
+            request_ns: Some(self.cpu_ns() - request_before),
+        }
+        .save("throughput", id);
     }
 
     /// Runs `job(thread)` on every producer at once; the time until all
@@ -111,14 +153,21 @@ fn throughput(c: &mut Criterion) {
                 span.finish();
             }
         });
-        group.bench_function(id, |b| {
-            b.iter_custom(|iters| {
-                producers.run_and_flush(&job, iters, || {
-                    let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
+        producers.measure(id, threads::SPANREC, || {
+            let (finished, received) = (tracer.stats().finished, recorder.received());
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    producers.run_and_flush(&job, iters, || {
+                        let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
+                    })
                 })
-            })
+            });
+            report(&format!("throughput/{id}"), &tracer, &recorder);
+            (
+                tracer.stats().finished - finished,
+                recorder.received() - received,
+            )
         });
-        report(&format!("throughput/{id}"), &tracer, &recorder);
     }
 
     let received = fastrace_peer::install();
@@ -131,13 +180,17 @@ fn throughput(c: &mut Criterion) {
             drop(black_box(root));
         }
     });
-    group.bench_function("fastrace/2x1M", |b| {
-        b.iter_custom(|iters| {
-            created += iters * THREADS * SPANS_PER_THREAD;
-            producers.run_and_flush(&job, iters, fastrace::flush)
-        })
+    producers.measure("fastrace/2x1M", threads::FASTRACE, || {
+        group.bench_function("fastrace/2x1M", |b| {
+            b.iter_custom(|iters| {
+                created += iters * THREADS * SPANS_PER_THREAD;
+                producers.run_and_flush(&job, iters, fastrace::flush)
+            })
+        });
+        let received = received.settled();
+        report_peer("throughput/fastrace/2x1M", created, received);
+        (created, received)
     });
-    report_peer("throughput/fastrace/2x1M", created, received.settled());
 
     for (id, queue) in [
         ("otel_default/2x1M", None),
@@ -157,16 +210,19 @@ fn throughput(c: &mut Criterion) {
                 span.end();
             }
         });
-        group.bench_function(id, |b| {
-            b.iter_custom(|iters| {
-                created += iters * THREADS * SPANS_PER_THREAD;
-                producers.run_and_flush(&job, iters, || {
-                    let _ = provider.force_flush();
+        producers.measure(id, threads::OTEL, || {
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    created += iters * THREADS * SPANS_PER_THREAD;
+                    producers.run_and_flush(&job, iters, || {
+                        let _ = provider.force_flush();
+                    })
                 })
-            })
+            });
+            report_peer(&format!("throughput/{id}"), created, received.get());
+            (created, received.get())
         });
         let _ = provider.shutdown_with_timeout(PEER_FLUSH_WAIT);
-        report_peer(&format!("throughput/{id}"), created, received.get());
     }
     group.finish();
 }
