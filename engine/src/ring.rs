@@ -311,7 +311,7 @@ impl<T> Consumer<T> {
         // `tail` (like `pop`); under the doorbell protocol this load follows
         // the flusher's SeqCst fence (see `doorbell.rs`).
         self.cached_tail = self.ring.tail.load(Ordering::Acquire);
-        self.cached_tail.wrapping_sub(self.head) > (self.ring.mask + 1) / 2
+        self.cached_tail.wrapping_sub(self.head) > (self.ring.mask + 1) >> 1
     }
 
     /// Publishes `head`: the slots before it are free for the producer.
