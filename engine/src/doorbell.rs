@@ -2,14 +2,12 @@
 //! no syscall and no shared write unless the flusher really sleeps while a
 //! ring fills up.
 //!
-//! The flusher sleeps by need (see `flusher.rs`): until its next batch
-//! should be full, or the oldest span it may hold is due, whichever comes
-//! first. A burst can fill a ring faster than that estimate; the doorbell
-//! covers it. A producer whose push leaves its ring more than half full
-//! (`Producer::crossed_half`, once per half-fill) rings: one fence and one
-//! swap of `asleep`, and only when the flusher was asleep one `unpark` (a
-//! futex wake): at most one syscall per half-filled ring, counted in
-//! `Stats::doorbells`.
+//! The flusher sleeps until its batch is due (`flusher.rs`); a thread that
+//! fills its ring faster wakes it. A producer whose push leaves its ring
+//! more than half full (`Producer::crossed_half`, once per drain) rings:
+//! one fence and one swap of `asleep`, and only when the flusher was asleep
+//! one `unpark` (a futex wake): at most one syscall per half-filled ring
+//! (4,096 spans with the default ring), counted in `Stats::doorbells`.
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.
@@ -23,12 +21,13 @@
 //! ```
 //!
 //! The two fences are ordered one way or the other in the single total
-//! order of `SeqCst` operations: if the producer's comes second, its load
+//! order of `SeqCst` operations: if the producer's comes second, its swap
 //! sees `asleep == true` and it wakes the flusher; if the flusher's comes
 //! second, its re-check sees the push and it does not park. Either way no
-//! half-full ring waits for the flusher's timer (a lost wake-up would only
-//! delay it, since the flusher's sleep is always bounded, but would turn a
-//! burst into `ring_full` drops or `Block` waits). `std`'s park token covers
+//! half-full ring waits for the flusher's timer (a lost wake-up would
+//! delay its spans by up to `flush_interval`, the flusher's sleep being
+//! bounded by it, and turn a busy thread's next half ring into `ring_full`
+//! drops or `Block` waits). `std`'s park token covers
 //! an `unpark` that lands between the re-check and the park. Modeled by
 //! `loom-tests/tests/doorbell.rs`, with two mutants: the producer's fence
 //! removed (`doorbell_no_fence`) and the flusher's re-check skipped

@@ -2,29 +2,28 @@
 //! every thread's ring into batches, hands them to the recorder and sends the
 //! emptied buffers back.
 //!
-//! Its CPU grows with the spans it delivers, not with time. After each pass
-//! it sleeps by need, until the first of:
-//! - **the batch is due**: the oldest span it may hold, collected or still
-//!   in a ring, reaches `flush_interval` (spans still in a ring arrived
-//!   after this pass began, so an idle flusher wakes once per interval and
-//!   delivers at once whatever it then finds);
-//! - **a batch should be full**: at the rate the last sleep saw, the rings
-//!   would by then hold the rest of `max_batch_size` spans;
-//! - **the busiest ring would be half full**, at that ring's rate;
+//! Its CPU grows with the spans it delivers, not with time. After a pass
+//! it sleeps until the first of:
 //! - **a doorbell**: a request thread whose push leaves its ring more than
 //!   half full while the flusher sleeps wakes it (`doorbell.rs`: at most one
-//!   wake per half-fill, counted in `Stats::doorbells`), which covers bursts
-//!   faster than the estimate;
+//!   wake per half-filled ring, counted in `Stats::doorbells`);
+//! - **the batch is due**: the oldest span it may hold, collected or still
+//!   in a ring, reaches `flush_interval` (spans still in a ring arrived
+//!   after this pass began, so an idle flusher wakes once per interval, and
+//!   delivers at once whatever it then finds);
 //! - a `flush` or `shutdown` call, which wakes it directly.
 //!
 //! A pass that found a ring at least half full goes round again at once.
-//! So at a steady load the flusher wakes about once per `max_batch_size`
-//! spans (or once per `flush_interval` if that is sooner), never spins and
-//! never sleeps a fixed short time; idle, it wakes once per
-//! `flush_interval` and finds nothing (`Stats::flusher_wakeups` counts the
-//! wakes). Before the doorbell existed it polled every 50 µs while spans
-//! arrived: ~20,000 wakes a second at any load, which a server with no
-//! spare core paid for (docs/benchmarks.md, "In a server").
+//! So a busy thread costs the flusher one wake per half ring of spans
+//! (4,096 with the default 8,192), however fast it goes, and spans from
+//! threads too slow to fill half a ring within `flush_interval` are picked
+//! up once per interval: the flusher never spins and never sleeps a fixed
+//! short time (`Stats::flusher_wakeups` counts its wakes). Doorbell rather
+//! than timer: on this project's 2-core VM a thread woken by its own timer
+//! was charged 40–140 µs of CPU per wake, one woken by `unpark` 3.4 µs
+//! (docs/benchmarks.md, "What a wake costs"). Before the doorbell the
+//! flusher polled every 50 µs while spans arrived: ~20,000 timer wakes a
+//! second, which a server with no spare core paid for.
 
 use crate::local::FlusherSlot;
 use crate::record::SpanRecord;
@@ -32,7 +31,7 @@ use crate::recorder::{Batch, Recorder, RecorderError};
 use crate::sync::Arc;
 use crate::tracer::Shared;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -84,8 +83,6 @@ struct Flusher {
 struct Pass {
     /// Spans moved into the batch (rings and late list).
     moved: usize,
-    /// Most spans moved from one ring.
-    busiest: usize,
     /// Some ring held at least half its capacity.
     pressed: bool,
 }
@@ -120,41 +117,20 @@ impl Flusher {
                 self.flush_done = flush_wanted;
                 self.shared.control.complete(flush_wanted);
             }
-            let slept = pass_start.saturating_duration_since(self.last_pass);
             self.last_pass = pass_start;
             if pass.pressed {
                 continue;
             }
-            let wake_at = self.wake_at(&pass, slept, pass_start);
-            self.sleep_until(wake_at);
+            self.sleep_until(self.wake_at(pass_start));
         }
     }
 
-    /// When to pass again, by need (see the module docs): the batch's due
-    /// time, or sooner when the rates of the pass just made (`pass`, which
-    /// collected what arrived in `slept`) say a batch will be full or the
-    /// busiest ring half full.
-    fn wake_at(&self, pass: &Pass, slept: Duration, now: Instant) -> Instant {
-        let config = &self.shared.config;
-        // Bounded staleness: what is in the batch is due `flush_interval`
-        // after `batch_since`; what is still in a ring arrived after `now`.
-        let due = self.batch_since.unwrap_or(now) + config.flush_interval;
-        let secs = slept.as_secs_f64();
-        if pass.moved == 0 || secs <= 0.0 {
-            return due;
-        }
-        let rate = pass.moved as f64 / secs;
-        let busiest_rate = pass.busiest.max(1) as f64 / secs;
-        let batch_room = config
-            .max_batch_size
-            .saturating_sub(self.batch.len())
-            .max(1);
-        let half = config.ring_capacity.div_ceil(2);
-        let by_need = (batch_room as f64 / rate).min(half as f64 / busiest_rate);
-        // `by_need` is finite and positive (both rates are); a sleep too
-        // long for `Duration` is capped by `due` anyway.
-        let by_need = Duration::try_from_secs_f64(by_need).unwrap_or(config.flush_interval);
-        due.min(now + by_need)
+    /// When to pass again unless a doorbell rings first: when the batch
+    /// is due. What is in the batch is due `flush_interval` after
+    /// `batch_since`; what is still in a ring arrived after `now` (this
+    /// pass's start), so it is due by `now + flush_interval`.
+    fn wake_at(&self, now: Instant) -> Instant {
+        self.batch_since.unwrap_or(now) + self.shared.config.flush_interval
     }
 
     /// Parks until `wake_at`, a doorbell, or a flush or shutdown request,
@@ -190,7 +166,6 @@ impl Flusher {
             self.index_homes();
         }
         let mut moved = 0;
-        let mut busiest = 0;
         let mut pressed = false;
         let half = self.shared.config.ring_capacity.div_ceil(2);
         while let Some(record) = self.late.pop() {
@@ -229,14 +204,9 @@ impl Flusher {
                 .ring_high_water
                 .raise_to(n as u64);
             moved += n;
-            busiest = busiest.max(n);
             pressed |= n >= half;
         }
-        Pass {
-            moved,
-            busiest,
-            pressed,
-        }
+        Pass { moved, pressed }
     }
 
     fn index_homes(&mut self) {

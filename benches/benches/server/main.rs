@@ -1,0 +1,269 @@
+//! `server/*`: what a tracer costs a real server on a machine with no spare
+//! core. A hyper HTTP/1.1 server on a current-thread tokio runtime (its own
+//! process, this binary re-executed) answers `GET /machines`: it joins the
+//! caller's `traceparent`, does ~7 µs of work, and records a server span
+//! and two child spans with two tags each — untraced, with spanrec (the
+//! `TraceLayer` and the plain API), the OpenTelemetry SDK
+//! (`BatchSpanProcessor`) and fastrace, every backend counting what it
+//! receives. The load comes from this process (`load.rs`): 8 connections
+//! in a closed loop for capacity, then an open loop at 50 % and 90 % of the
+//! untraced capacity for latency, measured from each request's scheduled
+//! send time (no coordinated omission).
+//!
+//! Printed per tracer, and saved for `ci/bench-table.py` under
+//! `target/spanrec-cpu/server/`: requests/s at saturation (median of 3
+//! interleaved rounds), p50/p99/p99.9 at each fixed rate, the CPU of every
+//! server thread, spans created vs received.
+//!
+//! `cargo bench -p spanrec-benches --bench server`. Targets (issue 12):
+//! spanrec loses ≤ 5 % capacity against untraced and adds ≤ 5 % to p99 at
+//! 90 % load, with 0 spans lost; its capacity loss ≤ 0.3× OpenTelemetry's.
+
+mod load;
+mod serve;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The tracers compared, in the order they run.
+const VARIANTS: [&str; 5] = [
+    "untraced",
+    "spanrec_layer",
+    "spanrec_api",
+    "otel",
+    "fastrace",
+];
+const ROUNDS: usize = 5;
+const SATURATION: Duration = Duration::from_secs(2);
+const FIXED_RATE: Duration = Duration::from_secs(3);
+
+/// One server process.
+struct Server {
+    variant: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(variant: &'static str, work: u64) -> Server {
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .arg(format!("server-child={variant}"))
+            .arg(format!("work={work}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped"))
+            .read_line(&mut line)
+            .expect("the server prints its port");
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from {variant}: {line:?}"));
+        let server = Server {
+            variant,
+            child,
+            port,
+        };
+        server.pause();
+        server
+    }
+
+    /// Stops the process (SIGSTOP) so that it takes no CPU while another
+    /// one is measured; `resume` continues it.
+    fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// `(thread name, ns on CPU)` of each of the server's threads.
+    fn threads_cpu(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let task = format!("/proc/{}/task", self.child.id());
+        for entry in std::fs::read_dir(task).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let ns = std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            out.push((name.trim().to_owned(), ns));
+        }
+        out.sort();
+        out
+    }
+
+    /// Closes its stdin: it flushes its tracer and prints
+    /// `spans created C received R`.
+    fn finish(mut self) -> (u64, u64) {
+        self.resume();
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        let _ =
+            std::io::Read::read_to_string(self.child.stdout.as_mut().expect("piped"), &mut rest);
+        let _ = self.child.wait();
+        let numbers: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match numbers[..] {
+            [created, received] => (created, received),
+            _ => panic!("{}: unexpected summary {rest:?}", self.variant),
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Per-thread CPU between two readings, as "name=ms" pairs.
+fn cpu_delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(name, ns)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, b)| *b);
+            (name.clone(), ns.saturating_sub(was))
+        })
+        .filter(|(_, ns)| *ns > 0)
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(variant) = args.iter().find_map(|a| a.strip_prefix("server-child=")) {
+        let iterations = args
+            .iter()
+            .find_map(|a| a.strip_prefix("work=")?.parse().ok())
+            .expect("work=N");
+        serve::run(variant, iterations);
+        return;
+    }
+    // One calibration for every server, so they all do the same work.
+    let iterations = serve::calibrate();
+    // `SERVER_VARIANTS=untraced,spanrec_api` runs a subset (untraced is
+    // always first: the others are measured against it).
+    let only = std::env::var("SERVER_VARIANTS").unwrap_or_default();
+    let variants: Vec<&'static str> = VARIANTS
+        .into_iter()
+        .filter(|v| *v == "untraced" || only.is_empty() || only.split(',').any(|o| o == *v))
+        .collect();
+    let rounds = std::env::var("SERVER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    let servers: Vec<Server> = variants
+        .iter()
+        .map(|v| Server::start(v, iterations))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // Capacity: closed loop, rounds interleaved so drift hits all alike.
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for (i, server) in servers.iter().enumerate() {
+            server.resume();
+            if round == 0 {
+                runtime.block_on(load::closed_loop(server.port, Duration::from_millis(500)));
+            }
+            let before = server.threads_cpu();
+            let done = runtime.block_on(load::closed_loop(server.port, SATURATION));
+            let after = server.threads_cpu();
+            server.pause();
+            rps[i].push(done as f64 / SATURATION.as_secs_f64());
+            if round == rounds - 1 {
+                cpu[i] = cpu_delta(&before, &after);
+            }
+        }
+    }
+    let capacity: Vec<f64> = rps.iter().map(|r| median(r.clone())).collect();
+    let untraced = capacity[0];
+
+    // Latency at fixed rates of the untraced capacity.
+    let mut latency = vec![Vec::new(); servers.len()];
+    for fraction in [0.5, 0.9] {
+        let rate = untraced * fraction;
+        for (i, server) in servers.iter().enumerate() {
+            server.resume();
+            let h = load::open_loop(server.port, rate, FIXED_RATE);
+            server.pause();
+            latency[i].push((fraction, h));
+        }
+    }
+
+    let out_dir = spanrec_benches::cpu::target_dir()
+        .join("spanrec-cpu")
+        .join("server");
+    let _ = std::fs::create_dir_all(&out_dir);
+    for (i, server) in servers.into_iter().enumerate() {
+        let variant = server.variant;
+        let (created, received) = server.finish();
+        let threads: Vec<String> = cpu[i]
+            .iter()
+            .map(|(n, ns)| format!("{n} {:.0} ms", *ns as f64 / 1e6))
+            .collect();
+        println!(
+            "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % vs untraced; \
+             CPU in the last {:.0} s saturation run: {}; spans created {created} received {received} lost {}",
+            capacity[i],
+            rps[i].iter().map(|r| r.round() as u64).collect::<Vec<_>>(),
+            (capacity[i] / untraced - 1.0) * 100.0,
+            SATURATION.as_secs_f64(),
+            threads.join(", "),
+            created.saturating_sub(received),
+        );
+        let mut json = format!(
+            "{{\"rps\": {:.1}, \"created\": {created}, \"received\": {received}",
+            capacity[i]
+        );
+        for (fraction, h) in &latency[i] {
+            let pct = (fraction * 100.0) as u32;
+            println!(
+                "server/{variant}/at_{pct}pct: {:.0} requests/s offered, {} completed, \
+                 p50 {} µs p99 {} µs p99.9 {} µs",
+                untraced * fraction,
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999)
+            );
+            json.push_str(&format!(
+                ", \"p50_at_{pct}\": {}, \"p99_at_{pct}\": {}, \"p999_at_{pct}\": {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999)
+            ));
+        }
+        let background: u64 = cpu[i]
+            .iter()
+            .filter(|(n, _)| !n.starts_with("server"))
+            .map(|(_, ns)| ns)
+            .sum();
+        json.push_str(&format!(
+            ", \"background_ns\": {background}, \"seconds\": {}}}\n",
+            SATURATION.as_secs_f64()
+        ));
+        let _ = std::fs::File::create(out_dir.join(format!("{variant}.json")))
+            .and_then(|mut f| f.write_all(json.as_bytes()));
+    }
+}

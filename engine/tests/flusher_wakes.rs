@@ -1,0 +1,146 @@
+//! When the flusher runs (issue 12): its wakes grow with spans delivered,
+//! not with time; a ring past half wakes it (at most once per half-fill);
+//! nothing waits longer than `flush_interval` without a `flush` call; the
+//! lossless `Block` policy stays lossless. Bounds here are counts, with
+//! slack for a loaded machine, never speed targets.
+
+use spanrec::{NullRecorder, OverflowPolicy, Tracer};
+use std::time::{Duration, Instant};
+
+fn tracer(ring: usize, interval: Duration, overflow: OverflowPolicy) -> (Tracer, NullRecorder) {
+    let recorder = NullRecorder::new();
+    let tracer = Tracer::builder()
+        .ring_capacity(ring)
+        .max_batch_size(ring)
+        .flush_interval(interval)
+        .overflow(overflow)
+        .recorder(recorder.clone())
+        .build()
+        .expect("valid configuration");
+    (tracer, recorder)
+}
+
+/// Waits (polling the recorder, never calling `flush`) until it holds
+/// `n` spans; how long that took.
+fn arrival(recorder: &NullRecorder, n: u64, give_up: Duration) -> Option<Duration> {
+    let began = Instant::now();
+    while began.elapsed() < give_up {
+        if recorder.received() >= n {
+            return Some(began.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn idle_flusher_wakes_about_once_per_interval() {
+    let (tracer, _recorder) = tracer(1024, Duration::from_millis(50), OverflowPolicy::DropNewest);
+    // Registered threads, then nothing.
+    for _ in 0..4 {
+        let t = tracer.clone();
+        std::thread::spawn(move || t.start_span("warm-up").finish())
+            .join()
+            .unwrap();
+    }
+    tracer
+        .flush(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let before = tracer.stats().flusher_wakeups;
+    std::thread::sleep(Duration::from_millis(500));
+    let wakes = tracer.stats().flusher_wakeups - before;
+    // 500 ms / 50 ms = 10 timer wakes; a polling flusher made thousands.
+    assert!(wakes <= 20, "{wakes} wakeups in 500 ms with nothing to do");
+}
+
+#[test]
+fn a_trickle_is_delivered_within_the_flush_interval_without_flush() {
+    let interval = Duration::from_millis(100);
+    let (tracer, recorder) = tracer(1024, interval, OverflowPolicy::DropNewest);
+    let wakes_before = tracer.stats().flusher_wakeups;
+    for i in 1..=5u64 {
+        tracer.start_span("trickle").finish();
+        // Far below half a ring: no doorbell; the flusher's own deadline
+        // must bring it (one interval, plus scheduling slack).
+        let took = arrival(&recorder, i, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("span {i} not delivered without flush"));
+        assert!(
+            took < interval * 20,
+            "span {i} took {took:?} (interval {interval:?})"
+        );
+    }
+    let s = tracer.stats();
+    assert_eq!(s.doorbells, 0, "a trickle never rings");
+    assert!(s.flusher_wakeups > wakes_before);
+}
+
+#[test]
+fn a_fast_thread_rings_at_most_once_per_half_ring_and_loses_nothing_with_block() {
+    const RING: usize = 256;
+    const SPANS: u64 = 200_000;
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    // An interval far longer than the test: only doorbells move spans.
+    let (tracer, recorder) = tracer(RING, Duration::from_secs(3600), block);
+    let t = tracer.clone();
+    std::thread::spawn(move || {
+        for _ in 0..SPANS {
+            t.start_span("fast").finish();
+        }
+    })
+    .join()
+    .unwrap();
+    // Without a flush call, all arrives but what is left in the ring (at
+    // most half: more would have rung) and in the flusher's unfinished
+    // batch (less than `max_batch_size`), both due only in an hour.
+    let bulk = SPANS - RING as u64 / 2 - RING as u64;
+    assert!(
+        arrival(&recorder, bulk, Duration::from_secs(30)).is_some(),
+        "the doorbell did not keep the flusher going: {} of {SPANS}",
+        recorder.received()
+    );
+    tracer
+        .flush(Instant::now() + Duration::from_secs(30))
+        .unwrap();
+    let s = tracer.stats();
+    assert_eq!(s.finished, SPANS);
+    assert_eq!(s.recorded, SPANS, "Block loses nothing: {s:?}");
+    assert_eq!(s.dropped.total(), 0);
+    let half_rings = SPANS / (RING as u64 / 2);
+    assert!(
+        s.doorbells <= half_rings,
+        "{} doorbells for {half_rings} half rings",
+        s.doorbells
+    );
+    assert!(s.doorbells > 0, "a thread filling its ring must ring");
+}
+
+#[test]
+fn many_threads_past_half_all_get_drained() {
+    const RING: usize = 64;
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let (tracer, recorder) = tracer(RING, Duration::from_secs(3600), block);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let t = tracer.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    t.start_span("burst").finish();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    tracer
+        .flush(Instant::now() + Duration::from_secs(30))
+        .unwrap();
+    let s = tracer.stats();
+    assert_eq!(s.recorded, 160_000, "{s:?}");
+    assert_eq!(recorder.received(), 160_000);
+    assert_eq!(s.recorded + s.dropped.total(), s.finished);
+}
