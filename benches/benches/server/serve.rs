@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 type Reply = Response<Full<Bytes>>;
 
+/// What a traced server leaves for the end: flush its tracer, then count
+/// what its backend received.
+type Backend = (Box<dyn FnOnce()>, Arc<dyn Fn() -> u64>);
+
 /// Spans created by the handlers (server + two children per request).
 static CREATED: AtomicU64 = AtomicU64::new(0);
 
@@ -56,7 +60,7 @@ pub fn run(variant: &str, iterations: u64) {
             .expect("bind");
         println!("port {}", listener.local_addr().expect("addr").port());
         let _ = std::io::stdout().flush();
-        let (finish, received): (Box<dyn FnOnce()>, Arc<dyn Fn() -> u64>) = match variant {
+        let (finish, received): Backend = match variant {
             "untraced" => {
                 serve(listener, move |_r| async move {
                     work(iterations);
@@ -229,7 +233,7 @@ mod otel {
     pub fn serve(
         listener: tokio::net::TcpListener,
         iterations: u64,
-    ) -> (Box<dyn FnOnce()>, Arc<dyn Fn() -> u64>) {
+    ) -> Backend {
         let received = Arc::new(AtomicU64::new(0));
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(Counting(received.clone()))
@@ -285,7 +289,7 @@ mod fastrace_peer {
     pub fn serve(
         listener: tokio::net::TcpListener,
         iterations: u64,
-    ) -> (Box<dyn FnOnce()>, Arc<dyn Fn() -> u64>) {
+    ) -> Backend {
         let received = Arc::new(AtomicU64::new(0));
         fastrace::set_reporter(
             Counting(received.clone()),
