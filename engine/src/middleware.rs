@@ -69,9 +69,17 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let method = request.method().as_str().to_owned();
-        let mut span = self.tracer.join_or_start(method.clone(), request.headers());
-        span.set_tag("http.method", method);
+        let method = static_method(request.method());
+        let mut span = match method {
+            Some(m) => self.tracer.join_or_start(m, request.headers()),
+            None => self
+                .tracer
+                .join_or_start(request.method().as_str().to_owned(), request.headers()),
+        };
+        match method {
+            Some(m) => span.set_tag("http.method", crate::Value::StaticStr(m)),
+            None => span.set_tag("http.method", request.method().as_str()),
+        }
         span.set_tag("http.target", request.uri().path());
         if let Some(peer) = request.extensions().get::<SocketAddr>() {
             span.set_tag("net.peer.addr", peer.to_string());
@@ -86,6 +94,24 @@ where
             span: Some(span),
         }
     }
+}
+
+/// The standard methods as `'static` strings: the span's name and tag
+/// then need no copy (the request path stays cheap: no allocation).
+fn static_method(method: &http::Method) -> Option<&'static str> {
+    use http::Method;
+    Some(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return None,
+    })
 }
 
 pin_project_lite::pin_project! {

@@ -11,8 +11,9 @@
 //! send time (no coordinated omission).
 //!
 //! Printed per tracer, and saved for `ci/bench-table.py` under
-//! `target/spanrec-cpu/server/`: requests/s at saturation (median of 3
-//! interleaved rounds), p50/p99/p99.9 at each fixed rate, the CPU of every
+//! `target/spanrec-cpu/server/`: requests/s at saturation (5 interleaved
+//! rounds; the capacity change is the median of each round's ratio to
+//! untraced), p50/p99/p99.9 at each fixed rate, the CPU of every
 //! server thread, spans created vs received.
 //!
 //! `cargo bench -p spanrec-benches --bench server`. Targets (issue 12):
@@ -35,7 +36,7 @@ const VARIANTS: [&str; 5] = [
     "fastrace",
 ];
 const ROUNDS: usize = 5;
-const SATURATION: Duration = Duration::from_secs(2);
+const SATURATION: Duration = Duration::from_millis(1500);
 const FIXED_RATE: Duration = Duration::from_secs(3);
 
 /// One server process.
@@ -198,6 +199,13 @@ fn main() {
     }
     let capacity: Vec<f64> = rps.iter().map(|r| median(r.clone())).collect();
     let untraced = capacity[0];
+    // Capacity relative to untraced: the median over rounds of each round's
+    // ratio (the two measured seconds apart), so that the machine's drift
+    // between rounds cancels.
+    let relative: Vec<f64> = rps
+        .iter()
+        .map(|r| median(r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect()))
+        .collect();
 
     // Latency at fixed rates of the untraced capacity.
     let mut latency = vec![Vec::new(); servers.len()];
@@ -205,7 +213,7 @@ fn main() {
         let rate = untraced * fraction;
         for (i, server) in servers.iter().enumerate() {
             server.resume();
-            let h = load::open_loop(server.port, rate, FIXED_RATE);
+            let h = runtime.block_on(load::open_loop(server.port, rate, FIXED_RATE));
             server.pause();
             latency[i].push((fraction, h));
         }
@@ -223,18 +231,19 @@ fn main() {
             .map(|(n, ns)| format!("{n} {:.0} ms", *ns as f64 / 1e6))
             .collect();
         println!(
-            "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % vs untraced; \
-             CPU in the last {:.0} s saturation run: {}; spans created {created} received {received} lost {}",
+            "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % vs untraced \
+             (median of per-round ratios); CPU in the last {:.1} s saturation run: {}; \
+             spans created {created} received {received} lost {}",
             capacity[i],
             rps[i].iter().map(|r| r.round() as u64).collect::<Vec<_>>(),
-            (capacity[i] / untraced - 1.0) * 100.0,
+            (relative[i] - 1.0) * 100.0,
             SATURATION.as_secs_f64(),
             threads.join(", "),
             created.saturating_sub(received),
         );
         let mut json = format!(
-            "{{\"rps\": {:.1}, \"created\": {created}, \"received\": {received}",
-            capacity[i]
+            "{{\"rps\": {:.1}, \"relative\": {:.4}, \"created\": {created}, \"received\": {received}",
+            capacity[i], relative[i]
         );
         for (fraction, h) in &latency[i] {
             let pct = (fraction * 100.0) as u32;
