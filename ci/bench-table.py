@@ -65,3 +65,104 @@ for op in ["inject", "extract"]:
     a, b = median("propagation", f"w3c_{op}"), median("propagation", f"otel_w3c_{op}")
     if a and b:
         print(f"  w3c_{op} / otel_w3c_{op}: {a / b:.2f}x")
+
+# --- whole-process cost (issue 12): every thread the library runs ---------
+cpu_root = root.parent / "spanrec-cpu"
+
+
+def cpu(group, bench_id):
+    path = cpu_root / group / (bench_id.replace("/", "_") + ".json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def totals(group, ids, per_iteration_spans=1):
+    """Per delivered span: (request-thread ns, background ns, total ns)."""
+    out = {}
+    for i in ids:
+        c = cpu(group, i)
+        if not c or not c["delivered"]:
+            continue
+        if c.get("request_ns") is not None:
+            request = c["request_ns"] / c["delivered"]
+        else:
+            m = median(group, i)
+            if m is None:
+                continue
+            # criterion's median is per created span; spread over delivered.
+            request = m / per_iteration_spans * c["created"] / c["delivered"]
+        background = c["background_ns"] / c["delivered"]
+        out[i] = (request, background, request + background, c["created"], c["delivered"])
+    return out
+
+
+def show_totals(title, group, ids, ours, peers, per_iteration_spans=1):
+    t = totals(group, ids, per_iteration_spans)
+    print(f"\n{title}: CPU per delivered span, every thread (request + background)")
+    print(f"  {'id':34} {'request':>10} {'background':>11} {'total':>10} {'lost':>8}")
+    for i in ids:
+        if i in t:
+            r, b, tot, created, delivered = t[i]
+            lost = f"{(created - delivered) / created * 100:.1f} %" if created else "-"
+            print(f"  {i:34} {r:8.1f} ns {b:8.1f} ns {tot:7.1f} ns {lost:>8}")
+    if ours in t:
+        for peer, target in peers:
+            if peer in t:
+                print(f"    total {ours} / {peer}: {t[ours][2] / t[peer][2]:.2f}x {target}")
+
+
+show_totals(
+    "span_lifecycle", "span_lifecycle",
+    ["spanrec/root_2_tags", "spanrec/child_2_tags", "spanrec/root_log_baggage",
+     "spanrec_via_tracing/root_2_fields", "fastrace/local_2_props", "fastrace/root_2_props",
+     "otel/root_2_attrs", "tracing/root_2_fields"],
+    "spanrec/root_2_tags",
+    [("otel/root_2_attrs", "(target <= 0.5)"), ("fastrace/local_2_props", "(target <= 0.5)"),
+     ("fastrace/root_2_props", "")],
+)
+show_totals(
+    "throughput", "throughput",
+    ["spanrec/2x1M", "spanrec_block/2x1M", "fastrace/2x1M", "otel_default/2x1M",
+     "otel_large_queue/2x1M"],
+    "spanrec_block/2x1M",
+    [("otel_default/2x1M", "(target <= 0.5)"), ("otel_large_queue/2x1M", ""),
+     ("fastrace/2x1M", "(target <= 0.5)")],
+)
+tp = totals("throughput", ["spanrec_block/2x1M", "spanrec/2x1M"])
+for i, v in tp.items():
+    print(f"    {i} background {v[1]:.1f} ns per delivered span (target <= 30)")
+
+print("\nidle (flusher CPU with registered threads doing nothing):")
+for n in [2, 2000]:
+    c = cpu("idle", f"spanrec_{n}_threads")
+    if c:
+        ok = "met" if c["percent"] <= c["target"] else "MISSED"
+        print(f"  idle/spanrec/{n}_threads {c['percent']:8.3f} % of a core, {c['wakeups']} wakeups "
+              f"(target <= {c['target']} %: {ok})")
+
+print("\nserver (hyper, current-thread runtime, 3 spans per request; vs untraced in the same run):")
+base = cpu("server", "untraced")
+if base:
+    print(f"  {'tracer':14} {'req/s':>8} {'capacity':>9} {'p99@90%':>9} {'p99 chg':>8} "
+          f"{'bg CPU/span':>12} {'lost':>6}")
+    losses = {}
+    for v in ["untraced", "spanrec_layer", "spanrec_api", "otel", "fastrace"]:
+        c = cpu("server", v)
+        if not c:
+            continue
+        loss = (1 - c["relative"]) * 100
+        losses[v] = loss
+        p99 = c.get("p99_at_90")
+        change = (p99 / base["p99_at_90"] - 1) * 100 if p99 and base.get("p99_at_90") else 0
+        spans = c["received"] or 0
+        # background CPU of the last saturation run, per span of that run
+        bg = c["background_ns"] / max(1.0, c["rps"] * c["seconds"] * 3) if v != "untraced" else 0
+        lost = c["created"] - c["received"]
+        print(f"  {v:14} {c['rps']:8.0f} {-loss:+8.1f}% {p99 or 0:7d}us {change:+7.1f}% "
+              f"{bg:9.1f} ns {lost:6d}")
+    for v in ["spanrec_api", "spanrec_layer"]:
+        if v in losses and losses.get("otel"):
+            print(f"    {v}: capacity loss {losses[v]:.1f} % (target <= 5), "
+                  f"{losses[v] / losses['otel']:.2f}x OpenTelemetry's (target <= 0.3)")

@@ -3,21 +3,22 @@
 //! ring fills up.
 //!
 //! The flusher sleeps until its batch is due (`flusher.rs`); a thread that
-//! fills its ring faster wakes it. A producer whose push leaves its ring
-//! more than half full (`Producer::crossed_half`, once per drain) rings:
-//! one fence and one swap of `asleep`, and only when the flusher was asleep
-//! one `unpark` (a futex wake): at most one syscall per half-filled ring
-//! (4,096 spans with the default ring), counted in `Stats::doorbells`.
+//! fills its ring faster wakes it. A producer that finds its ring at least
+//! half full (`Producer::push_from` calls its `half_full`, once per drain,
+//! on its cold path) rings: one fence and one swap of `asleep`, and only when the
+//! flusher was asleep one `unpark` (a futex wake): at most one syscall per
+//! half-filled ring (4,096 spans with the default ring), counted in
+//! `Stats::doorbells`.
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.
 //!
 //! ```text
 //!   producer                               flusher
-//!   store ring.tail (Release, the push)    store asleep = true
+//!   store ring.tail (Release, the pushes)  swap asleep = true
 //!   fence(SeqCst)                          fence(SeqCst)
-//!   swap asleep = false                    load every ring.tail: any more
-//!                                          than half full? then don't park
+//!   swap asleep = false                    load every ring.tail: any at
+//!                                          least half full? then don't park
 //! ```
 //!
 //! The two fences are ordered one way or the other in the single total
@@ -45,7 +46,7 @@ pub struct Doorbell {
     /// flusher when it wakes, or by the one producer that wakes it.
     ///
     /// Invariant: while the flusher is parked with no wake pending, it is
-    /// `true` and no ring was more than half full at the flusher's re-check
+    /// `true` and no ring was half full at the flusher's re-check
     /// (or the producer that filled it since will see `true`).
     asleep: AtomicBool,
 }
@@ -57,7 +58,7 @@ impl Doorbell {
     }
 
     /// Flusher side, before parking: announces the sleep. The caller must
-    /// then re-check its rings (any more than half full: [`awake`](Self::awake)
+    /// then re-check its rings (any at least half full: [`awake`](Self::awake)
     /// and do not park) before it parks, as [`sleep`](Self::sleep) does.
     fn going_to_sleep(&self) {
         // ORDERING: Relaxed, ordered before the re-check's loads by the
@@ -82,7 +83,7 @@ impl Doorbell {
     }
 
     /// Flusher side: announces the sleep, re-checks with `pressed` (is any
-    /// ring more than half full?) and, unless it is, sleeps with `park` (a
+    /// ring at least half full?) and, unless it is, sleeps with `park` (a
     /// bounded park: the flusher's own deadline). Returns whether it
     /// parked.
     pub fn sleep(&self, pressed: impl FnOnce() -> bool, park: impl FnOnce()) -> bool {
@@ -101,7 +102,7 @@ impl Doorbell {
         true
     }
 
-    /// Producer side, after a push that left its ring more than half full:
+    /// Producer side, after pushes that left its ring at least half full:
     /// whether the caller must wake the flusher (it was asleep, and this
     /// caller is the one that claimed the wake).
     #[must_use]

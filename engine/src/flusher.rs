@@ -4,8 +4,8 @@
 //!
 //! Its CPU grows with the spans it delivers, not with time. After a pass
 //! it sleeps until the first of:
-//! - **a doorbell**: a request thread whose push leaves its ring more than
-//!   half full while the flusher sleeps wakes it (`doorbell.rs`: at most one
+//! - **a doorbell**: a request thread that finds its ring half full while
+//!   the flusher sleeps wakes it (`doorbell.rs`: at most one
 //!   wake per half-filled ring, counted in `Stats::doorbells`);
 //! - **the batch is due**: the oldest span it may hold, collected or still
 //!   in a ring, reaches `flush_interval` (spans still in a ring arrived
@@ -134,13 +134,13 @@ impl Flusher {
     }
 
     /// Parks until `wake_at`, a doorbell, or a flush or shutdown request,
-    /// unless a ring is more than half full (or a new thread registered)
+    /// unless a ring is at least half full (or a new thread registered)
     /// once the doorbell is armed: `Doorbell::sleep`'s re-check.
     fn sleep_until(&mut self, wake_at: Instant) {
         let shared = &self.shared;
         let slots = &mut self.slots;
         let parked = shared.doorbell.sleep(
-            || slots.iter_mut().any(|s| s.inner.receiver.pressed()) || shared.has_new_work(),
+            || slots.iter_mut().any(|s| s.inner.receiver.half_full()) || shared.has_new_work(),
             || {
                 let now = Instant::now();
                 if wake_at > now {

@@ -112,46 +112,19 @@ pub struct Producer<T> {
     tail: usize,
     /// A possibly stale copy of `ring.head`; never ahead of the real one.
     cached_head: usize,
-    /// Half the capacity: above this many values the ring is "pressed".
+    /// Half the capacity: from this many values on the ring is half full.
     half: usize,
-    /// The `head` at which [`crossed_half`](Self::crossed_half) last
-    /// returned `true`. Invariant: it returns `true` at most once per value
-    /// of `head`, i.e. at most once between two drains by the consumer.
+    /// The `head` at which `push_from` last called its `half_full`.
+    /// Invariant: it calls it at most once per value of `head`, i.e. at
+    /// most once between two drains by the consumer.
     reported_at: usize,
 }
 
 impl<T> Producer<T> {
-    /// After a push: whether the ring now holds more than half its
-    /// capacity, reported once per consumer drain (the doorbell's trigger:
-    /// at most one wake per half-fill). Reads only the producer's own
-    /// fields until the cached view says "more than half", then refreshes
-    /// the consumer's index once.
-    #[inline(always)]
-    pub fn crossed_half(&mut self) -> bool {
-        if self.tail.wrapping_sub(self.cached_head) <= self.half {
-            return false;
-        }
-        self.crossed_half_refreshed()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn crossed_half_refreshed(&mut self) -> bool {
-        // ORDERING: Acquire, as in `has_room` (pairs with `publish_head`).
-        self.cached_head = self.ring.head.load(Ordering::Acquire);
-        if self.tail.wrapping_sub(self.cached_head) <= self.half
-            || self.cached_head == self.reported_at
-        {
-            return false;
-        }
-        self.reported_at = self.cached_head;
-        true
-    }
-
     /// Appends `value`, or hands it back if the ring is really full.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
-        if !self.has_room() {
+        if !self.has_room(|| {}) {
             return Err(Full(value));
         }
         self.write_and_publish(value);
@@ -161,9 +134,16 @@ impl<T> Producer<T> {
     /// Moves the value out of `value` into the ring, unless it is really
     /// full (then `value` is left as it was and `false` returned). Lets a
     /// caller holding a large value in place hand it over with one copy.
-    #[inline]
-    pub fn push_from(&mut self, value: &mut Option<T>) -> bool {
-        if !self.has_room() {
+    ///
+    /// Calls `half_full` (before the push) when the ring holds at least
+    /// half its capacity, once per drain by the consumer: the doorbell's
+    /// trigger, at most one call per half-fill. The values that filled it
+    /// were published before the call, which is what the doorbell's fence
+    /// needs; the call is on the cold path, so the fast path pays nothing
+    /// for it.
+    #[inline(always)]
+    pub fn push_from(&mut self, value: &mut Option<T>, half_full: impl FnOnce()) -> bool {
+        if !self.has_room(half_full) {
             return false;
         }
         let Some(v) = value.as_ref() else {
@@ -184,25 +164,38 @@ impl<T> Producer<T> {
         true
     }
 
-    /// Whether the slot at `tail` is free.
+    /// Whether the slot at `tail` is free. The fast path reads only our
+    /// own fields: the cached `head` is never ahead of the real one, so a
+    /// cached fill below half means a real one too; only past that is the
+    /// consumer's index refreshed (about once per half ring while the
+    /// consumer keeps up), and `half_full` called if the real fill is at
+    /// least half (once per value of `head`).
     #[inline(always)]
-    fn has_room(&mut self) -> bool {
-        if self.tail.wrapping_sub(self.cached_head) > self.ring.mask {
-            // Possibly full: refresh the consumer's index.
-            // ORDERING: Acquire pairs with the consumer's Release store of
-            // `head` in `pop`, so its read of the slot we are about to reuse
-            // happened before our write to it.
-            self.cached_head = self.ring.head.load(Ordering::Acquire);
-            if self.tail.wrapping_sub(self.cached_head) > self.ring.mask {
-                return false;
-            }
+    fn has_room(&mut self, half_full: impl FnOnce()) -> bool {
+        if self.tail.wrapping_sub(self.cached_head) < self.half {
+            return true;
         }
-        true
+        self.has_room_refreshed(half_full)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
+        // ORDERING: Acquire pairs with the consumer's Release store of
+        // `head` in `publish_head`, so its read of the slot we are about to
+        // reuse happened before our write to it.
+        self.cached_head = self.ring.head.load(Ordering::Acquire);
+        let fill = self.tail.wrapping_sub(self.cached_head);
+        if fill >= self.half && self.cached_head != self.reported_at {
+            self.reported_at = self.cached_head;
+            half_full();
+        }
+        fill <= self.ring.mask
     }
 
     /// Writes the slot at `tail` and publishes it.
     ///
-    /// Precondition: `has_room()` returned true since the last publish.
+    /// Precondition: `has_room` returned true since the last publish.
     #[inline(always)]
     fn write_and_publish(&mut self, value: T) {
         self.ring.slot(self.tail).with_mut(|slot| {
@@ -303,22 +296,23 @@ impl<T> Consumer<T> {
         n
     }
 
-    /// Whether the ring holds more than half its capacity now (a fresh read
-    /// of the producer's index): the flusher's re-check before it sleeps.
+    /// Whether the ring holds at least half its capacity now (a fresh read
+    /// of the producer's index): the flusher's re-check before it sleeps,
+    /// the same threshold as the producer's `half_full`.
     #[inline]
-    pub fn more_than_half_full(&mut self) -> bool {
+    pub fn half_full(&mut self) -> bool {
         // ORDERING: Acquire pairs with the producer's Release store of
         // `tail` (like `pop`); under the doorbell protocol this load follows
         // the flusher's SeqCst fence (see `doorbell.rs`).
         self.cached_tail = self.ring.tail.load(Ordering::Acquire);
-        self.cached_tail.wrapping_sub(self.head) > (self.ring.mask + 1) >> 1
+        self.cached_tail.wrapping_sub(self.head) >= (self.ring.mask + 1) >> 1
     }
 
     /// Publishes `head`: the slots before it are free for the producer.
     #[inline(always)]
     fn publish_head(&mut self) {
         // ORDERING: Release pairs with the producer's Acquire load of `head`
-        // in `has_room`: our reads of the slots happen before its next
+        // in `has_room_refreshed`: our reads of the slots happen before its next
         // writes to them.
         #[cfg(not(spanrec_loom_mutant = "ring_release_relaxed"))]
         self.ring.head.store(self.head, Ordering::Release);

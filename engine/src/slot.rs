@@ -96,7 +96,7 @@ impl<T, R> SlotSender<T, R> {
     #[inline]
     pub fn send(&mut self, value: T) -> Result<(), Refused<T>> {
         let mut value = Some(value);
-        match self.send_from(&mut value) {
+        match self.send_from(&mut value, || {}) {
             Ok(()) => Ok(()),
             Err(refused) => match (refused, value) {
                 (Refused::Full(()), Some(v)) => Err(Refused::Full(v)),
@@ -109,9 +109,15 @@ impl<T, R> SlotSender<T, R> {
 
     /// [`send`](Self::send) for a value held in place: on success the value
     /// is moved out of `value` with one copy; when refused, `value` is left
-    /// as it was (the production path: spans finish this way).
-    #[inline]
-    pub fn send_from(&mut self, value: &mut Option<T>) -> Result<(), Refused<()>> {
+    /// as it was (the production path: spans finish this way). Calls
+    /// `half_full` when the ring is at least half full, once per drain
+    /// (`Producer::push_from`): the moment to ring the flusher's doorbell.
+    #[inline(always)]
+    pub fn send_from(
+        &mut self,
+        value: &mut Option<T>,
+        half_full: impl FnOnce(),
+    ) -> Result<(), Refused<()>> {
         // ORDERING: Relaxed: a stale `false` lets the value into the ring
         // after the receiver's final drain; the receiver drains closed slots
         // again when counting (see the module docs), so either outcome is
@@ -127,19 +133,11 @@ impl<T, R> SlotSender<T, R> {
             #[cfg(not(spanrec_loom_mutant = "close_drops_silently"))]
             return Err(Refused::Closed(()));
         }
-        if self.spans.push_from(value) {
+        if self.spans.push_from(value, half_full) {
             Ok(())
         } else {
             Err(Refused::Full(()))
         }
-    }
-
-    /// After a send: whether the ring to the receiver is now more than half
-    /// full, once per drain (see `Producer::crossed_half`): the moment to
-    /// ring the flusher's doorbell.
-    #[inline(always)]
-    pub fn crossed_half(&mut self) -> bool {
-        self.spans.crossed_half()
     }
 
     /// A value the receiver gave back, if any.
@@ -190,10 +188,10 @@ impl<T, R> SlotReceiver<T, R> {
         drained
     }
 
-    /// Whether the ring holds more than half its capacity now (the
+    /// Whether the ring holds at least half its capacity now (the
     /// flusher's re-check before it sleeps, see `doorbell.rs`).
-    pub fn pressed(&mut self) -> bool {
-        self.spans.more_than_half_full()
+    pub fn half_full(&mut self) -> bool {
+        self.spans.half_full()
     }
 
     /// Gives a value back to the sender's thread; hands it back if the

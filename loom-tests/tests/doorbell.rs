@@ -22,7 +22,7 @@ use common::model;
 
 /// The flusher's loop reduced to the sleep protocol: drain, stop once the
 /// producer is done and everything arrived, else sleep through
-/// `Doorbell::sleep` (re-check: a ring more than half full, or the
+/// `Doorbell::sleep` (re-check: a ring at least half full, or the
 /// producer's `done` flag).
 fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: u32) -> Vec<u32> {
     let mut got = Vec::new();
@@ -39,15 +39,15 @@ fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: 
             }
         }
         bell.sleep(
-            || rx.more_than_half_full() || done.load(Ordering::Acquire),
+            || rx.half_full() || done.load(Ordering::Acquire),
             thread::park,
         );
     }
 }
 
 /// A producer fills a ring of 2 (so every push that finds the other value
-/// still there crosses half) while the flusher drains and sleeps; it rings
-/// on every crossing, as `LocalSlot::finish_sampled` does, and finally
+/// still there finds it half full) while the flusher drains and sleeps; it
+/// rings each time, as `LocalSlot::finish_sampled` does, and finally
 /// signals `done` through the same doorbell. Whatever the interleaving,
 /// every value arrives in order and the flusher is never left parked.
 #[test]
@@ -63,20 +63,15 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
         };
         let flusher_thread = f.thread().clone();
         for v in 0..N {
-            let mut value = v;
-            loop {
-                match tx.push(value) {
-                    Ok(()) => break,
-                    // Full: the doorbell rang when it crossed half, so
-                    // the flusher will drain; wait for it.
-                    Err(spanrec::ring::Full(back)) => {
-                        value = back;
-                        thread::yield_now();
-                    }
+            let mut value = Some(v);
+            // As `LocalSlot::finish_sampled` does: ring when the ring is
+            // found half full; a full ring waits for the flusher.
+            while !tx.push_from(&mut value, || {
+                if bell.ring() {
+                    flusher_thread.unpark();
                 }
-            }
-            if tx.crossed_half() && bell.ring() {
-                flusher_thread.unpark();
+            }) {
+                thread::yield_now();
             }
         }
         // ORDERING: Release pairs with the flusher's Acquire loads.
@@ -88,18 +83,20 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
     });
 }
 
-/// `crossed_half` reports once per drain: a producer that keeps pushing
-/// into a ring the consumer does not drain rings once, not per push.
+/// `push_from` calls `half_full` once per drain: a producer that keeps
+/// pushing into a ring the consumer does not drain rings once, not per
+/// push.
 #[test]
-fn crossing_half_is_reported_once_per_drain() {
+fn half_full_is_reported_once_per_drain() {
     model("doorbell_once_per_drain", || {
         let (mut tx, mut rx) = ring::<u32>(4);
-        let mut reports = 0;
-        for v in 0..4 {
-            tx.push(v).unwrap();
-            reports += u32::from(tx.crossed_half());
-        }
-        assert_eq!(reports, 1, "3 and 4 of 4 are past half: one report");
+        let push = |tx: &mut spanrec::ring::Producer<u32>, v| {
+            let mut rang = 0;
+            assert!(tx.push_from(&mut Some(v), || rang += 1));
+            rang
+        };
+        let reports: u32 = (0..4).map(|v| push(&mut tx, v)).sum();
+        assert_eq!(reports, 1, "pushes 3 and 4 find 2 and 3 of 4: one report");
         let t = thread::spawn(move || {
             let mut got = Vec::new();
             while got.len() < 2 {
@@ -112,13 +109,9 @@ fn crossing_half_is_reported_once_per_drain() {
             got
         });
         assert_eq!(t.join().unwrap(), vec![0, 1]);
-        // Two drained: head moved, two left (not past half); two more
-        // pushes make four again: one new report.
-        let mut again = 0;
-        for v in 4..6 {
-            tx.push(v).unwrap();
-            again += u32::from(tx.crossed_half());
-        }
+        // Two drained: head moved, two left (half); the next push finds
+        // the ring half full under a new head: one new report.
+        let again: u32 = (4..6).map(|v| push(&mut tx, v)).sum();
         assert_eq!(again, 1);
     });
 }

@@ -114,7 +114,11 @@ pub async fn open_loop(port: u16, rate: f64, duration: Duration) -> Histogram<u6
                 let scheduled = start + offset + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(scheduled).await;
                 let sent = Instant::now();
-                let from = if previous_done > scheduled { scheduled } else { sent };
+                let from = if previous_done > scheduled {
+                    scheduled
+                } else {
+                    sent
+                };
                 c.round_trip().await;
                 previous_done = Instant::now();
                 let us = previous_done.duration_since(from).as_micros() as u64;

@@ -230,10 +230,7 @@ mod otel {
         }
     }
 
-    pub fn serve(
-        listener: tokio::net::TcpListener,
-        iterations: u64,
-    ) -> Backend {
+    pub fn serve(listener: tokio::net::TcpListener, iterations: u64) -> Backend {
         let received = Arc::new(AtomicU64::new(0));
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(Counting(received.clone()))
@@ -286,10 +283,7 @@ mod fastrace_peer {
         }
     }
 
-    pub fn serve(
-        listener: tokio::net::TcpListener,
-        iterations: u64,
-    ) -> Backend {
+    pub fn serve(listener: tokio::net::TcpListener, iterations: u64) -> Backend {
         let received = Arc::new(AtomicU64::new(0));
         fastrace::set_reporter(
             Counting(received.clone()),
