@@ -142,3 +142,25 @@ fn clients_inject_the_entered_span() {
         format!("00-{:032x}-{:016x}-01", span.trace_id(), span.span_id())
     );
 }
+
+#[test]
+fn every_method_names_its_span_standard_or_not() {
+    for method in ["GET", "POST", "DELETE", "PATCH", "PURGE", "MKCOL"] {
+        let (tracer, recorder) = setup();
+        let request = http::Request::builder()
+            .method(method)
+            .uri("/x")
+            .body(())
+            .expect("request");
+        serve(&tracer, request, 204);
+        let spans = spans(&tracer, &recorder);
+        let server = spans
+            .iter()
+            .find(|s| s.operation_name == method)
+            .unwrap_or_else(|| panic!("no span named {method}"));
+        assert_eq!(
+            server.tag("http.method"),
+            Some(&OwnedValue::Str(method.into()))
+        );
+    }
+}
