@@ -102,6 +102,17 @@ macro_rules! annotated_atomic {
                 self.0.store(v, order);
             }
 
+            pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
+                if releases(order) {
+                    happens_before(self);
+                }
+                let old = self.0.swap(v, order);
+                if acquires(order) {
+                    happens_after(self);
+                }
+                old
+            }
+
             pub(crate) fn get_mut(&mut self) -> &mut $int {
                 self.0.get_mut()
             }
