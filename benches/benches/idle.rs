@@ -7,20 +7,15 @@
 //! `cargo bench -p spanrec-benches --bench idle`. Targets (issue 12):
 //! ≤ 0.2 % of a core with 2 idle registered threads, ≤ 1 % with 2,000.
 
-use spanrec::{NullRecorder, Tracer};
 use spanrec_benches::cpu::{self, threads, BackgroundMeter};
+use spanrec_benches::null_tracer;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(3);
 
 fn idle(registered: usize, target_percent: f64) -> bool {
-    let recorder = NullRecorder::new();
-    let tracer = Tracer::builder()
-        .service_name("idle")
-        .recorder(recorder.clone())
-        .build()
-        .expect("default configuration");
+    let (tracer, recorder) = null_tracer();
     let registered_all = Arc::new(Barrier::new(registered + 1));
     let release = Arc::new(Barrier::new(registered + 1));
     let workers: Vec<_> = (0..registered)
