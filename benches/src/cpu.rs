@@ -102,6 +102,11 @@ impl CpuReport {
     /// Prints the report and saves it as
     /// `<target>/spanrec-cpu/<group>/<id>.json` for `ci/bench-table.py`.
     pub fn save(&self, group: &str, id: &str) {
+        if self.created == 0 {
+            // Filtered out of this run (`cargo bench -- <filter>`): keep
+            // the last real report.
+            return;
+        }
         let request = self.request_ns.map_or(String::from("-"), |r| {
             format!("{:.1}", r as f64 / self.created.max(1) as f64)
         });

@@ -88,6 +88,8 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
             ring: ring.clone(),
             tail: 0,
             cached_head: 0,
+            // Refresh at the first push (sets the real schedule).
+            check_at: 0,
             half: capacity / 2,
             // No head value was reported yet (`head` reaches `usize::MAX`
             // after 2^64 pops: never).
@@ -112,6 +114,11 @@ pub struct Producer<T> {
     tail: usize,
     /// A possibly stale copy of `ring.head`; never ahead of the real one.
     cached_head: usize,
+    /// The `tail` at which to refresh `cached_head` next.
+    ///
+    /// Invariant: `tail <= check_at <= cached_head + capacity` (wrapping),
+    /// so a `tail` short of it has a free slot.
+    check_at: usize,
     /// Half the capacity: from this many values on the ring is half full.
     half: usize,
     /// The `head` at which `push_from` last called its `half_full`.
@@ -164,20 +171,21 @@ impl<T> Producer<T> {
         true
     }
 
-    /// Whether the slot at `tail` is free. The fast path reads only our
-    /// own fields: the cached `head` is never ahead of the real one, so a
-    /// cached fill below half means a real one too; only past that is the
-    /// consumer's index refreshed (about once per half ring while the
-    /// consumer keeps up), and `half_full` called if the real fill is at
-    /// least half (once per value of `head`).
+    /// Whether the slot at `tail` is free. The fast path compares two of
+    /// our own fields; only at `check_at` is the consumer's index refreshed
+    /// (`has_room_refreshed`): a few times per trip round the ring.
     #[inline(always)]
     fn has_room(&mut self, half_full: impl FnOnce()) -> bool {
-        if self.tail.wrapping_sub(self.cached_head) < self.half {
+        if self.tail != self.check_at {
             return true;
         }
         self.has_room_refreshed(half_full)
     }
 
+    /// Refreshes `head`; calls `half_full` if the ring holds at least half
+    /// its capacity and it was not called for this `head` yet; sets the
+    /// next `check_at`: where the cached view reaches half, if it is below,
+    /// else `half / 4` pushes on (or where the ring could be full).
     #[cold]
     #[inline(never)]
     fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
@@ -186,11 +194,26 @@ impl<T> Producer<T> {
         // reuse happened before our write to it.
         self.cached_head = self.ring.head.load(Ordering::Acquire);
         let fill = self.tail.wrapping_sub(self.cached_head);
+        if fill > self.ring.mask {
+            // Full: `check_at` stays at `tail`, so the next push refreshes.
+            return false;
+        }
         if fill >= self.half && self.cached_head != self.reported_at {
             self.reported_at = self.cached_head;
             half_full();
         }
-        fill <= self.ring.mask
+        self.check_at = if fill < self.half {
+            // When the cached view reaches half.
+            self.cached_head.wrapping_add(self.half)
+        } else {
+            // Past half: again a quarter of a half later, or where the ring
+            // could be full if sooner. A drain (new `head`) followed by a
+            // refill is then seen within `half / 4` pushes, not only when
+            // the ring might be full.
+            let to_full = self.ring.mask + 1 - fill;
+            self.tail.wrapping_add(to_full.min(self.half / 4).max(1))
+        };
+        true
     }
 
     /// Writes the slot at `tail` and publishes it.
@@ -357,6 +380,41 @@ mod tests {
             assert_eq!(out.len(), 6 * (round + 1));
         }
         assert!(out.iter().copied().eq(0..30));
+    }
+
+    /// `half_full` is called when a push finds the ring half full, once
+    /// per drain, and again as soon as the ring is refilled to half after a
+    /// drain (not only when it might be full).
+    #[test]
+    fn half_full_is_reported_at_half_once_per_drain() {
+        let (mut p, mut c) = ring::<u32>(64);
+        let mut fills_at_report = Vec::new();
+        let mut out = Vec::new();
+        let mut pushed = 0u32;
+        let mut push = |p: &mut Producer<u32>, held: usize, reports: &mut Vec<usize>| {
+            let mut reported = false;
+            assert!(p.push_from(&mut Some(pushed), || reported = true));
+            pushed += 1;
+            if reported {
+                reports.push(held);
+            }
+        };
+        for held in 0..40 {
+            push(&mut p, held, &mut fills_at_report);
+        }
+        assert_eq!(fills_at_report, vec![32], "reported once, at half");
+        assert_eq!(c.pop_into(&mut out, 35), 35);
+        // 5 left; refill: reported when the ring holds 32 again.
+        for held in 5..60 {
+            push(&mut p, held, &mut fills_at_report);
+        }
+        assert_eq!(fills_at_report, vec![32, 32]);
+        // Filled to the brim without a drain: no more reports, then full.
+        for held in 60..64 {
+            push(&mut p, held, &mut fills_at_report);
+        }
+        assert_eq!(fills_at_report.len(), 2);
+        assert!(!p.push_from(&mut Some(0), || panic!("not again")));
     }
 
     #[test]
