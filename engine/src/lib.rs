@@ -42,8 +42,11 @@
 //! inline tags) that `finish` copies into a per-thread SPSC ring to the
 //! flusher; borrowed strings and anything else that does not fit go into a
 //! pooled extension with its own bump arena, which travels with the record
-//! and comes back through another ring. The one exception is the opt-in [`OverflowPolicy::Block`], which
-//! waits (bounded by its timeout) when a thread's ring is full. See
+//! and comes back through another ring. The exceptions: a thread that finds
+//! its ring half full while the flusher sleeps wakes it (one `unpark` per
+//! half-filled ring, [`Stats::doorbells`]), and the opt-in
+//! [`OverflowPolicy::Block`] waits (bounded by its timeout) when a thread's
+//! ring is full. See
 //! `docs/architecture.md` for the design and its invariants.
 
 #![allow(
