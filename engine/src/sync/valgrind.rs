@@ -103,10 +103,20 @@ macro_rules! annotated_atomic {
             }
 
             pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
+                self.rmw(order, |a| a.swap(v, order))
+            }
+
+            /// A read-modify-write `op`, its release half announced before
+            /// and its acquire half after.
+            fn rmw(
+                &self,
+                order: Ordering,
+                op: impl FnOnce(&std::sync::atomic::$name) -> $int,
+            ) -> $int {
                 if releases(order) {
                     happens_before(self);
                 }
-                let old = self.0.swap(v, order);
+                let old = op(&self.0);
                 if acquires(order) {
                     happens_after(self);
                 }
@@ -126,14 +136,7 @@ annotated_atomic!(AtomicUsize, usize);
 
 impl AtomicU64 {
     pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
-        if releases(order) {
-            happens_before(self);
-        }
-        let old = self.0.fetch_add(v, order);
-        if acquires(order) {
-            happens_after(self);
-        }
-        old
+        self.rmw(order, |a| a.fetch_add(v, order))
     }
 }
 
