@@ -59,6 +59,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+mod active;
 mod clock;
 mod config;
 #[doc(hidden)]

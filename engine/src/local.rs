@@ -83,7 +83,12 @@ const_thread_local! {
     /// thread's `SLOTS`, and no borrow of `SLOTS` is active. Every borrow of
     /// `SLOTS` clears it first (`forget_last`) and sets it only after the
     /// borrow has ended (`remember_last`); a slot leaving `SLOTS` (dropped)
-    /// clears it if it points there.
+    /// clears it if it points there. A `&mut` reached through it (not through
+    /// `SLOTS`) is held only by code that runs no caller code and calls no
+    /// allocator: it frees nothing (extensions it does not keep are handed
+    /// back and dropped after the borrow) and allocates nothing (`spare`
+    /// never grows past its capacity), so a global allocator that itself
+    /// records spans cannot reach the slot a second time.
     static LAST: Cell<(u64, *mut LocalSlot)> = Cell::new((0, std::ptr::null_mut()));
 }
 
@@ -256,7 +261,8 @@ pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
 pub(crate) fn recycle(ext: Option<Box<Ext>>) {
     if let Some(ext) = ext {
         let shared = ext.shared.clone();
-        let _ = with_slot(shared.id, Some(&shared), |slot| slot.keep_spare(ext));
+        let excess = with_slot(shared.id, Some(&shared), |slot| slot.keep_spare(ext));
+        drop(excess);
     }
 }
 
@@ -283,12 +289,35 @@ pub(crate) fn finish(span: &mut Option<SpanRecord>, at: Option<u64>) {
             // SAFETY: `last` returned a non-null pointer: by the `LAST`
             // invariant the slot is alive in `SLOTS` and no borrow of
             // `SLOTS` is active, so this is the only reference to it;
-            // `finish_sampled` runs no caller code.
-            unsafe { &mut *slot }.finish_sampled(span, None);
+            // `send_sampled` runs no caller code, allocates and frees
+            // nothing (an allocator that records spans would re-enter here).
+            if let Err(refused) = unsafe { &mut *slot }.send_sampled(span, None) {
+                refused_general(span, refused);
+            }
             return;
         }
     }
     finish_general(span, at);
+}
+
+/// The ring refused a span that `finish` sent through the cached slot: the
+/// overflow policy runs through `SLOTS` (its `&mut` to the slot ended), so
+/// that freeing the record's extension may re-enter the span path.
+#[cold]
+#[inline(never)]
+fn refused_general(span: &mut Option<SpanRecord>, refused: Refused<()>) {
+    let Some(tracer_id) = span.as_ref().map(|r| r.tracer_id) else {
+        return;
+    };
+    let excess = with_slot(tracer_id, None, |slot| slot.refused(span, refused));
+    drop(excess);
+    // Unreachable in practice (`LAST` was set, so `SLOTS` is alive and
+    // free), but never lose a span silently: it was counted as finished.
+    if let Some(record) = span.take() {
+        if let Some(shared) = tracer::find(record.tracer_id) {
+            shared.count_late(|c| c.shutdown.incr());
+        }
+    }
 }
 
 /// `finish` for every case: registers a slot for a span that moved here,
@@ -299,7 +328,8 @@ fn finish_general(span: &mut Option<SpanRecord>, at: Option<u64>) {
     let Some(tracer_id) = span.as_ref().map(|r| r.tracer_id) else {
         return;
     };
-    let _ = with_slot(tracer_id, None, |slot| slot.finish(span, at));
+    let excess = with_slot(tracer_id, None, |slot| slot.finish(span, at));
+    drop(excess);
     if let Some(record) = span.take() {
         finish_late(record, at);
     }
@@ -350,11 +380,10 @@ fn ring_doorbell(shared: &Shared, state: &SlotState) {
 }
 
 impl LocalSlot {
-    /// Takes the record out of `span` (into the ring, or counted).
-    fn finish(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) {
-        let Some(record) = span.as_ref() else {
-            return;
-        };
+    /// Takes the record out of `span` (into the ring, or counted); returns
+    /// an extension not kept, for the caller to free (see `finish_sampled`).
+    fn finish(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) -> Option<Box<Ext>> {
+        let record = span.as_ref()?;
         let counters = &self.state.counters;
         if let Some(t) = record.truncations_if_any() {
             counters.add_truncations(t);
@@ -363,18 +392,25 @@ impl LocalSlot {
             // An unsampled span's times are never read: skip the clock.
             counters.finished.incr();
             counters.unsampled.incr();
-            self.recycle(span.take());
-            return;
+            return self.recycle(span.take());
         }
-        self.finish_sampled(span, at);
+        match self.send_sampled(span, at) {
+            Ok(()) => None,
+            Err(refused) => self.refused(span, refused),
+        }
     }
 
-    /// Stamps the finish time of a sampled span and sends it to the flusher,
-    /// or counts why not.
+    /// Stamps the finish time of a sampled span and sends it to the
+    /// flusher. A refusal leaves the record in `span`, for [`Self::refused`]
+    /// (reached through `SLOTS`, not `LAST`: it may free and sleep).
     #[inline(always)]
-    fn finish_sampled(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) {
+    fn send_sampled(
+        &mut self,
+        span: &mut Option<SpanRecord>,
+        at: Option<u64>,
+    ) -> Result<(), Refused<()>> {
         let Some(record) = span.as_mut() else {
-            return;
+            return Ok(());
         };
         self.state.counters.finished.incr();
         record.set_finish(match at {
@@ -382,19 +418,17 @@ impl LocalSlot {
             None => Time::Ticks(self.shared.clock.now()),
         });
         let (shared, state) = (&self.shared, &self.state);
-        if let Err(refused) = self.sender.send_from(span, || ring_doorbell(shared, state)) {
-            self.refused(span, refused);
-        }
+        self.sender.send_from(span, || ring_doorbell(shared, state))
     }
 
     /// The ring refused the span: closed, or full (the overflow policy).
     #[cold]
     #[inline(never)]
-    fn refused(&mut self, span: &mut Option<SpanRecord>, refused: Refused<()>) {
+    fn refused(&mut self, span: &mut Option<SpanRecord>, refused: Refused<()>) -> Option<Box<Ext>> {
         match refused {
             Refused::Closed(()) => {
                 self.state.counters.shutdown.incr();
-                self.recycle(span.take());
+                self.recycle(span.take())
             }
             Refused::Full(()) => match self.shared.config.overflow {
                 OverflowPolicy::DropNewest => self.drop_full(span.take()),
@@ -404,32 +438,34 @@ impl LocalSlot {
     }
 
     #[cold]
-    fn drop_full(&mut self, record: Option<SpanRecord>) {
+    fn drop_full(&mut self, record: Option<SpanRecord>) -> Option<Box<Ext>> {
         self.state.counters.ring_full.incr();
-        self.recycle(record);
+        self.recycle(record)
     }
 
     /// The `Block` policy: wait for room, spinning first, then yielding,
     /// then sleeping in short steps, at most `timeout` in all.
     #[cold]
-    fn push_blocking(&mut self, span: &mut Option<SpanRecord>, timeout: std::time::Duration) {
+    fn push_blocking(
+        &mut self,
+        span: &mut Option<SpanRecord>,
+        timeout: std::time::Duration,
+    ) -> Option<Box<Ext>> {
         let deadline = std::time::Instant::now() + timeout;
         let mut attempt = 0u32;
         loop {
             let (shared, state) = (&self.shared, &self.state);
             match self.sender.send_from(span, || ring_doorbell(shared, state)) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(Refused::Full(())) => {}
                 Err(Refused::Closed(())) => {
                     self.state.counters.shutdown.incr();
-                    self.recycle(span.take());
-                    return;
+                    return self.recycle(span.take());
                 }
             }
             if std::time::Instant::now() >= deadline {
                 self.state.counters.block_timeout.incr();
-                self.recycle(span.take());
-                return;
+                return self.recycle(span.take());
             }
             attempt += 1;
             if attempt == 1 {
@@ -447,18 +483,24 @@ impl LocalSlot {
         }
     }
 
-    /// Keeps the extension of a record that goes no further.
+    /// Keeps the extension of a record that goes no further; returns it
+    /// when the spare list is full, for the caller to free.
     #[inline]
-    fn recycle(&mut self, record: Option<SpanRecord>) {
-        if let Some(ext) = record.and_then(SpanRecord::into_ext) {
-            self.keep_spare(ext);
-        }
+    #[must_use = "the returned extension must be freed after the slot's borrow ends"]
+    fn recycle(&mut self, record: Option<SpanRecord>) -> Option<Box<Ext>> {
+        self.keep_spare(record.and_then(SpanRecord::into_ext)?)
     }
 
+    /// Keeps `ext` aside (no allocation: `spare` never grows past its
+    /// initial capacity); returns it when the list is full.
     #[inline]
-    fn keep_spare(&mut self, ext: Box<Ext>) {
+    #[must_use = "the returned extension must be freed after the slot's borrow ends"]
+    fn keep_spare(&mut self, ext: Box<Ext>) -> Option<Box<Ext>> {
         if self.spare.len() < SPARE_CAPACITY {
             self.spare.push(ext);
+            None
+        } else {
+            Some(ext)
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Spans, their builder, their context, and the thread's active span.
 
+use crate::active;
 use crate::clock::unix_nanos;
 use crate::ids;
 use crate::local;
 use crate::record::{ReferenceKind, SpanRecord, Time, Value};
-use crate::sync::{const_thread_local, thread_local, Arc};
+use crate::sync::Arc;
 use crate::tracer::{Shared, Tracer};
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::SystemTime;
@@ -229,7 +229,7 @@ fn start_record(
 ) {
     local::count_started(shared);
     if !record.has_references() && !ignore_active {
-        with_active(shared.id, |active| {
+        active::with_active(shared.id, |active| {
             inherit(
                 record,
                 ReferenceKind::ChildOf,
@@ -238,7 +238,7 @@ fn start_record(
                 active.baggage(),
                 active.trace_state(),
             );
-            parent_sampled = Some(active.sampled());
+            parent_sampled = Some(active.sampled);
         });
     }
     // Zero unless the first reference gave the trace.
@@ -270,7 +270,7 @@ impl Span {
         // (so a new trace), builds the record in one expression, straight
         // into the caller's `Span`.
         if let Cow::Borrowed(name) = name {
-            if ENTERED.with(Cell::get) == 0 {
+            if active::nothing_entered() {
                 local::count_started(shared);
                 let (trace_id, span_id) = ids::trace_and_span_id();
                 let sampled = shared.sample(trace_id, None);
@@ -443,17 +443,14 @@ impl Span {
     /// Makes this span the thread's active span until the guard drops:
     /// spans started on this thread meanwhile without an explicit reference
     /// become its children.
+    ///
+    /// The thread keeps a copy of what children inherit (ids, sampling,
+    /// baggage, `tracestate`), so a guard that is leaked (`mem::forget`)
+    /// only leaves the span entered on this thread; the span itself may
+    /// still be finished, moved or dropped.
     pub fn enter(&self) -> Entered<'_> {
-        let r = self.rec();
-        let ptr: *const SpanRecord = r;
-        let tracer_id = r.tracer_id;
-        let _ = ACTIVE.try_with(|a| {
-            let mut active = a.borrow_mut();
-            active.push((tracer_id, ptr));
-            ENTERED.with(|e| e.set(active.len()));
-        });
         Entered {
-            ptr,
+            token: active::enter(self.rec()),
             _span: PhantomData,
             _not_send: PhantomData,
         }
@@ -497,23 +494,6 @@ impl fmt::Debug for Span {
     }
 }
 
-thread_local! {
-    /// The thread's entered spans, innermost last, with their tracer's id.
-    ///
-    /// Invariant: each pointer is to the record of a `Span` that an
-    /// `Entered` guard on this thread borrows, so it stays valid and
-    /// unmodified (the guard holds a shared borrow) until the guard drops
-    /// and removes it.
-    static ACTIVE: RefCell<Vec<(u64, *const SpanRecord)>> = RefCell::new(Vec::new());
-
-}
-
-const_thread_local! {
-    /// `ACTIVE`'s length, so that starting a span on a thread with nothing
-    /// entered skips `ACTIVE` (a const thread-local: no lazy set-up check).
-    static ENTERED: Cell<usize> = Cell::new(0);
-}
-
 /// The propagable context of a record.
 fn context_of(r: &SpanRecord) -> SpanContext {
     SpanContext {
@@ -532,49 +512,23 @@ fn context_of(r: &SpanRecord) -> SpanContext {
 /// thread, if any.
 pub(crate) fn active_context(tracer_id: u64) -> Option<SpanContext> {
     let mut found = None;
-    with_active(tracer_id, |r| found = Some(context_of(r)));
+    active::with_active(tracer_id, |e| found = Some(e.context()));
     found
-}
-
-/// Calls `f` with the innermost entered span of tracer `tracer_id`.
-#[inline(always)]
-fn with_active(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
-    // The common case (nothing entered) without touching `ACTIVE`.
-    if ENTERED.with(Cell::get) != 0 {
-        with_entered(tracer_id, f);
-    }
-}
-
-#[inline(never)]
-fn with_entered(tracer_id: u64, f: impl FnOnce(&SpanRecord)) {
-    let _ = ACTIVE.try_with(|a| {
-        let active = a.borrow();
-        if let Some(&(_, ptr)) = active.iter().rev().find(|(id, _)| *id == tracer_id) {
-            // SAFETY: by the `ACTIVE` invariant the record is alive and only
-            // shared-borrowed while its entry is present.
-            f(unsafe { &*ptr });
-        }
-    });
 }
 
 /// Guard returned by [`Span::enter`]; leaves the span when dropped.
 /// Stays on the thread that entered (it is `!Send`).
 #[must_use = "the span is active only while the guard lives"]
 pub struct Entered<'a> {
-    ptr: *const SpanRecord,
+    /// The thread's entry for this guard (`active.rs`); 0 if none.
+    token: u64,
     _span: PhantomData<&'a Span>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let _ = ACTIVE.try_with(|a| {
-            let mut active = a.borrow_mut();
-            if let Some(i) = active.iter().rposition(|(_, p)| *p == self.ptr) {
-                active.remove(i);
-            }
-            ENTERED.with(|e| e.set(active.len()));
-        });
+        active::leave(self.token);
     }
 }
 
