@@ -4,7 +4,8 @@
 //! uses): one multiply per id, no shared state, so id generation costs a few
 //! cycles and never contends. Each thread is seeded from std's per-process
 //! random hasher keys mixed with its thread id and the time, so threads and
-//! processes do not repeat each other's sequences. Ids are not secrets.
+//! processes do not repeat each other's sequences (a forked child reseeds:
+//! `fork.rs`). Ids are not secrets.
 
 use crate::sync::const_thread_local;
 use std::cell::Cell;
@@ -23,7 +24,17 @@ fn seed() -> u64 {
             .unwrap_or(0),
     );
     std::hash::Hash::hash(&std::thread::current().id(), &mut hasher);
+    // A forked child has its parent's hasher keys, thread id and nearly
+    // its time: the pid tells them apart (`fork.rs`).
+    hasher.write_u32(std::process::id());
     hasher.finish() | 1
+}
+
+/// Makes this thread reseed on its next id (in a forked child: `fork.rs`).
+/// Async-signal-safe: one write to a const-initialized thread-local.
+#[cfg(all(unix, not(spanrec_loom)))]
+pub(crate) fn forget_seed() {
+    let _ = STATE.try_with(|s| s.set(0));
 }
 
 /// The thread's generator state, seeded on first use.

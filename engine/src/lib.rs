@@ -65,9 +65,11 @@ mod config;
 #[doc(hidden)]
 pub mod doorbell;
 mod env;
+mod exit;
 #[doc(hidden)]
 pub mod flush;
 mod flusher;
+mod fork;
 pub mod hex;
 mod ids;
 mod local;

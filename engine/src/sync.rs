@@ -113,6 +113,16 @@ pub(crate) mod directory {
         weak.upgrade()?.downcast().ok()
     }
 
+    /// Every live tracer's state (the lock is released before returning).
+    #[cfg(not(spanrec_loom))]
+    pub(crate) fn all<T: Any + Send + Sync>() -> Vec<Arc<T>> {
+        let entries = ENTRIES.lock();
+        entries
+            .iter()
+            .filter_map(|(_, weak)| weak.upgrade()?.downcast().ok())
+            .collect()
+    }
+
     #[cfg(spanrec_loom)]
     pub(crate) fn insert<T>(_id: u64, _value: &super::Arc<T>) {}
 

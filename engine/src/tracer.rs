@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) propagation_errors: AtomicU64,
     /// See `Stats::baggage_not_propagated`.
     pub(crate) baggage_not_propagated: AtomicU64,
+    /// `fork::generation()` when built: a different value now means this is
+    /// a forked child, where the flusher does not exist.
+    fork_generation: u64,
 }
 
 /// Everything about the set of registered threads. Locked on registration,
@@ -158,7 +161,15 @@ impl Shared {
             .is_some_and(|t| t.id() == std::thread::current().id())
     }
 
+    /// In a child made by `fork()` this tracer has no flusher (`fork.rs`).
+    fn in_forked_child(&self) -> bool {
+        crate::fork::generation() != self.fork_generation
+    }
+
     fn flush(&self, deadline: Instant) -> Result<(), FlushError> {
+        if self.in_forked_child() {
+            return Err(FlushError::ForkedChild);
+        }
         if self.on_flusher_thread() {
             return Err(FlushError::OnFlusherThread);
         }
@@ -169,7 +180,12 @@ impl Shared {
             .map_err(flush_error)
     }
 
-    fn shutdown(&self, deadline: Instant) -> Result<(), FlushError> {
+    pub(crate) fn shutdown(&self, deadline: Instant) -> Result<(), FlushError> {
+        if self.in_forked_child() {
+            // No flusher to wait for, and locks another parent thread held
+            // at the fork stay held: touch nothing.
+            return Err(FlushError::ForkedChild);
+        }
         // ORDERING: Release pairs with nothing that needs it (finishing
         // threads read `closed` Relaxed, see `LocalSlot::finish`); it only
         // makes the flag visible soon. Late readers are accounted for.
@@ -273,6 +289,11 @@ pub enum FlushError {
     /// counted under `DropReason::Shutdown`.
     #[error("the tracer has shut down")]
     Closed,
+    /// This process is a child made by `fork()` after the tracer was built:
+    /// its flusher thread exists only in the parent, so nothing here is
+    /// delivered. Build a new tracer in the child.
+    #[error("the tracer was inherited through fork(); its flusher runs only in the parent")]
+    ForkedChild,
 }
 
 /// Why [`TracerBuilder::build`] failed.
@@ -516,7 +537,10 @@ impl TracerBuilder {
             next_slot_id: AtomicU64::new(1),
             propagation_errors: AtomicU64::new(0),
             baggage_not_propagated: AtomicU64::new(0),
+            fork_generation: crate::fork::generation(),
         });
+        crate::fork::install_hook();
+        crate::exit::install_hook();
         let handle = flusher::spawn(shared.clone(), recorder).map_err(BuildError::Spawn)?;
         let _ = shared.flusher_thread.set(handle.thread().clone());
         crate::sync::directory::insert(shared.id, &shared);
