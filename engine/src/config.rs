@@ -121,9 +121,17 @@ impl Default for Process {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Finished spans each thread can hand to the flusher before its ring is
-    /// full (rounded up to a power of two). Each thread that records spans has
-    /// its own ring of this size, 128 bytes per span.
+    /// full (rounded up to a power of two): the most one thread has in
+    /// flight. A ring's memory follows what it holds, in blocks of 64 spans
+    /// (8 KiB): one block while idle, up to `ring_capacity` spans' worth in a
+    /// burst, within [`Config::ring_memory_budget`].
     pub ring_capacity: usize,
+    /// Bytes of ring blocks all threads of the tracer may hold together
+    /// beyond their first block each. A thread that needs a block beyond
+    /// it finds its ring full (the overflow policy applies: `Block` waits
+    /// for the flusher to free blocks, `DropNewest` drops and counts under
+    /// `ring_full`).
+    pub ring_memory_budget: usize,
     /// Initial bytes of each span extension's bump arena, which holds the
     /// span's copied strings. An arena that outgrows it keeps its largest
     /// chunk when recycled.
@@ -154,6 +162,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ring_capacity: 8192,
+            ring_memory_budget: 32 << 20,
             arena_chunk_bytes: 256,
             max_batch_size: 1024,
             flush_interval: Duration::from_millis(100),
@@ -169,6 +178,8 @@ impl Default for Config {
 
 /// Largest accepted `ring_capacity` (2^22 spans per thread).
 pub const MAX_RING_CAPACITY: usize = 1 << 22;
+/// Accepted range of `ring_memory_budget`: 64 KiB (8 blocks) to 1 TiB.
+pub const RING_MEMORY_BUDGET_RANGE: (usize, usize) = (64 << 10, 1 << 40);
 /// Largest accepted `arena_chunk_bytes` (1 MiB).
 pub const MAX_ARENA_CHUNK_BYTES: usize = 1 << 20;
 /// Largest accepted `max_batch_size`.
@@ -190,6 +201,12 @@ pub enum ConfigError {
         got: usize,
         /// The largest accepted value.
         max: usize,
+    },
+    /// `ring_memory_budget` was outside [`RING_MEMORY_BUDGET_RANGE`].
+    #[error("ring_memory_budget must be within 64 KiB..=1 TiB, got {got} bytes")]
+    RingMemoryBudget {
+        /// The rejected value.
+        got: usize,
     },
     /// `arena_chunk_bytes` was 0 or above [`MAX_ARENA_CHUNK_BYTES`].
     #[error("arena_chunk_bytes must be within 1..={max}, got {got}")]
@@ -243,6 +260,12 @@ impl Config {
             return Err(ConfigError::RingCapacity {
                 got: self.ring_capacity,
                 max: MAX_RING_CAPACITY,
+            });
+        }
+        let (lo, hi) = RING_MEMORY_BUDGET_RANGE;
+        if !(lo..=hi).contains(&self.ring_memory_budget) {
+            return Err(ConfigError::RingMemoryBudget {
+                got: self.ring_memory_budget,
             });
         }
         if self.arena_chunk_bytes == 0 || self.arena_chunk_bytes > MAX_ARENA_CHUNK_BYTES {

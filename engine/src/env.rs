@@ -73,6 +73,9 @@ impl TracerBuilder {
         if let Some(n) = number("SPANREC_RING_CAPACITY")? {
             self = self.ring_capacity(n);
         }
+        if let Some(n) = number("SPANREC_RING_MEMORY_BUDGET")? {
+            self = self.ring_memory_budget(n);
+        }
         if let Some(n) = number("SPANREC_ARENA_CHUNK_BYTES")? {
             self = self.arena_chunk_bytes(n);
         }

@@ -91,7 +91,14 @@ struct Slot {
     inner: FlusherSlot,
     /// The thread exited and a drain after seeing that emptied the ring.
     drained_for_good: bool,
+    /// Passes in a row that found the ring empty.
+    idle_passes: u32,
 }
+
+/// Passes in a row (at least one `flush_interval` apart, unless rung) that
+/// find a ring empty before its spare blocks are freed: a thread that
+/// stopped finishing spans keeps one block.
+const IDLE_PASSES_BEFORE_RELEASE: u32 = 2;
 
 impl Flusher {
     fn run(mut self) {
@@ -161,6 +168,7 @@ impl Flusher {
             let new_slots = new_slots.into_iter().map(|inner| Slot {
                 inner,
                 drained_for_good: false,
+                idle_passes: 0,
             });
             self.slots.extend(new_slots);
             self.index_homes();
@@ -205,6 +213,15 @@ impl Flusher {
                 .raise_to(n as u64);
             moved += n;
             pressed |= n >= half;
+            let slot = &mut self.slots[i];
+            if n > 0 {
+                slot.idle_passes = 0;
+            } else if slot.idle_passes < IDLE_PASSES_BEFORE_RELEASE {
+                slot.idle_passes += 1;
+                if slot.idle_passes == IDLE_PASSES_BEFORE_RELEASE {
+                    slot.inner.receiver.release_spare();
+                }
+            }
         }
         Pass { moved, pressed }
     }

@@ -80,6 +80,8 @@ pub mod propagation;
 mod record;
 mod recorder;
 #[doc(hidden)]
+pub mod block_ring;
+#[doc(hidden)]
 pub mod ring;
 #[doc(hidden)]
 pub mod slot;

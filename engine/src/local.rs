@@ -147,6 +147,7 @@ fn register(shared: &Arc<Shared>) -> Box<LocalSlot> {
     let (sender, receiver) = slot(
         capacity,
         capacity + shared.config.max_batch_size + SPARE_CAPACITY,
+        shared.ring_budget.clone(),
         shared.closed.clone(),
     );
     let state = Arc::new(SlotState {

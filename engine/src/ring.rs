@@ -8,9 +8,10 @@
 //! no cache line the other side writes ("possibly full" → refresh → "really
 //! full").
 //!
-//! spanrec uses two rings per (thread, tracer): finished span records flow
-//! from the thread to the flusher through one (by value, 128 bytes each),
-//! recycled extension buffers flow back through the other. Each side is a handle that is `Send` but whose methods
+//! spanrec uses it for recycled extension buffers flowing from the flusher
+//! back to the thread that allocated them (finished spans flow the other way
+//! through `block_ring.rs`, the same indices over storage that follows what
+//! is in flight). Each side is a handle that is `Send` but whose methods
 //! take `&mut self`, so the single-producer / single-consumer discipline is
 //! enforced by the borrow checker instead of by documentation.
 //!
@@ -88,12 +89,6 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
             ring: ring.clone(),
             tail: 0,
             cached_head: 0,
-            // Refresh at the first push (sets the real schedule).
-            check_at: 0,
-            half: capacity / 2,
-            // No head value was reported yet (`head` reaches `usize::MAX`
-            // after 2^64 pops: never).
-            reported_at: usize::MAX,
         },
         Consumer {
             ring,
@@ -114,106 +109,32 @@ pub struct Producer<T> {
     tail: usize,
     /// A possibly stale copy of `ring.head`; never ahead of the real one.
     cached_head: usize,
-    /// The `tail` at which to refresh `cached_head` next.
-    ///
-    /// Invariant: `tail <= check_at <= cached_head + capacity` (wrapping),
-    /// so a `tail` short of it has a free slot.
-    check_at: usize,
-    /// Half the capacity: from this many values on the ring is half full.
-    half: usize,
-    /// The `head` at which `push_from` last called its `half_full`.
-    /// Invariant: it calls it at most once per value of `head`, i.e. at
-    /// most once between two drains by the consumer.
-    reported_at: usize,
 }
 
 impl<T> Producer<T> {
     /// Appends `value`, or hands it back if the ring is really full.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
-        if !self.has_room(|| {}) {
+        if !self.has_room() {
             return Err(Full(value));
         }
         self.write_and_publish(value);
         Ok(())
     }
 
-    /// Moves the value out of `value` into the ring, unless it is really
-    /// full (then `value` is left as it was and `false` returned). Lets a
-    /// caller holding a large value in place hand it over with one copy.
-    ///
-    /// Calls `half_full` (before the push) when the ring holds at least
-    /// half its capacity, once per drain by the consumer: the doorbell's
-    /// trigger, at most one call per half-fill. The values that filled it
-    /// were published before the call, which is what the doorbell's fence
-    /// needs; the call is on the cold path, so the fast path pays nothing
-    /// for it.
-    #[inline(always)]
-    pub fn push_from(&mut self, value: &mut Option<T>, half_full: impl FnOnce()) -> bool {
-        if !self.has_room(half_full) {
-            return false;
-        }
-        let Some(v) = value.as_ref() else {
-            return true;
-        };
-        let src: *const T = v;
-        self.ring.slot(self.tail).with_mut(|slot| {
-            // SAFETY: as in `write_and_publish`, the slot at `tail` is free
-            // and unread until published; `src` is a valid `T` that we own
-            // through `value`, copied bitwise (one copy, no temporary).
-            unsafe { std::ptr::copy_nonoverlapping(src, (*slot).as_mut_ptr(), 1) };
-        });
-        // SAFETY: the `T` now lives in the slot; overwriting `value` without
-        // dropping its old contents completes the move.
-        unsafe { std::ptr::write(value, None) };
-        self.tail = self.tail.wrapping_add(1);
-        self.publish_tail();
-        true
-    }
-
     /// Whether the slot at `tail` is free. The fast path compares two of
-    /// our own fields; only at `check_at` is the consumer's index refreshed
-    /// (`has_room_refreshed`): a few times per trip round the ring.
+    /// our own fields; only when the cached view says "full" is the
+    /// consumer's index refreshed.
     #[inline(always)]
-    fn has_room(&mut self, half_full: impl FnOnce()) -> bool {
-        if self.tail != self.check_at {
+    fn has_room(&mut self) -> bool {
+        if self.tail.wrapping_sub(self.cached_head) <= self.ring.mask {
             return true;
         }
-        self.has_room_refreshed(half_full)
-    }
-
-    /// Refreshes `head`; calls `half_full` if the ring holds at least half
-    /// its capacity and it was not called for this `head` yet; sets the
-    /// next `check_at`: where the cached view reaches half, if it is below,
-    /// else `half / 4` pushes on (or where the ring could be full).
-    #[cold]
-    #[inline(never)]
-    fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
         // ORDERING: Acquire pairs with the consumer's Release store of
         // `head` in `publish_head`, so its read of the slot we are about to
         // reuse happened before our write to it.
         self.cached_head = self.ring.head.load(Ordering::Acquire);
-        let fill = self.tail.wrapping_sub(self.cached_head);
-        if fill > self.ring.mask {
-            // Full: `check_at` stays at `tail`, so the next push refreshes.
-            return false;
-        }
-        if fill >= self.half && self.cached_head != self.reported_at {
-            self.reported_at = self.cached_head;
-            half_full();
-        }
-        self.check_at = if fill < self.half {
-            // When the cached view reaches half.
-            self.cached_head.wrapping_add(self.half)
-        } else {
-            // Past half: again a quarter of a half later, or where the ring
-            // could be full if sooner. A drain (new `head`) followed by a
-            // refill is then seen within `half / 4` pushes, not only when
-            // the ring might be full.
-            let to_full = self.ring.mask + 1 - fill;
-            self.tail.wrapping_add(to_full.min(self.half / 4).max(1))
-        };
-        true
+        self.tail.wrapping_sub(self.cached_head) <= self.ring.mask
     }
 
     /// Writes the slot at `tail` and publishes it.
@@ -319,23 +240,11 @@ impl<T> Consumer<T> {
         n
     }
 
-    /// Whether the ring holds at least half its capacity now (a fresh read
-    /// of the producer's index): the flusher's re-check before it sleeps,
-    /// the same threshold as the producer's `half_full`.
-    #[inline]
-    pub fn half_full(&mut self) -> bool {
-        // ORDERING: Acquire pairs with the producer's Release store of
-        // `tail` (like `pop`); under the doorbell protocol this load follows
-        // the flusher's SeqCst fence (see `doorbell.rs`).
-        self.cached_tail = self.ring.tail.load(Ordering::Acquire);
-        self.cached_tail.wrapping_sub(self.head) >= (self.ring.mask + 1) >> 1
-    }
-
     /// Publishes `head`: the slots before it are free for the producer.
     #[inline(always)]
     fn publish_head(&mut self) {
         // ORDERING: Release pairs with the producer's Acquire load of `head`
-        // in `has_room_refreshed`: our reads of the slots happen before its next
+        // in `has_room`: our reads of the slots happen before its next
         // writes to them.
         #[cfg(not(spanrec_loom_mutant = "ring_release_relaxed"))]
         self.ring.head.store(self.head, Ordering::Release);
@@ -380,41 +289,6 @@ mod tests {
             assert_eq!(out.len(), 6 * (round + 1));
         }
         assert!(out.iter().copied().eq(0..30));
-    }
-
-    /// `half_full` is called when a push finds the ring half full, once
-    /// per drain, and again as soon as the ring is refilled to half after a
-    /// drain (not only when it might be full).
-    #[test]
-    fn half_full_is_reported_at_half_once_per_drain() {
-        let (mut p, mut c) = ring::<u32>(64);
-        let mut fills_at_report = Vec::new();
-        let mut out = Vec::new();
-        let mut pushed = 0u32;
-        let mut push = |p: &mut Producer<u32>, held: usize, reports: &mut Vec<usize>| {
-            let mut reported = false;
-            assert!(p.push_from(&mut Some(pushed), || reported = true));
-            pushed += 1;
-            if reported {
-                reports.push(held);
-            }
-        };
-        for held in 0..40 {
-            push(&mut p, held, &mut fills_at_report);
-        }
-        assert_eq!(fills_at_report, vec![32], "reported once, at half");
-        assert_eq!(c.pop_into(&mut out, 35), 35);
-        // 5 left; refill: reported when the ring holds 32 again.
-        for held in 5..60 {
-            push(&mut p, held, &mut fills_at_report);
-        }
-        assert_eq!(fills_at_report, vec![32, 32]);
-        // Filled to the brim without a drain: no more reports, then full.
-        for held in 60..64 {
-            push(&mut p, held, &mut fills_at_report);
-        }
-        assert_eq!(fills_at_report.len(), 2);
-        assert!(!p.push_from(&mut Some(0), || panic!("not again")));
     }
 
     #[test]

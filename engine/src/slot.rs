@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   SlotSender (the thread)                 SlotReceiver (the flusher)
-//!   spans:   Producer ──── ring ─────────▶ Consumer
+//!   spans:   Producer ── block_ring ─────▶ Consumer
 //!   returns: Consumer ◀─── ring ────────── Producer
 //!   drop ──▶ flags.exited = true (Release)  drain: load exited (Acquire) first
 //! ```
@@ -18,6 +18,7 @@
 //!   past the check is found by a later drain ([`SlotReceiver::drain`] works
 //!   after shutdown too), so every value is either drained or refused.
 
+use crate::block_ring::{self, block_ring, Budget};
 use crate::ring::{ring, Consumer, Full, Producer};
 use crate::sync::{Arc, AtomicBool, Ordering};
 
@@ -41,7 +42,7 @@ pub enum Refused<T> {
 
 /// The thread's half. `Send`, used through `&mut self`.
 pub struct SlotSender<T, R = T> {
-    spans: Producer<T>,
+    spans: block_ring::Producer<T>,
     returns: Consumer<R>,
     flags: Arc<Flags>,
     /// The tracer's "closed" flag, shared by all its slots.
@@ -50,7 +51,7 @@ pub struct SlotSender<T, R = T> {
 
 /// The flusher's half.
 pub struct SlotReceiver<T, R = T> {
-    spans: Consumer<T>,
+    spans: block_ring::Consumer<T>,
     returns: Producer<R>,
     flags: Arc<Flags>,
 }
@@ -65,14 +66,16 @@ pub struct Drained {
     pub for_good: bool,
 }
 
-/// A slot whose rings hold `capacity` and `returns_capacity` values, whose
-/// sender refuses values once `closed` is set.
+/// A slot whose rings hold `capacity` and `returns_capacity` values (the
+/// first's blocks beyond its first within `budget`), whose sender refuses
+/// values once `closed` is set.
 pub fn slot<T, R>(
     capacity: usize,
     returns_capacity: usize,
+    budget: Arc<Budget>,
     closed: Arc<AtomicBool>,
 ) -> (SlotSender<T, R>, SlotReceiver<T, R>) {
-    let (spans_tx, spans_rx) = ring(capacity);
+    let (spans_tx, spans_rx) = block_ring(capacity, budget);
     let (returns_tx, returns_rx) = ring(returns_capacity);
     let flags = Arc::new(Flags::default());
     (
@@ -192,6 +195,12 @@ impl<T, R> SlotReceiver<T, R> {
     /// flusher's re-check before it sleeps, see `doorbell.rs`).
     pub fn half_full(&mut self) -> bool {
         self.spans.half_full()
+    }
+
+    /// Frees the span ring's spare block (the flusher calls it for a ring
+    /// that stayed idle): an idle thread keeps one block.
+    pub fn release_spare(&mut self) {
+        self.spans.release_spare();
     }
 
     /// Gives a value back to the sender's thread; hands it back if the

@@ -137,6 +137,10 @@ pub struct Stats {
     pub ring_high_water: u64,
     /// Threads currently registered with the tracer.
     pub threads: u64,
+    /// Bytes of span ring blocks all threads hold now (a gauge): one 8 KiB
+    /// block per registered thread, more while spans are in flight, at
+    /// most `Config::ring_memory_budget` beyond that.
+    pub ring_bytes: u64,
     /// Span extensions ever allocated (for spans that need more than their
     /// 128-byte record: copied or owned strings, more than two tags, logs,
     /// baggage). Grows during warm-up and when more such spans are in flight

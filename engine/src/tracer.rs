@@ -1,6 +1,7 @@
 //! The tracer: configuration, the shared state its spans and flusher use,
 //! and the lifecycle (`flush`, `shutdown`, `stats`).
 
+use crate::block_ring::{block_bytes, Budget};
 use crate::clock::Clock;
 use crate::config::{
     Config, ConfigError, OverflowPolicy, Process, Sampler, SamplerShortcut, SpanLimits,
@@ -39,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) control: FlushControl,
     /// How span-finishing threads wake the sleeping flusher.
     pub(crate) doorbell: Doorbell,
+    /// The ring blocks every thread's ring may hold together
+    /// (`Config::ring_memory_budget`).
+    pub(crate) ring_budget: Arc<Budget>,
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The flusher thread, to wake it and to refuse waits made from it.
     flusher_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -235,6 +239,8 @@ impl Shared {
             }
             late_counters.add_to(&mut stats);
             stats.threads = states.len() as u64;
+            stats.ring_bytes =
+                (self.ring_budget.blocks() * block_bytes::<SpanRecord>()) as u64;
             let r = *retired;
             stats.started = stats.started.wrapping_add(r.started);
             stats.finished += r.finished;
@@ -438,6 +444,12 @@ impl TracerBuilder {
         self
     }
 
+    /// See [`Config::ring_memory_budget`].
+    pub fn ring_memory_budget(mut self, bytes: usize) -> Self {
+        self.config.ring_memory_budget = bytes;
+        self
+    }
+
     /// See [`Config::arena_chunk_bytes`].
     pub fn arena_chunk_bytes(mut self, bytes: usize) -> Self {
         self.config.arena_chunk_bytes = bytes;
@@ -521,6 +533,7 @@ impl TracerBuilder {
     pub fn build(self) -> Result<Tracer, BuildError> {
         self.config.validate()?;
         let recorder = self.recorder.ok_or(BuildError::NoRecorder)?;
+        let ring_blocks = self.config.ring_memory_budget / block_bytes::<SpanRecord>();
         let shared = Arc::new(Shared {
             id: next_tracer_id(),
             sampler: self.config.sampler.shortcut(),
@@ -531,6 +544,7 @@ impl TracerBuilder {
             flusher_counters: FlusherCounters::default(),
             control: FlushControl::new(),
             doorbell: Doorbell::new(),
+            ring_budget: Budget::new(ring_blocks),
             flusher: Mutex::new(None),
             flusher_thread: std::sync::OnceLock::new(),
             last_recorder_error: Mutex::new(None),

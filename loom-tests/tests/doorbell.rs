@@ -15,7 +15,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use spanrec::doorbell::Doorbell;
-use spanrec::ring::{ring, Consumer};
+use spanrec::block_ring::{block_ring, Budget, Consumer};
 
 mod common;
 use common::model;
@@ -47,7 +47,7 @@ fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: 
 
 /// A producer fills a ring of 2 (so every push that finds the other value
 /// still there finds it half full) while the flusher drains and sleeps; it
-/// rings each time, as `LocalSlot::finish_sampled` does, and finally
+/// rings each time, as `LocalSlot::send_sampled` does, and finally
 /// signals `done` through the same doorbell. Whatever the interleaving,
 /// every value arrives in order and the flusher is never left parked.
 #[test]
@@ -56,7 +56,7 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
         const N: u32 = 3;
         let bell = Arc::new(Doorbell::new());
         let done = Arc::new(AtomicBool::new(false));
-        let (mut tx, rx) = ring::<u32>(2);
+        let (mut tx, rx) = block_ring::<u32>(2, Budget::new(8));
         let f = {
             let (bell, done) = (bell.clone(), done.clone());
             thread::spawn(move || flusher(&bell, rx, &done, N))
@@ -64,7 +64,7 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
         let flusher_thread = f.thread().clone();
         for v in 0..N {
             let mut value = Some(v);
-            // As `LocalSlot::finish_sampled` does: ring when the ring is
+            // As `LocalSlot::send_sampled` does: ring when the ring is
             // found half full; a full ring waits for the flusher.
             while !tx.push_from(&mut value, || {
                 if bell.ring() {
@@ -89,8 +89,8 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
 #[test]
 fn half_full_is_reported_once_per_drain() {
     model("doorbell_once_per_drain", || {
-        let (mut tx, mut rx) = ring::<u32>(4);
-        let push = |tx: &mut spanrec::ring::Producer<u32>, v| {
+        let (mut tx, mut rx) = block_ring::<u32>(4, Budget::new(8));
+        let push = |tx: &mut spanrec::block_ring::Producer<u32>, v| {
             let mut rang = 0;
             assert!(tx.push_from(&mut Some(v), || rang += 1));
             rang

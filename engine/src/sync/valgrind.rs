@@ -140,6 +140,16 @@ impl AtomicU64 {
     }
 }
 
+impl AtomicUsize {
+    pub(crate) fn fetch_add(&self, v: usize, order: Ordering) -> usize {
+        self.rmw(order, |a| a.fetch_add(v, order))
+    }
+
+    pub(crate) fn fetch_sub(&self, v: usize, order: Ordering) -> usize {
+        self.rmw(order, |a| a.fetch_sub(v, order))
+    }
+}
+
 /// `parking_lot::Mutex`, with its acquire and release announced.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);

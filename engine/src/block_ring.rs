@@ -1,0 +1,846 @@
+//! A bounded single-producer single-consumer queue stored in a chain of
+//! fixed-size blocks, whose memory follows what is in flight.
+//!
+//! The indices are those of `ring.rs` (Lamport's SPSC queue with unbounded
+//! indices, cached remote indices and the `check_at` schedule, as in
+//! `rtrb`): `tail - head <= capacity` bounds what one thread has in flight.
+//! Only the storage differs. Instead of one array of `capacity` slots per
+//! thread (1 MiB of span records at the default capacity, touched by any
+//! thread that ever had a few thousand spans in flight), slots live in
+//! blocks of [`BLOCK`] linked in index order, as in the segmented queues of
+//! crossbeam's `SegQueue` and Vyukov's unbounded SPSC queue:
+//!
+//! - the producer writes the block holding `tail`; when `tail` reaches its
+//!   end it takes the next block: one the consumer handed back (*spares*),
+//!   else a new one if the tracer-wide [`Budget`] allows, else — when
+//!   everything it wrote has been read — its own block again (a
+//!   *self-link*); if none of those, the queue counts as full;
+//! - the producer links the next block into the full one before it
+//!   publishes a `tail` past it, so a consumer that acquired that `tail`
+//!   finds the link;
+//! - the consumer, reading past the end of a block, follows the link and
+//!   adds the block it left to the shared spare list (taking the list
+//!   back with a swap, prepending, storing it with Release); the producer
+//!   takes the whole list (one Acquire swap) into its own free list. So a
+//!   busy thread stops allocating once warm, and a list never holds more
+//!   than `MAX_SPARE` blocks. The flusher frees
+//!   the stash and the shared list of a queue that stayed idle
+//!   (`release_spare`); the producer's own list goes when it drops.
+//!
+//! So a thread holds one block (8 KiB of span records) when idle, a few
+//! under a steady load, and at most `capacity` slots' worth in a burst, and
+//! all threads of a tracer together hold at most the budget beyond their
+//! first block each.
+//!
+//! Public only so that `spanrec-loom-tests` can model it; not part of the
+//! supported API.
+
+use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
+use crossbeam_utils::CachePadded;
+use std::mem::MaybeUninit;
+use std::ptr;
+
+/// Slots per block: 64 span records of 128 bytes, 8 KiB (2 under loom, so
+/// that small models cross blocks).
+#[cfg(not(spanrec_loom))]
+pub const BLOCK: usize = 64;
+/// Slots per block: 64 span records of 128 bytes, 8 KiB (2 under loom, so
+/// that small models cross blocks).
+#[cfg(spanrec_loom)]
+pub const BLOCK: usize = 2;
+
+struct Block<T> {
+    /// The block holding the indices after this one's.
+    ///
+    /// Invariant: written only by the producer while this is its current
+    /// block, before it publishes a `tail` past this block's end; read by
+    /// the consumer only after it acquired such a `tail`. Null or this block
+    /// itself (a self-link) while the block is the producer's current one,
+    /// and never rewritten while the consumer may still read an older value
+    /// (see `Producer::relinked_at`).
+    next: UnsafeCell<*mut Block<T>>,
+    /// Invariant: the slots of indices in `head..tail` that fall in this
+    /// block hold initialized values owned by the queue; the others are
+    /// uninitialized.
+    slots: [UnsafeCell<MaybeUninit<T>>; BLOCK],
+}
+
+impl<T> Block<T> {
+    /// A block with a null link and uninitialized slots, allocated in
+    /// place (not built on the stack and copied: 8 KiB).
+    #[cfg(not(spanrec_loom))]
+    fn allocate() -> *mut Block<T> {
+        let mut block = Box::<Block<T>>::new_uninit();
+        let raw = block.as_mut_ptr();
+        // SAFETY: `raw` points at the allocation, valid for writes; the
+        // field is written before anything reads it.
+        unsafe { ptr::addr_of_mut!((*raw).next).write(UnsafeCell::new(ptr::null_mut())) };
+        // SAFETY: `next` is initialized; `slots` is an array of
+        // `UnsafeCell<MaybeUninit<T>>`, valid whatever its bytes.
+        Box::into_raw(unsafe { block.assume_init() })
+    }
+
+    /// Under loom every cell is built (loom tracks each one).
+    #[cfg(spanrec_loom)]
+    fn allocate() -> *mut Block<T> {
+        Box::into_raw(Box::new(Block {
+            next: UnsafeCell::new(ptr::null_mut()),
+            slots: std::array::from_fn(|_| UnsafeCell::new(MaybeUninit::uninit())),
+        }))
+    }
+
+    /// # Safety
+    /// `block` came from `allocate`, holds no initialized value, and nobody
+    /// uses it afterwards.
+    unsafe fn free(block: *mut Block<T>) {
+        // SAFETY: by the caller's obligations.
+        drop(unsafe { Box::from_raw(block) });
+    }
+}
+
+/// The size of one block of `T`s, to turn a budget in bytes into blocks.
+pub fn block_bytes<T>() -> usize {
+    std::mem::size_of::<Block<T>>()
+}
+
+/// How many blocks the queues sharing it may hold beyond their first.
+#[derive(Debug)]
+pub struct Budget {
+    /// Blocks allocated now by every queue sharing this budget (first
+    /// blocks included).
+    blocks: CachePadded<AtomicUsize>,
+    /// Live queues: each has its first block outside the limit.
+    queues: AtomicUsize,
+    /// The most blocks all queues may hold beyond their first each.
+    limit: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` blocks.
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            blocks: CachePadded::new(AtomicUsize::new(0)),
+            queues: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Blocks allocated now.
+    pub fn blocks(&self) -> usize {
+        // ORDERING: Relaxed: a gauge, read for statistics.
+        self.blocks.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new queue and its first block (always granted).
+    fn add_queue(&self) {
+        // ORDERING: Relaxed, see `take`.
+        self.queues.fetch_add(1, Ordering::Relaxed);
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a queue (its blocks are uncounted as they are freed).
+    fn remove_queue(&self) {
+        // ORDERING: Relaxed, see `take`.
+        self.queues.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts one more block; `false` (and nothing counted) when the
+    /// budget is spent.
+    fn take(&self) -> bool {
+        // ORDERING: Relaxed: the counts publish no data (a block's memory
+        // passes between threads through the queue's own Release/Acquire
+        // pairs), and a momentary overshoot by concurrent takers is undone
+        // below.
+        let before = self.blocks.fetch_add(1, Ordering::Relaxed);
+        // ORDERING: Relaxed, as above.
+        let queues = self.queues.load(Ordering::Relaxed);
+        if before >= self.limit.saturating_add(queues) {
+            // ORDERING: Relaxed, as above.
+            self.blocks.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self) {
+        // ORDERING: Relaxed, see `take`.
+        self.blocks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The shared part of a queue.
+struct Queue<T> {
+    /// Count of values ever popped. Written only by the consumer.
+    ///
+    /// Invariant: `head <= tail` and `tail - head <= capacity` (wrapping).
+    head: CachePadded<AtomicUsize>,
+    /// Count of values ever pushed. Written only by the producer.
+    tail: CachePadded<AtomicUsize>,
+    /// `capacity - 1`; the capacity is a power of two.
+    mask: usize,
+    /// Blocks the consumer left, for the producer: the address of the
+    /// first of a chain linked through `next` (0: none).
+    ///
+    /// Invariant: only the consumer makes it non-zero (a Release store:
+    /// its reads of the blocks and its writes of their links happen
+    /// before), and the producer takes the whole chain (an Acquire swap to
+    /// 0: its writes to them happen after). The consumer takes it back
+    /// (a swap) to add to it or to free it.
+    spare: AtomicUsize,
+    /// The consumer's current block and the index where it ends, for the
+    /// queue's drop. Written only by the consumer.
+    head_block: UnsafeCell<(*mut Block<T>, usize)>,
+    budget: Arc<Budget>,
+}
+
+// SAFETY: a `Queue<T>` hands each `T` from the producer's thread to the
+// consumer's exactly once (the slot protocol of the blocks), and each block
+// between them through Release/Acquire pairs, so it may be shared between
+// threads whenever `T` itself may be sent between them.
+unsafe impl<T: Send> Sync for Queue<T> {}
+// SAFETY: as above; the queue owns its blocks and values.
+unsafe impl<T: Send> Send for Queue<T> {}
+
+impl<T> Queue<T> {
+    /// Frees a chain of blocks linked through `next` (null-terminated).
+    ///
+    /// # Safety
+    /// As `Block::free`, for every block of the chain.
+    unsafe fn free_chain(&self, mut block: *mut Block<T>) {
+        while !block.is_null() {
+            // SAFETY: the chain is ours (the caller's obligation).
+            let next = unsafe { (*block).next.with(|n| *n) };
+            // SAFETY: as above.
+            unsafe { self.free_block(block) };
+            block = next;
+        }
+    }
+
+    /// Frees a block nobody uses any more and uncounts it.
+    ///
+    /// # Safety
+    /// As `Block::free`.
+    unsafe fn free_block(&self, block: *mut Block<T>) {
+        // SAFETY: by the caller's obligations.
+        unsafe { Block::free(block) };
+        self.budget.give_back();
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        // ORDERING: `&mut self`: both handles are gone and `Arc`'s drop
+        // synchronized with their last writes; Relaxed reads suffice.
+        let mut head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let (mut block, mut end) = self.head_block.with(|b| {
+            // SAFETY: nobody else is left to write it.
+            unsafe { *b }
+        });
+        while head != tail {
+            if head == end {
+                // SAFETY: `tail` is past `end`, so the producer linked it
+                // (the `next` invariant); nobody writes it any more.
+                let next = unsafe { (*block).next.with(|n| *n) };
+                if next != block {
+                    // SAFETY: every value in `block` was dropped above;
+                    // nothing points at it but the chain we leave.
+                    unsafe { self.free_block(block) };
+                }
+                block = next;
+                end = end.wrapping_add(BLOCK);
+            }
+            // SAFETY: `head..tail` holds initialized values (the `slots`
+            // invariant) and nobody else can touch them any more.
+            unsafe { (*block).slots[head % BLOCK].with_mut(|s| (*s).assume_init_drop()) };
+            head = head.wrapping_add(1);
+        }
+        // The rest of the chain holds no values: `block`, and any block the
+        // producer linked after it without writing to it yet. The chain
+        // ends at the producer's current block, whose `next` is null or
+        // itself.
+        loop {
+            // SAFETY: nobody writes links any more.
+            let next = unsafe { (*block).next.with(|n| *n) };
+            // SAFETY: all values in the chain were dropped above; nothing
+            // else points at `block`, and it is freed once.
+            unsafe { self.free_block(block) };
+            if next.is_null() || next == block {
+                break;
+            }
+            block = next;
+        }
+        // ORDERING: Relaxed, as above.
+        let spare = self.spare.load(Ordering::Relaxed) as *mut Block<T>;
+        // SAFETY: the chain's blocks hold no values and nobody can take
+        // them now.
+        unsafe { self.free_chain(spare) };
+        self.budget.remove_queue();
+    }
+}
+
+/// Creates a queue that holds up to `capacity` values (rounded up to a power
+/// of two, at least 1), whose blocks beyond the first count against
+/// `budget`.
+pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Consumer<T>) {
+    let capacity = capacity.max(1).next_power_of_two();
+    budget.add_queue();
+    let first = Block::allocate();
+    let queue = Arc::new(Queue {
+        head: CachePadded::new(AtomicUsize::new(0)),
+        tail: CachePadded::new(AtomicUsize::new(0)),
+        mask: capacity - 1,
+        spare: AtomicUsize::new(0),
+        head_block: UnsafeCell::new((first, BLOCK)),
+        budget,
+    });
+    (
+        Producer {
+            queue: queue.clone(),
+            tail: 0,
+            cached_head: 0,
+            // Refresh at the first push (sets the real schedule).
+            check_at: 0,
+            half: capacity / 2,
+            reported_at: usize::MAX,
+            block: first,
+            block_end: BLOCK,
+            relinked_at: usize::MAX,
+            free: ptr::null_mut(),
+        },
+        Consumer {
+            queue,
+            head: 0,
+            cached_tail: 0,
+            block: first,
+            block_end: BLOCK,
+            offered: 0,
+        },
+    )
+}
+
+/// The queue was full; the value is handed back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full<T>(pub T);
+
+/// The writing end of a queue.
+pub struct Producer<T> {
+    queue: Arc<Queue<T>>,
+    /// Our own copy of `queue.tail` (we are its only writer).
+    tail: usize,
+    /// A possibly stale copy of `queue.head`; never ahead of the real one.
+    cached_head: usize,
+    /// The `tail` at which to take the cold path next.
+    ///
+    /// Invariant: `tail <= check_at <= min(cached_head + capacity,
+    /// block_end)` (wrapping), so a `tail` short of it has a free slot in
+    /// the current block.
+    check_at: usize,
+    /// Half the capacity: from this many values on the queue is half full.
+    half: usize,
+    /// The `head` at which `push_from` last called its `half_full`: at most
+    /// once per value of `head`.
+    reported_at: usize,
+    /// The block that holds `tail` while `tail < block_end`.
+    block: *mut Block<T>,
+    /// One past the last index `block` holds.
+    block_end: usize,
+    /// The index at which `block` was last linked to itself (`usize::MAX`:
+    /// not since it became current). Until the consumer has read that
+    /// index, it may still have to follow the self-link, so the link must
+    /// not be rewritten.
+    relinked_at: usize,
+    /// Blocks taken from the spare list, not used yet: a chain through
+    /// `next`, ours alone.
+    free: *mut Block<T>,
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // SAFETY: the free list holds no values and only we know it.
+        unsafe { self.queue.free_chain(self.free) };
+    }
+}
+
+// SAFETY: the producer's raw pointer is to a block of its own queue, which
+// its `Arc` keeps alive; every access to shared state goes through the
+// queue's protocol, so the handle may move to another thread with `T`. It
+// is not `Sync`: its methods take `&mut self`.
+unsafe impl<T: Send> Send for Producer<T> {}
+
+impl<T> Producer<T> {
+    /// Appends `value`, or hands it back if the queue is full.
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), Full<T>> {
+        let mut value = Some(value);
+        if self.push_from(&mut value, || {}) {
+            Ok(())
+        } else {
+            Err(Full(value.take().expect("a refused value is left in place")))
+        }
+    }
+
+    /// Moves the value out of `value` into the queue, unless it is full
+    /// (then `value` is left as it was and `false` returned): one copy.
+    ///
+    /// Calls `half_full` (before the push) when the queue holds at least
+    /// half its capacity, once per drain by the consumer: the doorbell's
+    /// trigger (see `ring.rs`, whose schedule this shares).
+    #[inline(always)]
+    pub fn push_from(&mut self, value: &mut Option<T>, half_full: impl FnOnce()) -> bool {
+        if self.tail == self.check_at && !self.has_room_refreshed(half_full) {
+            return false;
+        }
+        let Some(v) = value.as_ref() else {
+            return true;
+        };
+        let src: *const T = v;
+        // SAFETY: `tail < check_at <= block_end` or the cold path just made
+        // it so: `block` holds `tail`; its slot is outside `head..tail`
+        // (free) and unread until we publish `tail` below. `src` is a valid
+        // `T` we own through `value`, copied bitwise (one copy).
+        unsafe {
+            (*self.block).slots[self.tail % BLOCK]
+                .with_mut(|slot| ptr::copy_nonoverlapping(src, (*slot).as_mut_ptr(), 1));
+        }
+        // SAFETY: the `T` now lives in the slot; overwriting `value` without
+        // dropping its old contents completes the move.
+        unsafe { ptr::write(value, None) };
+        self.tail = self.tail.wrapping_add(1);
+        self.publish_tail();
+        true
+    }
+
+    /// Refreshes `head`; reports half-full as `ring.rs` does; at the end of
+    /// the block, takes the next one; sets the next `check_at`.
+    #[cold]
+    #[inline(never)]
+    fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
+        // ORDERING: Acquire pairs with the consumer's Release store of
+        // `head` in `publish_head`: its reads of the slots before `head`
+        // (and of the links it followed) happen before what we do next.
+        self.cached_head = self.queue.head.load(Ordering::Acquire);
+        let fill = self.tail.wrapping_sub(self.cached_head);
+        if fill > self.queue.mask {
+            return false;
+        }
+        if self.tail == self.block_end && !self.next_block(fill) {
+            return false;
+        }
+        if fill >= self.half && self.cached_head != self.reported_at {
+            self.reported_at = self.cached_head;
+            half_full();
+        }
+        let check_at = if fill < self.half {
+            self.cached_head.wrapping_add(self.half)
+        } else {
+            let to_full = self.queue.mask + 1 - fill;
+            self.tail.wrapping_add(to_full.min(self.half / 4).max(1))
+        };
+        // Both bounds are ahead of `tail` (modulo wrapping): take the nearer.
+        self.check_at = if check_at.wrapping_sub(self.tail) <= self.block_end.wrapping_sub(self.tail) {
+            check_at
+        } else {
+            self.block_end
+        };
+        true
+    }
+
+    /// Makes `block` the block that holds `tail` (== `block_end`): the
+    /// spare, a new one within the budget, or (the queue empty) the same
+    /// one again. `false` when none is possible yet.
+    #[cold]
+    fn next_block(&mut self, fill: usize) -> bool {
+        // The current block's link may be rewritten only once the consumer
+        // has read past an earlier self-link (`relinked_at`).
+        let link_free = self.relinked_at == usize::MAX
+            || self.cached_head.wrapping_sub(self.relinked_at) as isize > 0;
+        if !link_free {
+            return false;
+        }
+        if self.free.is_null() {
+            // ORDERING: Acquire pairs with the consumer's Release store in
+            // `Consumer::offer`: its reads of the blocks happen before our
+            // writes to them.
+            #[cfg(not(spanrec_loom_mutant = "block_spare_relaxed"))]
+            let list = self.queue.spare.swap(0, Ordering::Acquire);
+            #[cfg(spanrec_loom_mutant = "block_spare_relaxed")]
+            let list = self.queue.spare.swap(0, Ordering::Relaxed);
+            self.free = list as *mut Block<T>;
+        }
+        let next = if !self.free.is_null() {
+            let block = self.free;
+            // SAFETY: the free list is ours; its links were written by the
+            // consumer before its Release store, which we acquired.
+            self.free = unsafe { (*block).next.with(|n| *n) };
+            block
+        } else if self.queue.budget.take() {
+            Block::allocate()
+        } else if fill == 0 {
+            // Everything written was read: the block is free to reuse. The
+            // consumer still follows the link from it, so link it to
+            // itself and leave that link alone until it has.
+            // SAFETY: `block` is our current block; the consumer reads its
+            // `next` only after acquiring a `tail` past `block_end`, which
+            // we publish after this write.
+            unsafe { (*self.block).next.with_mut(|n| *n = self.block) };
+            self.relinked_at = self.block_end;
+            self.block_end = self.block_end.wrapping_add(BLOCK);
+            return true;
+        } else {
+            return false;
+        };
+        // SAFETY: `next` is ours alone (fresh, or from our free list,
+        // which the consumer no longer uses); `block` is our current block,
+        // whose link the consumer reads only after acquiring a `tail` past
+        // `block_end`, published after these writes.
+        unsafe {
+            (*next).next.with_mut(|n| *n = ptr::null_mut());
+            (*self.block).next.with_mut(|n| *n = next);
+        }
+        self.block = next;
+        self.block_end = self.block_end.wrapping_add(BLOCK);
+        self.relinked_at = usize::MAX;
+        true
+    }
+
+    /// Publishes `tail`: the slots before it hold values for the consumer.
+    #[inline(always)]
+    fn publish_tail(&mut self) {
+        // ORDERING: Release pairs with the consumer's Acquire load of
+        // `tail`: the slot writes (and block links) before it happen
+        // before its reads.
+        #[cfg(not(spanrec_loom_mutant = "ring_publish_relaxed"))]
+        self.queue.tail.store(self.tail, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "ring_publish_relaxed")]
+        self.queue.tail.store(self.tail, Ordering::Relaxed);
+    }
+}
+
+/// The reading end of a queue.
+pub struct Consumer<T> {
+    queue: Arc<Queue<T>>,
+    /// Our own copy of `queue.head` (we are its only writer).
+    head: usize,
+    /// A possibly stale copy of `queue.tail`; never ahead of the real one.
+    cached_tail: usize,
+    /// The block that holds `head` while `head < block_end`.
+    block: *mut Block<T>,
+    /// One past the last index `block` holds.
+    block_end: usize,
+    /// How many blocks the spare list held when we last stored it (the
+    /// producer takes all or none of them).
+    offered: usize,
+}
+
+/// Most blocks a spare list holds; beyond, the consumer frees what it
+/// leaves.
+const MAX_SPARE: usize = 64;
+
+// SAFETY: as for `Producer`: the pointer is into the consumer's own queue,
+// kept alive by its `Arc`; methods take `&mut self`.
+unsafe impl<T: Send> Send for Consumer<T> {}
+
+impl<T> Consumer<T> {
+    /// Removes the oldest value, if any.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        if self.head == self.cached_tail {
+            // ORDERING: Acquire pairs with the producer's Release store of
+            // `tail`: its slot writes and links happen before our reads.
+            self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+            if self.head == self.cached_tail {
+                return None;
+            }
+        }
+        // SAFETY: `head < tail` (acquired above or earlier).
+        let value = unsafe { self.read_head() };
+        self.head = self.head.wrapping_add(1);
+        self.publish_head();
+        Some(value)
+    }
+
+    /// Moves up to `max` values, oldest first, to the end of `out`, and
+    /// returns how many: one refresh of the producer's index and one publish
+    /// of ours for the lot.
+    #[inline]
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        if self.cached_tail.wrapping_sub(self.head) < max {
+            // ORDERING: as in `pop`.
+            self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+        }
+        let n = self.cached_tail.wrapping_sub(self.head).min(max);
+        if n == 0 {
+            return 0;
+        }
+        out.reserve(n);
+        for _ in 0..n {
+            // SAFETY: `head < tail`: fewer than `n` were read since the
+            // acquire. `reserve(n)` made room, so `push` does not allocate.
+            out.push(unsafe { self.read_head() });
+            self.head = self.head.wrapping_add(1);
+        }
+        self.publish_head();
+        n
+    }
+
+    /// Moves the value at `head` out of its slot, first following the link
+    /// to the next block if `head` is past this one.
+    ///
+    /// # Safety
+    /// `head < tail`, by an Acquire load of `tail`; `head` is published
+    /// after the call.
+    #[inline(always)]
+    unsafe fn read_head(&mut self) -> T {
+        if self.head == self.block_end {
+            self.leave_block();
+        }
+        // SAFETY: `block` holds `head` (just ensured); `head < tail`, so the
+        // slot is initialized (the `slots` invariant) and not written until
+        // we publish `head` past it. Reading moves the value out; the slot
+        // counts as uninitialized from then on.
+        unsafe { (*self.block).slots[self.head % BLOCK].with(|s| (*s).assume_init_read()) }
+    }
+
+    /// Follows the link from the block we have read to the end, and hands
+    /// that block to the producer (or frees it).
+    #[cold]
+    fn leave_block(&mut self) {
+        let old = self.block;
+        // SAFETY: `head == block_end < tail`: the producer linked `old`
+        // before publishing that `tail`, which we acquired.
+        let next = unsafe { (*old).next.with(|n| *n) };
+        self.block = next;
+        self.block_end = self.block_end.wrapping_add(BLOCK);
+        self.queue.head_block.with_mut(|b| {
+            // SAFETY: only the consumer writes `head_block`; the queue's
+            // drop reads it after both handles are gone.
+            unsafe { *b = (next, self.block_end) };
+        });
+        if next == old {
+            // A self-link: the producer reuses this block.
+            return;
+        }
+        // Take the list back (what the producer has not taken yet).
+        // ORDERING: Relaxed: only we wrote the list; the producer's swap
+        // and ours are RMWs on one atomic, so exactly one of us gets it.
+        let list = self.queue.spare.swap(0, Ordering::Relaxed);
+        if list == 0 {
+            self.offered = 0;
+        }
+        if self.offered >= MAX_SPARE {
+            // SAFETY: we read `old` to the end and the producer moved on
+            // from it: nobody uses it.
+            unsafe { self.queue.free_block(old) };
+            // ORDERING: Release, as below (the list is unchanged).
+            self.queue.spare.store(list, Ordering::Release);
+            return;
+        }
+        // SAFETY: `old` is ours now (as above); we relink it in front.
+        unsafe { (*old).next.with_mut(|n| *n = list as *mut Block<T>) };
+        self.offered += 1;
+        // ORDERING: Release pairs with the producer's Acquire swap in
+        // `next_block`: our reads of the blocks (and the links we wrote)
+        // happen before its writes to them.
+        #[cfg(not(spanrec_loom_mutant = "block_spare_relaxed"))]
+        self.queue.spare.store(old as usize, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "block_spare_relaxed")]
+        self.queue.spare.store(old as usize, Ordering::Relaxed);
+    }
+
+    /// Whether the queue holds at least half its capacity now (a fresh
+    /// read of the producer's index; see `ring.rs`).
+    #[inline]
+    pub fn half_full(&mut self) -> bool {
+        // ORDERING: Acquire pairs with the producer's Release store of
+        // `tail` (like `pop`); under the doorbell protocol this load follows
+        // the flusher's SeqCst fence (see `doorbell.rs`).
+        self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+        self.cached_tail.wrapping_sub(self.head) >= (self.queue.mask + 1) >> 1
+    }
+
+    /// Frees the spare list (unless the producer took it): memory an idle
+    /// thread does not need. What the producer already took stays with it.
+    pub fn release_spare(&mut self) {
+        self.offered = 0;
+        // ORDERING: Relaxed: only we wrote the list (the producer only
+        // takes it); taking it back needs no ordering with the producer.
+        let list = self.queue.spare.swap(0, Ordering::Relaxed) as *mut Block<T>;
+        // SAFETY: the list holds no values; we took it, so the producer
+        // cannot.
+        unsafe { self.queue.free_chain(list) };
+    }
+
+
+    /// Publishes `head`: the slots before it are free for the producer.
+    #[inline(always)]
+    fn publish_head(&mut self) {
+        // ORDERING: Release pairs with the producer's Acquire load of `head`
+        // in `has_room_refreshed`: our reads of the slots (and links) happen
+        // before its next writes to them.
+        #[cfg(not(spanrec_loom_mutant = "ring_release_relaxed"))]
+        self.queue.head.store(self.head, Ordering::Release);
+        #[cfg(spanrec_loom_mutant = "ring_release_relaxed")]
+        self.queue.head.store(self.head, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(spanrec_loom)))]
+mod tests {
+    use super::*;
+
+    fn unlimited() -> Arc<Budget> {
+        Budget::new(usize::MAX / 2)
+    }
+
+    #[test]
+    fn fifo_across_blocks_reports_full_and_reuses_blocks() {
+        let budget = unlimited();
+        let (mut p, mut c) = block_ring::<u32>(256, budget.clone());
+        let mut next_in = 0u32;
+        let mut next_out = 0u32;
+        for _ in 0..20 {
+            while p.push(next_in).is_ok() {
+                next_in += 1;
+            }
+            assert_eq!(next_in - next_out, 256, "full at capacity");
+            while let Some(v) = c.pop() {
+                assert_eq!(v, next_out);
+                next_out += 1;
+            }
+        }
+        // 256 slots are 4 blocks (+1 the producer moves to): recycled, not
+        // allocated anew each round.
+        assert!(budget.blocks() <= 256 / BLOCK + 2, "{}", budget.blocks());
+    }
+
+    #[test]
+    fn pop_into_moves_in_order_across_blocks() {
+        let (mut p, mut c) = block_ring::<u32>(1024, unlimited());
+        let mut out = Vec::new();
+        let mut next = 0;
+        for _ in 0..7 {
+            for _ in 0..(BLOCK * 3 + 5) {
+                p.push(next).unwrap();
+                next += 1;
+            }
+            let half = c.pop_into(&mut out, BLOCK + 3);
+            assert_eq!(half, BLOCK + 3);
+            c.pop_into(&mut out, usize::MAX);
+            assert_eq!(c.pop_into(&mut out, usize::MAX), 0);
+        }
+        assert!(out.iter().copied().eq(0..next));
+    }
+
+    #[test]
+    fn a_spent_budget_makes_the_queue_full_until_it_is_read() {
+        // No block beyond each queue's first.
+        let budget = Budget::new(0);
+        let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+        for i in 0..BLOCK as u32 {
+            p.push(i).unwrap();
+        }
+        assert_eq!(p.push(99), Err(Full(99)), "the budget, not the capacity");
+        assert_eq!(c.pop(), Some(0));
+        // Still unread values: the block cannot be reused yet.
+        assert_eq!(p.push(99), Err(Full(99)));
+        while c.pop().is_some() {}
+        // All read: the producer links its block to itself and goes on.
+        for i in 0..(BLOCK as u32 * 3) {
+            p.push(i).unwrap();
+            assert_eq!(c.pop(), Some(i));
+        }
+        assert_eq!(budget.blocks(), 1);
+    }
+
+    #[test]
+    fn a_self_link_is_not_rewritten_before_the_consumer_followed_it() {
+        let budget = Budget::new(1);
+        let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+        // Fill the first block and read it all: no spare, but budget for
+        // one more block... spend it on another queue.
+        let (mut other, _oc) = block_ring::<u32>(1024, budget.clone());
+        for i in 0..=BLOCK as u32 {
+            other.push(i).unwrap();
+        }
+        for i in 0..BLOCK as u32 {
+            p.push(i).unwrap();
+        }
+        while c.pop().is_some() {}
+        // Self-link; fill the block again without the consumer crossing.
+        for i in 0..BLOCK as u32 {
+            p.push(i).unwrap();
+        }
+        // The next block needs a new link, but the consumer has not read
+        // past the self-link yet: refused.
+        assert_eq!(p.push(7), Err(Full(7)));
+        assert_eq!(c.pop(), Some(0));
+        // Now it has; everything else is unread, so still no block.
+        assert_eq!(p.push(7), Err(Full(7)));
+        while c.pop().is_some() {}
+        p.push(7).unwrap();
+        assert_eq!(c.pop(), Some(7));
+    }
+
+    #[test]
+    fn idle_memory_goes_back_to_one_block() {
+        let budget = unlimited();
+        let (mut p, mut c) = block_ring::<[u8; 100]>(4096, budget.clone());
+        for _ in 0..4000 {
+            p.push([1; 100]).unwrap();
+        }
+        let mut out = Vec::new();
+        c.pop_into(&mut out, usize::MAX);
+        assert!(budget.blocks() > 32, "{}", budget.blocks());
+        c.release_spare();
+        assert_eq!(budget.blocks(), 1, "the producer's current block only");
+    }
+
+    #[test]
+    fn drop_releases_values_and_blocks() {
+        let value = std::sync::Arc::new(());
+        let budget = unlimited();
+        {
+            let (mut p, mut c) = block_ring(1024, budget.clone());
+            for _ in 0..(BLOCK * 5 + 3) {
+                p.push(value.clone()).unwrap();
+            }
+            for _ in 0..(BLOCK + 1) {
+                c.pop().unwrap();
+            }
+            drop(p);
+            drop(c);
+        }
+        assert_eq!(std::sync::Arc::strong_count(&value), 1);
+        assert_eq!(budget.blocks(), 0);
+    }
+
+    #[test]
+    fn threads_hand_over_every_value_in_order() {
+        let budget = Budget::new(8);
+        let (mut p, mut c) = block_ring::<u64>(1024, budget.clone());
+        const N: u64 = 300_000;
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                let mut v = i;
+                while let Err(Full(back)) = p.push(v) {
+                    v = back;
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut expected = 0;
+        let mut out = Vec::new();
+        while expected < N {
+            out.clear();
+            c.pop_into(&mut out, 100);
+            for &v in &out {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+        }
+        producer.join().unwrap();
+        drop(c);
+        assert_eq!(budget.blocks(), 0);
+    }
+}
