@@ -4,8 +4,17 @@
 //! cannot hold; an unbounded one grows. Each library runs in its own child
 //! process (this binary re-executed) so the peaks do not mix.
 //!
-//! `cargo bench -p spanrec-benches --bench memory`. Target (issue 6): spanrec
-//! with the default configuration ≤ 64 MiB peak, with the drop count exact.
+//! `memory/spanrec/threads_TxN` (issue 13): peak RSS while T threads, all
+//! alive at once (they start together and exit together), each finish N
+//! spans with the `Block` policy against a counting recorder: what memory
+//! costs per thread, with nothing lost. `memory/untraced/threads_TxN` is the
+//! same run without spans (thread stacks and the harness).
+//!
+//! `cargo bench -p spanrec-benches --bench memory`. Targets: spanrec with
+//! the default configuration ≤ 64 MiB peak in the overload (issue 6), and
+//! with 512 × 4,000 ≤ 64 MiB, 2,000 × 1,000 ≤ 96 MiB, 0 lost (issue 13).
+//! Each figure is also saved to `target/spanrec-mem/<id>.json` for CI's
+//! table.
 
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -135,31 +144,122 @@ fn fastrace_run() -> String {
     )
 }
 
+/// T threads, all alive at once, each finishing N spans (2 tags) with the
+/// `Block` policy; `traced == false` runs the same threads without spans.
+fn threads_run(threads: usize, spans: u64, traced: bool) -> String {
+    let recorder = spanrec::NullRecorder::new();
+    let tracer = Tracer::builder()
+        .recorder(recorder.clone())
+        .overflow(spanrec::OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        })
+        .build()
+        .expect("valid configuration");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let end = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (tracer, start, end) = (tracer.clone(), start.clone(), end.clone());
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    start.wait();
+                    for i in 0..spans {
+                        if traced {
+                            let mut span = tracer.start_span("find");
+                            span.set_tag("db.rows", black_box(i as i64));
+                            span.set_tag("db.op", Value::StaticStr("find"));
+                            span.finish();
+                        } else {
+                            black_box(i);
+                        }
+                    }
+                    end.wait();
+                })
+                .expect("spawn")
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let _ = tracer.flush(Instant::now() + Duration::from_secs(120));
+    let s = tracer.stats();
+    assert_eq!(
+        s.recorded + s.dropped.total(),
+        s.finished,
+        "exact accounting"
+    );
+    format!(
+        "finished {} recorded {} lost {}",
+        s.finished,
+        s.recorded,
+        s.dropped.total()
+    )
+}
+
+fn save(id: &str, mib: f64, summary: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/spanrec-mem")
+        .join(id.rsplit_once('/').map_or("", |(d, _)| d));
+    let _ = std::fs::create_dir_all(&dir);
+    let name = id.rsplit('/').next().unwrap_or(id);
+    let _ = std::fs::write(
+        dir.join(format!("{name}.json")),
+        format!("{{\"id\": \"{id}\", \"peak_mib\": {mib:.2}, \"summary\": \"{summary}\"}}\n"),
+    );
+}
+
+/// The thread runs: (threads, spans each).
+const THREAD_RUNS: [(usize, u64); 4] = [(2, 1_000_000), (64, 31_250), (512, 4_000), (2_000, 1_000)];
+
 fn main() {
     let child = std::env::args()
         .skip(1)
         .find(|a| a.starts_with("memory-child="));
     if let Some(lib) = child {
-        let summary = match lib.trim_start_matches("memory-child=") {
-            "spanrec" => spanrec_run(),
-            "otel" => otel_run(),
-            "fastrace" => fastrace_run(),
-            other => panic!("unknown library {other}"),
+        let arg = lib.trim_start_matches("memory-child=");
+        let summary = match arg.split_once(':') {
+            Some((kind, shape)) => {
+                let (t, n) = shape.split_once('x').expect("TxN");
+                let (t, n) = (t.parse().expect("T"), n.parse().expect("N"));
+                threads_run(t, n, kind == "threads")
+            }
+            None => match arg {
+                "spanrec" => spanrec_run(),
+                "otel" => otel_run(),
+                "fastrace" => fastrace_run(),
+                other => panic!("unknown library {other}"),
+            },
         };
         println!("{} {}", peak_rss_kib(), summary);
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    for lib in ["spanrec", "otel", "fastrace"] {
+    let mut runs: Vec<(String, String)> = ["spanrec", "otel", "fastrace"]
+        .iter()
+        .map(|lib| (lib.to_string(), format!("memory/{lib}/10M_overload")))
+        .collect();
+    for (t, n) in THREAD_RUNS {
+        runs.push((
+            format!("threads:{t}x{n}"),
+            format!("memory/spanrec/threads_{t}x{n}"),
+        ));
+        runs.push((
+            format!("untraced:{t}x{n}"),
+            format!("memory/untraced/threads_{t}x{n}"),
+        ));
+    }
+    for (arg, id) in runs {
         let out = Command::new(&exe)
-            .arg(format!("memory-child={lib}"))
+            .arg(format!("memory-child={arg}"))
             .output()
             .expect("child run");
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or_default();
         let (kib, summary) = line.split_once(' ').unwrap_or(("0", line));
         let mib = kib.parse::<f64>().unwrap_or(0.0) / 1024.0;
-        println!("memory/{lib}/10M_overload: peak RSS {mib:.1} MiB; {summary}");
+        println!("{id}: peak RSS {mib:.1} MiB; {summary}");
+        save(&id, mib, summary);
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             std::process::exit(1);

@@ -1,14 +1,18 @@
 //! A bounded single-producer single-consumer queue stored in a chain of
 //! fixed-size blocks, whose memory follows what is in flight.
 //!
-//! The indices are those of `ring.rs` (Lamport's SPSC queue with unbounded
-//! indices, cached remote indices and the `check_at` schedule, as in
-//! `rtrb`): `tail - head <= capacity` bounds what one thread has in flight.
-//! Only the storage differs. Instead of one array of `capacity` slots per
-//! thread (1 MiB of span records at the default capacity, touched by any
-//! thread that ever had a few thousand spans in flight), slots live in
-//! blocks of [`BLOCK`] linked in index order, as in the segmented queues of
-//! crossbeam's `SegQueue` and Vyukov's unbounded SPSC queue:
+//! The indices are Lamport's SPSC queue ("Proving the Correctness of
+//! Multiprocess Programs", 1977) with the refinements `rtrb` made popular:
+//! indices that grow without bound (so "full" and "empty" need no spare
+//! slot), a cached copy of the other side's index (the fast path reads no
+//! line the other side writes), and a `check_at` schedule that refreshes
+//! it a few times per trip round the queue. `tail - head <= capacity`
+//! bounds what one thread has in flight. The storage is not one array of
+//! `capacity` slots per thread (1 MiB of span records at the default
+//! capacity, touched by any thread that ever had a few thousand spans in
+//! flight): slots live in blocks of [`BLOCK`] linked in index order, as in
+//! the segmented queues of crossbeam's `SegQueue` and Vyukov's unbounded
+//! SPSC queue:
 //!
 //! - the producer writes the block holding `tail`; when `tail` reaches its
 //!   end it takes the next block: one the consumer handed back (*spares*),
@@ -21,11 +25,13 @@
 //! - the consumer, reading past the end of a block, follows the link and
 //!   adds the block it left to the shared spare list (taking the list
 //!   back with a swap, prepending, storing it with Release); the producer
-//!   takes the whole list (one Acquire swap) into its own free list. So a
-//!   busy thread stops allocating once warm, and a list never holds more
-//!   than `MAX_SPARE` blocks. The flusher frees
-//!   the stash and the shared list of a queue that stayed idle
-//!   (`release_spare`); the producer's own list goes when it drops.
+//!   takes the list (an Acquire swap), uses its first block and leaves the
+//!   rest in a second slot, `unused`, which it takes from first next time
+//!   and the consumer rebuilds the spare list from. Each slot has one
+//!   storer, who stores only after swapping it to 0, so no chain is ever
+//!   lost. A busy thread stops allocating once warm, and a thread never
+//!   hoards blocks: the flusher frees both slots' chains when the queue
+//!   stayed idle (`release_spare`).
 //!
 //! So a thread holds one block (8 KiB of span records) when idle, a few
 //! under a steady load, and at most `capacity` slots' worth in a burst, and
@@ -181,12 +187,18 @@ struct Queue<T> {
     /// Blocks the consumer left, for the producer: the address of the
     /// first of a chain linked through `next` (0: none).
     ///
-    /// Invariant: only the consumer makes it non-zero (a Release store:
-    /// its reads of the blocks and its writes of their links happen
-    /// before), and the producer takes the whole chain (an Acquire swap to
-    /// 0: its writes to them happen after). The consumer takes it back
-    /// (a swap) to add to it or to free it.
+    /// Invariant: only the consumer stores to it (Release: its reads of
+    /// the blocks and writes of their links happen before), always after
+    /// swapping it to 0 itself; the producer only swaps it to 0 (Acquire),
+    /// taking the whole chain. So no chain is ever overwritten.
     spare: AtomicUsize,
+    /// What the producer took from `spare` and did not need: a chain, or 0.
+    ///
+    /// Invariant: only the producer stores to it (Release), always after
+    /// swapping it to 0 itself; both sides swap it to 0 (Acquire) to take
+    /// the chain: the producer for its next block, the consumer to rebuild
+    /// `spare` from it or to free it.
+    unused: AtomicUsize,
     /// The consumer's current block and the index where it ends, for the
     /// queue's drop. Written only by the consumer.
     head_block: UnsafeCell<(*mut Block<T>, usize)>,
@@ -272,9 +284,14 @@ impl<T> Drop for Queue<T> {
         }
         // ORDERING: Relaxed, as above.
         let spare = self.spare.load(Ordering::Relaxed) as *mut Block<T>;
-        // SAFETY: the chain's blocks hold no values and nobody can take
+        // ORDERING: Relaxed, as above.
+        let unused = self.unused.load(Ordering::Relaxed) as *mut Block<T>;
+        // SAFETY: the chains' blocks hold no values and nobody can take
         // them now.
-        unsafe { self.free_chain(spare) };
+        unsafe {
+            self.free_chain(spare);
+            self.free_chain(unused);
+        }
         self.budget.remove_queue();
     }
 }
@@ -291,6 +308,7 @@ pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Cons
         tail: CachePadded::new(AtomicUsize::new(0)),
         mask: capacity - 1,
         spare: AtomicUsize::new(0),
+        unused: AtomicUsize::new(0),
         head_block: UnsafeCell::new((first, BLOCK)),
         budget,
     });
@@ -306,7 +324,6 @@ pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Cons
             block: first,
             block_end: BLOCK,
             relinked_at: usize::MAX,
-            free: ptr::null_mut(),
         },
         Consumer {
             queue,
@@ -314,7 +331,6 @@ pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Cons
             cached_tail: 0,
             block: first,
             block_end: BLOCK,
-            offered: 0,
         },
     )
 }
@@ -350,16 +366,6 @@ pub struct Producer<T> {
     /// index, it may still have to follow the self-link, so the link must
     /// not be rewritten.
     relinked_at: usize,
-    /// Blocks taken from the spare list, not used yet: a chain through
-    /// `next`, ours alone.
-    free: *mut Block<T>,
-}
-
-impl<T> Drop for Producer<T> {
-    fn drop(&mut self) {
-        // SAFETY: the free list holds no values and only we know it.
-        unsafe { self.queue.free_chain(self.free) };
-    }
 }
 
 // SAFETY: the producer's raw pointer is to a block of its own queue, which
@@ -376,7 +382,9 @@ impl<T> Producer<T> {
         if self.push_from(&mut value, || {}) {
             Ok(())
         } else {
-            Err(Full(value.take().expect("a refused value is left in place")))
+            Err(Full(
+                value.take().expect("a refused value is left in place"),
+            ))
         }
     }
 
@@ -385,7 +393,9 @@ impl<T> Producer<T> {
     ///
     /// Calls `half_full` (before the push) when the queue holds at least
     /// half its capacity, once per drain by the consumer: the doorbell's
-    /// trigger (see `ring.rs`, whose schedule this shares).
+    /// trigger: at most one call per half-fill. The values that filled it
+    /// were published before the call, which is what the doorbell's fence
+    /// needs (`doorbell.rs`).
     #[inline(always)]
     pub fn push_from(&mut self, value: &mut Option<T>, half_full: impl FnOnce()) -> bool {
         if self.tail == self.check_at && !self.has_room_refreshed(half_full) {
@@ -411,8 +421,11 @@ impl<T> Producer<T> {
         true
     }
 
-    /// Refreshes `head`; reports half-full as `ring.rs` does; at the end of
-    /// the block, takes the next one; sets the next `check_at`.
+    /// Refreshes `head`; calls `half_full` if the queue holds at least half
+    /// its capacity and it was not called for this `head` yet; at the end
+    /// of the block, takes the next one; sets the next `check_at`: where
+    /// the cached view reaches half, if it is below, else `half / 4` pushes
+    /// on (or where the queue could be full), and never past the block.
     #[cold]
     #[inline(never)]
     fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
@@ -438,11 +451,12 @@ impl<T> Producer<T> {
             self.tail.wrapping_add(to_full.min(self.half / 4).max(1))
         };
         // Both bounds are ahead of `tail` (modulo wrapping): take the nearer.
-        self.check_at = if check_at.wrapping_sub(self.tail) <= self.block_end.wrapping_sub(self.tail) {
-            check_at
-        } else {
-            self.block_end
-        };
+        self.check_at =
+            if check_at.wrapping_sub(self.tail) <= self.block_end.wrapping_sub(self.tail) {
+                check_at
+            } else {
+                self.block_end
+            };
         true
     }
 
@@ -458,22 +472,9 @@ impl<T> Producer<T> {
         if !link_free {
             return false;
         }
-        if self.free.is_null() {
-            // ORDERING: Acquire pairs with the consumer's Release store in
-            // `Consumer::offer`: its reads of the blocks happen before our
-            // writes to them.
-            #[cfg(not(spanrec_loom_mutant = "block_spare_relaxed"))]
-            let list = self.queue.spare.swap(0, Ordering::Acquire);
-            #[cfg(spanrec_loom_mutant = "block_spare_relaxed")]
-            let list = self.queue.spare.swap(0, Ordering::Relaxed);
-            self.free = list as *mut Block<T>;
-        }
-        let next = if !self.free.is_null() {
-            let block = self.free;
-            // SAFETY: the free list is ours; its links were written by the
-            // consumer before its Release store, which we acquired.
-            self.free = unsafe { (*block).next.with(|n| *n) };
-            block
+        let spare = self.take_one_spare();
+        let next = if !spare.is_null() {
+            spare
         } else if self.queue.budget.take() {
             Block::allocate()
         } else if fill == 0 {
@@ -490,8 +491,8 @@ impl<T> Producer<T> {
         } else {
             return false;
         };
-        // SAFETY: `next` is ours alone (fresh, or from our free list,
-        // which the consumer no longer uses); `block` is our current block,
+        // SAFETY: `next` is ours alone (fresh, or a spare the consumer no
+        // longer uses); `block` is our current block,
         // whose link the consumer reads only after acquiring a `tail` past
         // `block_end`, published after these writes.
         unsafe {
@@ -502,6 +503,40 @@ impl<T> Producer<T> {
         self.block_end = self.block_end.wrapping_add(BLOCK);
         self.relinked_at = usize::MAX;
         true
+    }
+
+    /// Takes one block the consumer left: from our own leftovers
+    /// (`unused`) if the consumer has not taken them back, else from the
+    /// spare list; what we do not need goes to `unused`, where the consumer
+    /// finds it (to reuse or free). So a thread never hoards blocks. Null
+    /// if there are none.
+    fn take_one_spare(&mut self) -> *mut Block<T> {
+        // ORDERING: Acquire pairs with our own Release store below (the
+        // consumer never stores to `unused`).
+        let mut list = self.queue.unused.swap(0, Ordering::Acquire) as *mut Block<T>;
+        if list.is_null() {
+            // ORDERING: Acquire pairs with the consumer's Release store in
+            // `leave_block`: its reads of the blocks (and its writes of
+            // their links) happen before our writes to them.
+            #[cfg(not(spanrec_loom_mutant = "block_spare_relaxed"))]
+            let taken = self.queue.spare.swap(0, Ordering::Acquire);
+            #[cfg(spanrec_loom_mutant = "block_spare_relaxed")]
+            let taken = self.queue.spare.swap(0, Ordering::Relaxed);
+            list = taken as *mut Block<T>;
+        }
+        if list.is_null() {
+            return list;
+        }
+        // SAFETY: the chain is ours now: its links were written before the
+        // Release store we acquired.
+        let rest = unsafe { (*list).next.with(|n| *n) };
+        if !rest.is_null() {
+            // `unused` is 0 (we swapped it, and only we store to it).
+            // ORDERING: Release pairs with the consumer's Acquire swap of
+            // `unused` (and our own next one): the chain as we leave it.
+            self.queue.unused.store(rest as usize, Ordering::Release);
+        }
+        list
     }
 
     /// Publishes `tail`: the slots before it hold values for the consumer.
@@ -528,14 +563,7 @@ pub struct Consumer<T> {
     block: *mut Block<T>,
     /// One past the last index `block` holds.
     block_end: usize,
-    /// How many blocks the spare list held when we last stored it (the
-    /// producer takes all or none of them).
-    offered: usize,
 }
-
-/// Most blocks a spare list holds; beyond, the consumer frees what it
-/// leaves.
-const MAX_SPARE: usize = 64;
 
 // SAFETY: as for `Producer`: the pointer is into the consumer's own queue,
 // kept alive by its `Arc`; methods take `&mut self`.
@@ -621,27 +649,23 @@ impl<T> Consumer<T> {
             // A self-link: the producer reuses this block.
             return;
         }
-        // Take the list back (what the producer has not taken yet).
-        // ORDERING: Relaxed: only we wrote the list; the producer's swap
-        // and ours are RMWs on one atomic, so exactly one of us gets it.
-        let list = self.queue.spare.swap(0, Ordering::Relaxed);
+        // Take the list back (what the producer has not taken yet); if it
+        // took it all, start from what it left over.
+        // ORDERING: Relaxed: only we store to `spare`, so what we take back
+        // is what we stored.
+        let mut list = self.queue.spare.swap(0, Ordering::Relaxed);
         if list == 0 {
-            self.offered = 0;
+            // ORDERING: Acquire pairs with the producer's Release store in
+            // `take_one_spare`: the chain as it left it.
+            list = self.queue.unused.swap(0, Ordering::Acquire);
         }
-        if self.offered >= MAX_SPARE {
-            // SAFETY: we read `old` to the end and the producer moved on
-            // from it: nobody uses it.
-            unsafe { self.queue.free_block(old) };
-            // ORDERING: Release, as below (the list is unchanged).
-            self.queue.spare.store(list, Ordering::Release);
-            return;
-        }
-        // SAFETY: `old` is ours now (as above); we relink it in front.
+        // SAFETY: we read `old` to the end and the producer moved on from
+        // it: it is ours now; we relink it in front of the list.
         unsafe { (*old).next.with_mut(|n| *n = list as *mut Block<T>) };
-        self.offered += 1;
+        // `spare` is 0 (we swapped it, and only we store to it).
         // ORDERING: Release pairs with the producer's Acquire swap in
-        // `next_block`: our reads of the blocks (and the links we wrote)
-        // happen before its writes to them.
+        // `take_one_spare`: our reads of the blocks (and the links we
+        // wrote) happen before its writes to them.
         #[cfg(not(spanrec_loom_mutant = "block_spare_relaxed"))]
         self.queue.spare.store(old as usize, Ordering::Release);
         #[cfg(spanrec_loom_mutant = "block_spare_relaxed")]
@@ -649,7 +673,8 @@ impl<T> Consumer<T> {
     }
 
     /// Whether the queue holds at least half its capacity now (a fresh
-    /// read of the producer's index; see `ring.rs`).
+    /// read of the producer's index): the flusher's re-check before it
+    /// sleeps, the same threshold as the producer's `half_full`.
     #[inline]
     pub fn half_full(&mut self) -> bool {
         // ORDERING: Acquire pairs with the producer's Release store of
@@ -662,15 +687,16 @@ impl<T> Consumer<T> {
     /// Frees the spare list (unless the producer took it): memory an idle
     /// thread does not need. What the producer already took stays with it.
     pub fn release_spare(&mut self) {
-        self.offered = 0;
-        // ORDERING: Relaxed: only we wrote the list (the producer only
-        // takes it); taking it back needs no ordering with the producer.
-        let list = self.queue.spare.swap(0, Ordering::Relaxed) as *mut Block<T>;
-        // SAFETY: the list holds no values; we took it, so the producer
+        // ORDERING: Relaxed, Acquire: as in `leave_block`.
+        let spare = self.queue.spare.swap(0, Ordering::Relaxed) as *mut Block<T>;
+        let unused = self.queue.unused.swap(0, Ordering::Acquire) as *mut Block<T>;
+        // SAFETY: the chains hold no values; we took them, so the producer
         // cannot.
-        unsafe { self.queue.free_chain(list) };
+        unsafe {
+            self.queue.free_chain(spare);
+            self.queue.free_chain(unused);
+        }
     }
-
 
     /// Publishes `head`: the slots before it are free for the producer.
     #[inline(always)]

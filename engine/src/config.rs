@@ -162,7 +162,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ring_capacity: 8192,
-            ring_memory_budget: 32 << 20,
+            ring_memory_budget: 16 << 20,
             arena_chunk_bytes: 256,
             max_batch_size: 1024,
             flush_interval: Duration::from_millis(100),

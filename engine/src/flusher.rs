@@ -31,7 +31,7 @@ use crate::recorder::{Batch, Recorder, RecorderError};
 use crate::sync::Arc;
 use crate::tracer::Shared;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -91,14 +91,16 @@ struct Slot {
     inner: FlusherSlot,
     /// The thread exited and a drain after seeing that emptied the ring.
     drained_for_good: bool,
-    /// Passes in a row that found the ring empty.
-    idle_passes: u32,
+    /// When a pass first found the ring empty, since the last that did
+    /// not; `None` once its spare blocks are freed.
+    idle_since: Option<Instant>,
 }
 
-/// Passes in a row (at least one `flush_interval` apart, unless rung) that
-/// find a ring empty before its spare blocks are freed: a thread that
-/// stopped finishing spans keeps one block.
-const IDLE_PASSES_BEFORE_RELEASE: u32 = 2;
+/// How long a ring stays empty before its spare blocks are freed: a
+/// thread that stopped finishing spans keeps one block. Long enough that a
+/// thread merely descheduled for a while (many threads on few cores) does
+/// not free and reallocate blocks, which would churn the allocator.
+const IDLE_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 
 impl Flusher {
     fn run(mut self) {
@@ -168,7 +170,7 @@ impl Flusher {
             let new_slots = new_slots.into_iter().map(|inner| Slot {
                 inner,
                 drained_for_good: false,
-                idle_passes: 0,
+                idle_since: Some(Instant::now()),
             });
             self.slots.extend(new_slots);
             self.index_homes();
@@ -215,12 +217,13 @@ impl Flusher {
             pressed |= n >= half;
             let slot = &mut self.slots[i];
             if n > 0 {
-                slot.idle_passes = 0;
-            } else if slot.idle_passes < IDLE_PASSES_BEFORE_RELEASE {
-                slot.idle_passes += 1;
-                if slot.idle_passes == IDLE_PASSES_BEFORE_RELEASE {
-                    slot.inner.receiver.release_spare();
-                }
+                slot.idle_since = Some(Instant::now());
+            } else if slot
+                .idle_since
+                .is_some_and(|t| t.elapsed() >= IDLE_BEFORE_RELEASE)
+            {
+                slot.idle_since = None;
+                slot.inner.receiver.release_spare();
             }
         }
         Pass { moved, pressed }

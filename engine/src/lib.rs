@@ -60,6 +60,8 @@
 struct ReadmeDoctests;
 
 mod active;
+#[doc(hidden)]
+pub mod block_ring;
 mod clock;
 mod config;
 #[doc(hidden)]
@@ -79,10 +81,6 @@ mod prefetch;
 pub mod propagation;
 mod record;
 mod recorder;
-#[doc(hidden)]
-pub mod block_ring;
-#[doc(hidden)]
-pub mod ring;
 #[doc(hidden)]
 pub mod slot;
 mod span;

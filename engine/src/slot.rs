@@ -4,7 +4,7 @@
 //! ```text
 //!   SlotSender (the thread)                 SlotReceiver (the flusher)
 //!   spans:   Producer ── block_ring ─────▶ Consumer
-//!   returns: Consumer ◀─── ring ────────── Producer
+//!   returns: Consumer ◀─ block_ring ────── Producer
 //!   drop ──▶ flags.exited = true (Release)  drain: load exited (Acquire) first
 //! ```
 //!
@@ -18,8 +18,7 @@
 //!   past the check is found by a later drain ([`SlotReceiver::drain`] works
 //!   after shutdown too), so every value is either drained or refused.
 
-use crate::block_ring::{self, block_ring, Budget};
-use crate::ring::{ring, Consumer, Full, Producer};
+use crate::block_ring::{block_ring, Budget, Consumer, Full, Producer};
 use crate::sync::{Arc, AtomicBool, Ordering};
 
 /// Flags shared by the two halves.
@@ -42,7 +41,7 @@ pub enum Refused<T> {
 
 /// The thread's half. `Send`, used through `&mut self`.
 pub struct SlotSender<T, R = T> {
-    spans: block_ring::Producer<T>,
+    spans: Producer<T>,
     returns: Consumer<R>,
     flags: Arc<Flags>,
     /// The tracer's "closed" flag, shared by all its slots.
@@ -51,7 +50,7 @@ pub struct SlotSender<T, R = T> {
 
 /// The flusher's half.
 pub struct SlotReceiver<T, R = T> {
-    spans: block_ring::Consumer<T>,
+    spans: Consumer<T>,
     returns: Producer<R>,
     flags: Arc<Flags>,
 }
@@ -66,9 +65,10 @@ pub struct Drained {
     pub for_good: bool,
 }
 
-/// A slot whose rings hold `capacity` and `returns_capacity` values (the
-/// first's blocks beyond its first within `budget`), whose sender refuses
-/// values once `closed` is set.
+/// A slot whose queues hold `capacity` and `returns_capacity` values (the
+/// first's blocks beyond its first within `budget`; the returns', small,
+/// are bounded by their capacity only), whose sender refuses values once
+/// `closed` is set.
 pub fn slot<T, R>(
     capacity: usize,
     returns_capacity: usize,
@@ -76,7 +76,7 @@ pub fn slot<T, R>(
     closed: Arc<AtomicBool>,
 ) -> (SlotSender<T, R>, SlotReceiver<T, R>) {
     let (spans_tx, spans_rx) = block_ring(capacity, budget);
-    let (returns_tx, returns_rx) = ring(returns_capacity);
+    let (returns_tx, returns_rx) = block_ring(returns_capacity, Budget::new(usize::MAX / 2));
     let flags = Arc::new(Flags::default());
     (
         SlotSender {

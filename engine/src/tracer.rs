@@ -239,8 +239,7 @@ impl Shared {
             }
             late_counters.add_to(&mut stats);
             stats.threads = states.len() as u64;
-            stats.ring_bytes =
-                (self.ring_budget.blocks() * block_bytes::<SpanRecord>()) as u64;
+            stats.ring_bytes = (self.ring_budget.blocks() * block_bytes::<SpanRecord>()) as u64;
             let r = *retired;
             stats.started = stats.started.wrapping_add(r.started);
             stats.finished += r.finished;

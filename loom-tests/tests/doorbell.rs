@@ -14,8 +14,8 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use spanrec::doorbell::Doorbell;
 use spanrec::block_ring::{block_ring, Budget, Consumer};
+use spanrec::doorbell::Doorbell;
 
 mod common;
 use common::model;

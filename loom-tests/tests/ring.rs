@@ -1,12 +1,14 @@
-//! Models of the SPSC ring (`engine/src/ring.rs`): hand-over, wrap-around,
-//! full and empty boundaries, drop of unpopped values.
+//! Models of the SPSC queue's indices (`engine/src/block_ring.rs`, Lamport's
+//! queue with cached indices): hand-over, wrap-around, full and empty
+//! boundaries, drop of unpopped values, two producers. The block chain
+//! itself has its own models in `block_ring.rs`.
 //!
 //! Run: `RUSTFLAGS="--cfg spanrec_loom" cargo test -p spanrec-loom-tests --release`.
 #![cfg(spanrec_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use spanrec::ring::{ring, Full};
+use spanrec::block_ring::{block_ring, Budget, Full, Producer};
 
 mod common;
 use common::model;
@@ -16,7 +18,7 @@ use common::model;
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Pair(u64, u64);
 
-fn push_spinning<T>(p: &mut spanrec::ring::Producer<T>, mut v: T) {
+fn push_spinning<T>(p: &mut Producer<T>, mut v: T) {
     loop {
         match p.push(v) {
             Ok(()) => return,
@@ -34,7 +36,7 @@ fn push_spinning<T>(p: &mut spanrec::ring::Producer<T>, mut v: T) {
 #[test]
 fn hand_over_wraps_around_full_and_empty() {
     model("ring_hand_over", || {
-        let (mut p, mut c) = ring::<Pair>(2);
+        let (mut p, mut c) = block_ring::<Pair>(2, Budget::new(8));
         let producer = thread::spawn(move || {
             for i in 0..3 {
                 push_spinning(&mut p, Pair(i, i));
@@ -61,7 +63,7 @@ fn hand_over_wraps_around_full_and_empty() {
 #[test]
 fn full_push_hands_the_value_back() {
     model("ring_full_push", || {
-        let (mut p, mut c) = ring::<u64>(1);
+        let (mut p, mut c) = block_ring::<u64>(1, Budget::new(8));
         p.push(1).unwrap();
         let consumer = thread::spawn(move || {
             let got = c.pop();
@@ -89,7 +91,7 @@ fn full_push_hands_the_value_back() {
 #[test]
 fn unpopped_values_are_dropped_not_leaked() {
     model("ring_drop", || {
-        let (mut p, mut c) = ring::<Arc<u64>>(2);
+        let (mut p, mut c) = block_ring::<Arc<u64>>(2, Budget::new(8));
         let producer = thread::spawn(move || {
             p.push(Arc::new(1)).unwrap();
             let _ = p.push(Arc::new(2));
@@ -109,8 +111,8 @@ fn unpopped_values_are_dropped_not_leaked() {
 #[test]
 fn two_producers_one_consumer() {
     model("ring_two_producers", || {
-        let (mut p1, mut c1) = ring::<u64>(1);
-        let (mut p2, mut c2) = ring::<u64>(1);
+        let (mut p1, mut c1) = block_ring::<u64>(1, Budget::new(8));
+        let (mut p2, mut c2) = block_ring::<u64>(1, Budget::new(8));
         let t1 = thread::spawn(move || {
             push_spinning(&mut p1, 10);
             push_spinning(&mut p1, 11);
