@@ -166,3 +166,25 @@ if base:
         if v in losses and losses.get("otel"):
             print(f"    {v}: capacity loss {losses[v]:.1f} % (target <= 5), "
                   f"{losses[v] / losses['otel']:.2f}x OpenTelemetry's (target <= 0.3)")
+
+print("\nmemory (peak RSS of the whole process; Block policy, counting recorder):")
+mem_root = root.parent / "spanrec-mem" / "memory"
+targets = {"threads_512x4000": 64, "threads_2000x1000": 96}
+for shape in ["threads_2x1000000", "threads_64x31250", "threads_512x4000", "threads_2000x1000"]:
+    try:
+        ours = json.loads((mem_root / "spanrec" / f"{shape}.json").read_text())
+        base = json.loads((mem_root / "untraced" / f"{shape}.json").read_text())
+    except (OSError, ValueError):
+        continue
+    target = targets.get(shape)
+    verdict = ""
+    if target:
+        verdict = f" (target <= {target} MiB: {'met' if ours['peak_mib'] <= target else 'MISSED'})"
+    print(f"  memory/spanrec/{shape:20} {ours['peak_mib']:7.1f} MiB, untraced {base['peak_mib']:6.1f} MiB; "
+          f"{ours['summary']}{verdict}")
+for lib in ["spanrec", "otel", "fastrace"]:
+    try:
+        m = json.loads((mem_root / lib / "10M_overload.json").read_text())
+    except (OSError, ValueError):
+        continue
+    print(f"  memory/{lib}/10M_overload {m['peak_mib']:9.1f} MiB; {m['summary']}")

@@ -16,10 +16,15 @@ started=$(date +%s)
 echo "loom: LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS"
 out=$(mktemp)
 for group in ring block_ring slot flush doorbell; do
+  group_out=$(mktemp)
   RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
     cargo test -p spanrec-loom-tests --release --test "$group" -- --nocapture --test-threads 1 \
-    2>&1 | tee -a "$out" | grep -E "loom model|test result|panicked|FAILED" || true
-  if ! grep "test result" "$out" | tail -n 1 | grep -q "test result: ok"; then
+    >"$group_out" 2>&1 || true
+  cat "$group_out" >>"$out"
+  grep -E "loom model|test result|panicked|FAILED" "$group_out" || true
+  # This group's own result: a group that does not build has none.
+  if ! grep -q "test result: ok" "$group_out"; then
+    tail -n 30 "$group_out"
     echo "loom: model group $group FAILED"; exit 1
   fi
 done

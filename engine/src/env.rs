@@ -5,6 +5,7 @@
 //! | variable | value |
 //! |---|---|
 //! | `SPANREC_RING_CAPACITY` | spans per thread ring |
+//! | `SPANREC_RING_MEMORY_BUDGET` | bytes of ring blocks, all threads |
 //! | `SPANREC_ARENA_CHUNK_BYTES` | bytes |
 //! | `SPANREC_BATCH_SIZE` | spans per recorder batch |
 //! | `SPANREC_FLUSH_INTERVAL_MS` | milliseconds |

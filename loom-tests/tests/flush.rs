@@ -12,8 +12,8 @@
 
 use loom::sync::{Arc, Mutex};
 use loom::thread;
+use spanrec::block_ring::{block_ring, Budget, Consumer};
 use spanrec::flush::FlushControl;
-use spanrec::ring::{ring, Consumer};
 
 mod common;
 use common::model;
@@ -47,7 +47,7 @@ fn spans_finished_before_flush_are_delivered_first() {
     model("flush_tickets", || {
         let control = Arc::new(FlushControl::new());
         let delivered = Arc::new(Mutex::new(Vec::new()));
-        let (mut producer, consumer) = ring::<u32>(2);
+        let (mut producer, consumer) = block_ring::<u32>(2, Budget::new(8));
 
         let f = {
             let (control, delivered) = (control.clone(), delivered.clone());
