@@ -15,7 +15,7 @@ started=$(date +%s)
 
 echo "loom: LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS"
 out=$(mktemp)
-for group in ring block_ring slot flush doorbell; do
+for group in ring block_ring slot_protocol flush_requests doorbell; do
   group_out=$(mktemp)
   RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
     cargo test -p spanrec-loom-tests --release --test "$group" -- --nocapture --test-threads 1 \

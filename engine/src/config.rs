@@ -190,7 +190,7 @@ pub const FLUSH_INTERVAL_RANGE: (Duration, Duration) =
 /// Longest accepted `Block` timeout.
 pub const MAX_BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A configuration value that [`TracerBuilder::build`] rejected.
+/// A configuration value that [`TracerBuilder::build`](crate::TracerBuilder::build) rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

@@ -17,8 +17,8 @@
 //! variable is an [`EnvError`] naming it; the ranges are then checked by
 //! [`TracerBuilder::build`] like any other setting.
 
+use crate::builder::TracerBuilder;
 use crate::config::{OverflowPolicy, Sampler};
-use crate::tracer::TracerBuilder;
 use std::time::Duration;
 
 /// A `SPANREC_*` variable that could not be parsed.

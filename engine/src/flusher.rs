@@ -25,11 +25,11 @@
 //! flusher polled every 50 µs while spans arrived: ~20,000 timer wakes a
 //! second, which a server with no spare core paid for.
 
-use crate::local::FlusherSlot;
 use crate::record::SpanRecord;
 use crate::recorder::{Batch, Recorder, RecorderError};
+use crate::shared::Shared;
 use crate::sync::Arc;
-use crate::tracer::Shared;
+use crate::thread_slots::FlusherSlot;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 

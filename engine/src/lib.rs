@@ -60,39 +60,55 @@
 struct ReadmeDoctests;
 
 mod active;
+#[cfg(spanrec_loom)]
 #[doc(hidden)]
 pub mod block_ring;
+#[cfg(not(spanrec_loom))]
+mod block_ring;
+mod builder;
 mod clock;
 mod config;
+#[cfg(spanrec_loom)]
 #[doc(hidden)]
 pub mod doorbell;
+#[cfg(not(spanrec_loom))]
+mod doorbell;
 mod env;
 mod exit;
+#[cfg(spanrec_loom)]
 #[doc(hidden)]
-pub mod flush;
+pub mod flush_requests;
+#[cfg(not(spanrec_loom))]
+mod flush_requests;
 mod flusher;
 mod fork;
 pub mod hex;
 mod ids;
-mod local;
 #[cfg(feature = "tower")]
 pub mod middleware;
 mod prefetch;
 pub mod propagation;
 mod record;
 mod recorder;
+mod shared;
+#[cfg(spanrec_loom)]
 #[doc(hidden)]
-pub mod slot;
+pub mod slot_protocol;
+#[cfg(not(spanrec_loom))]
+mod slot_protocol;
 mod span;
 mod stats;
 mod sync;
+mod thread_slots;
 mod tracer;
 #[cfg(feature = "tracing")]
 pub mod tracing_layer;
 
+pub use builder::{BuildError, TracerBuilder};
 pub use config::{
     Config, ConfigError, OverflowPolicy, Process, Sampler, SpanLimits, FLUSH_INTERVAL_RANGE,
     MAX_ARENA_CHUNK_BYTES, MAX_BATCH_SIZE, MAX_BLOCK_TIMEOUT, MAX_RING_CAPACITY,
+    RING_MEMORY_BUDGET_RANGE,
 };
 pub use env::EnvError;
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
@@ -103,6 +119,6 @@ pub use recorder::{
 };
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
 pub use stats::{DropCounts, DropReason, LimitCounts, Stats};
-pub use tracer::{BuildError, FlushError, Tracer, TracerBuilder, DROP_SHUTDOWN_TIMEOUT};
+pub use tracer::{FlushError, Tracer, DROP_SHUTDOWN_TIMEOUT};
 #[cfg(feature = "tracing")]
 pub use tracing_layer::SpanrecLayer;

@@ -21,8 +21,8 @@
 //! the ring, out of it, into a batch) never moves the bytes it points at.
 
 use crate::config::SpanLimits;
+use crate::shared::Shared;
 use crate::sync::Arc;
-use crate::tracer::Shared;
 use bumpalo::Bump;
 use std::borrow::Cow;
 use std::fmt;
@@ -615,7 +615,7 @@ unsafe impl Send for SpanRecord {}
 #[inline]
 fn ext_of(ext: &mut Option<Box<Ext>>, tracer_id: u64) -> Option<&mut Ext> {
     if ext.is_none() {
-        *ext = crate::local::acquire_ext(tracer_id);
+        *ext = crate::thread_slots::acquire_ext(tracer_id);
     }
     ext.as_deref_mut()
 }

@@ -3,10 +3,11 @@
 use crate::active;
 use crate::clock::unix_nanos;
 use crate::ids;
-use crate::local;
 use crate::record::{ReferenceKind, SpanRecord, Time, Value};
+use crate::shared::Shared;
 use crate::sync::Arc;
-use crate::tracer::{Shared, Tracer};
+use crate::thread_slots;
+use crate::tracer::Tracer;
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
@@ -227,7 +228,7 @@ fn start_record(
     mut parent_sampled: Option<bool>,
     ignore_active: bool,
 ) {
-    local::count_started(shared);
+    thread_slots::count_started(shared);
     if !record.has_references() && !ignore_active {
         active::with_active(shared.id, |active| {
             inherit(
@@ -271,7 +272,7 @@ impl Span {
         // into the caller's `Span`.
         if let Cow::Borrowed(name) = name {
             if active::nothing_entered() {
-                local::count_started(shared);
+                thread_slots::count_started(shared);
                 let (trace_id, span_id) = ids::trace_and_span_id();
                 let sampled = shared.sample(trace_id, None);
                 // An unsampled span's times are never read: skip the clock.
@@ -297,7 +298,7 @@ impl Span {
 impl Drop for SpanBuilder<'_> {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            local::recycle(record.into_ext());
+            thread_slots::recycle(record.into_ext());
         }
     }
 }
@@ -469,7 +470,7 @@ impl Span {
 
     #[inline(always)]
     fn finish_with(&mut self, time: Option<SystemTime>) {
-        local::finish(&mut self.record, time.map(unix_nanos));
+        thread_slots::finish(&mut self.record, time.map(unix_nanos));
     }
 }
 

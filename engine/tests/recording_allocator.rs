@@ -1,7 +1,7 @@
 //! A global allocator that itself records spans (issue 13): every free made
 //! while the test has switched it on starts and finishes a span. The span
 //! path frees memory only outside its `&mut` to the thread's slot (the
-//! `LAST` invariant in `engine/src/local.rs`), so the hook's spans re-enter
+//! `LAST` invariant in `engine/src/thread_slots.rs`), so the hook's spans re-enter
 //! safely; this file drives the paths that free (ring full with a full
 //! spare list, unsampled spans, builders dropped) and checks that the
 //! ledger stays exact and nothing crashes. Runs under memcheck in CI with

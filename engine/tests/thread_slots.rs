@@ -1,4 +1,4 @@
-//! A thread's slots (`engine/src/local.rs`) and the cached last-used slot:
+//! A thread's slots (`engine/src/thread_slots.rs`) and the cached last-used slot:
 //! spans of several tracers interleaved on one thread, tracers dropped and
 //! replaced, spans moving between threads. Every span lands in its own
 //! tracer, and every tracer's counts add up.

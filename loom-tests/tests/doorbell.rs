@@ -47,7 +47,7 @@ fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: 
 
 /// A producer fills a ring of 2 (so every push that finds the other value
 /// still there finds it half full) while the flusher drains and sleeps; it
-/// rings each time, as `LocalSlot::send_sampled` does, and finally
+/// rings each time, as `ThreadSlot::send_sampled` does, and finally
 /// signals `done` through the same doorbell. Whatever the interleaving,
 /// every value arrives in order and the flusher is never left parked.
 #[test]
@@ -64,7 +64,7 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
         let flusher_thread = f.thread().clone();
         for v in 0..N {
             let mut value = Some(v);
-            // As `LocalSlot::send_sampled` does: ring when the ring is
+            // As `ThreadSlot::send_sampled` does: ring when the ring is
             // found half full; a full ring waits for the flusher.
             while !tx.push_from(&mut value, || {
                 if bell.ring() {

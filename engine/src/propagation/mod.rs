@@ -21,10 +21,7 @@ mod jaeger;
 mod ot;
 mod w3c;
 
-use crate::span::{Span, SpanContext};
-use crate::sync::{AtomicU64, Ordering};
-use crate::tracer::Tracer;
-use std::borrow::Cow;
+use crate::span::SpanContext;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -349,114 +346,6 @@ pub(crate) fn extract(
                     ExtractErrorKind::InvalidHex,
                     hex,
                 )),
-            }
-        }
-    }
-}
-
-fn count(counter: &AtomicU64, n: usize) {
-    if n > 0 {
-        // ORDERING: Relaxed: a statistic, read by `stats` only; propagation
-        // is off the span hot path, so a shared RMW is fine here.
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-impl Tracer {
-    fn baggage_limits(&self) -> BaggageLimits {
-        let l = &self.config().limits;
-        BaggageLimits {
-            max_items: l.max_baggage_items,
-            max_bytes: l.max_baggage_bytes,
-        }
-    }
-
-    /// Writes `ctx` into `carrier` in `format`. Baggage the format cannot
-    /// carry is left out and counted in `Stats::baggage_not_propagated`.
-    pub fn inject(&self, ctx: &SpanContext, format: Format, carrier: &mut dyn Carrier) {
-        let key = self.config().tracestate_key.as_deref();
-        count(
-            &self.shared().baggage_not_propagated,
-            inject(ctx, format, carrier, key),
-        );
-    }
-
-    /// Reads a context in `format`: `Ok(None)` when the carrier has none,
-    /// `Err` when one is present but corrupted. Baggage beyond the tracer's
-    /// limits is left out and counted.
-    pub fn extract(
-        &self,
-        format: Format,
-        carrier: &dyn Carrier,
-    ) -> Result<Option<SpanContext>, ExtractError> {
-        let found = extract(format, carrier, self.baggage_limits())?;
-        Ok(found.map(|(ctx, refused)| {
-            count(&self.shared().baggage_not_propagated, refused);
-            ctx
-        }))
-    }
-
-    /// Tries the configured formats ([`Config::propagation`](crate::Config))
-    /// in order; the first present and valid context wins. If none is
-    /// valid but one was present and corrupted, that error is returned.
-    pub fn extract_any(&self, carrier: &dyn Carrier) -> Result<Option<SpanContext>, ExtractError> {
-        let mut first_error = None;
-        for &format in &self.config().propagation {
-            match self.extract(format, carrier) {
-                Ok(Some(ctx)) => return Ok(Some(ctx)),
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(None), Err)
-    }
-
-    /// Encodes `ctx` in the [`binary`] envelope.
-    pub fn inject_binary(&self, ctx: &SpanContext) -> Vec<u8> {
-        let (bytes, skipped) = binary::encode(ctx);
-        count(&self.shared().baggage_not_propagated, skipped);
-        bytes
-    }
-
-    /// Decodes a [`binary`] envelope: `Ok(None)` for empty input.
-    pub fn extract_binary(&self, data: &[u8]) -> Result<Option<SpanContext>, ExtractError> {
-        let found = binary::decode(data, self.baggage_limits())?;
-        Ok(found.map(|(ctx, refused)| {
-            count(&self.shared().baggage_not_propagated, refused);
-            ctx
-        }))
-    }
-
-    /// Injects the context of the span entered on this thread (see
-    /// [`Span::enter`]) — what a client calls before an outgoing request.
-    /// Returns `false` (and writes nothing) when no span of this tracer is
-    /// entered.
-    pub fn inject_active(&self, format: Format, carrier: &mut dyn Carrier) -> bool {
-        match crate::span::active_context(self.shared().id) {
-            Some(ctx) => {
-                self.inject(&ctx, format, carrier);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The server gate: a span that is a child of the caller's context in
-    /// `carrier`, or a new root when the caller sent none. A corrupted
-    /// context also starts a root, tagged `propagation.error` with what was
-    /// wrong and counted in `Stats::propagation_errors`; it is never an
-    /// error for the request.
-    pub fn join_or_start(&self, name: impl Into<Cow<'static, str>>, carrier: &dyn Carrier) -> Span {
-        match self.extract_any(carrier) {
-            Ok(Some(ctx)) => self.span(name).child_of(&ctx).start(),
-            Ok(None) => self.span(name).root().start(),
-            Err(e) => {
-                count(&self.shared().propagation_errors, 1);
-                let mut span = self.span(name).root().start();
-                span.set_tag("propagation.error", e.to_string());
-                span
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Under `cfg(spanrec_loom)`: loom's `Mutex` and `Condvar` behind the
 //! `parking_lot`-shaped API the engine uses, so the flush-ticket protocol
-//! (`flush.rs`) is model-checked with the very code the tracer runs. Loom
+//! (`flush_requests.rs`) is model-checked with the very code the tracer runs. Loom
 //! has no clock: a deadline never expires here (models do not rely on
 //! timeouts).
 

@@ -11,7 +11,7 @@
 //! afterwards, so its drain sees the push. Completing a ticket the pass did
 //! not read would let a caller return before its spans were drained — the
 //! `flush_completes_unread_tickets` mutant does exactly that, and the loom
-//! model `flush::spans_finished_before_flush_are_delivered_first` catches
+//! model `flush_requests::spans_finished_before_flush_are_delivered_first` catches
 //! it.
 //!
 //! Not hidden: this module is `pub` only so that `loom-tests` can drive it.

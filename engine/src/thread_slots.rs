@@ -1,5 +1,5 @@
 //! Per-thread state: each thread that touches a tracer gets a *slot* (the
-//! protocol in `slot.rs`: a ring of finished span records to the flusher, a
+//! protocol in `slot_protocol.rs`: a ring of finished span records to the flusher, a
 //! ring of recycled extension buffers back) and a few counters.
 //!
 //! A thread registers its slot on its first span (one parking_lot lock, the
@@ -15,10 +15,10 @@
 //! the slot exited, and the flusher drains and retires it.
 
 use crate::record::{Ext, SpanRecord, Time};
-use crate::slot::{slot, Refused, SlotReceiver, SlotSender};
+use crate::shared::{self, Shared};
+use crate::slot_protocol::{slot, Refused, SlotReceiver, SlotSender};
 use crate::stats::ThreadCounters;
 use crate::sync::{const_thread_local, thread_local, Arc, AtomicBool, Ordering};
-use crate::tracer::{self, Shared};
 use crate::OverflowPolicy;
 use std::cell::{Cell, RefCell};
 
@@ -47,7 +47,7 @@ pub(crate) struct FlusherSlot {
 const SPARE_CAPACITY: usize = 32;
 
 /// The thread's half of a slot.
-pub(crate) struct LocalSlot {
+pub(crate) struct ThreadSlot {
     tracer_id: u64,
     /// For the clock and for allocating extensions.
     shared: Arc<Shared>,
@@ -67,7 +67,7 @@ pub(crate) struct LocalSlot {
     clippy::vec_box,
     reason = "boxed so that a slot's address is stable while it is in the list (`LAST` points at one)"
 )]
-type Slots = Vec<Box<LocalSlot>>;
+type Slots = Vec<Box<ThreadSlot>>;
 
 thread_local! {
     /// Invariant: at most one slot per tracer id.
@@ -89,7 +89,7 @@ const_thread_local! {
     /// back and dropped after the borrow) and allocates nothing (`spare`
     /// never grows past its capacity), so a global allocator that itself
     /// records spans cannot reach the slot a second time.
-    static LAST: Cell<(u64, *mut LocalSlot)> = Cell::new((0, std::ptr::null_mut()));
+    static LAST: Cell<(u64, *mut ThreadSlot)> = Cell::new((0, std::ptr::null_mut()));
 }
 
 #[inline(always)]
@@ -98,13 +98,13 @@ fn forget_last() {
 }
 
 #[inline(always)]
-fn remember_last(tracer_id: u64, slot: *mut LocalSlot) {
+fn remember_last(tracer_id: u64, slot: *mut ThreadSlot) {
     LAST.with(|l| l.set((tracer_id, slot)));
 }
 
 /// This thread's cached slot if it is `tracer_id`'s, else null.
 #[inline(always)]
-fn last(tracer_id: u64) -> *mut LocalSlot {
+fn last(tracer_id: u64) -> *mut ThreadSlot {
     let (id, slot) = LAST.with(Cell::get);
     if id == tracer_id {
         slot
@@ -115,7 +115,7 @@ fn last(tracer_id: u64) -> *mut LocalSlot {
 
 /// Runs `f` on this thread's slot for `tracer_id` if it is the cached one.
 #[inline(always)]
-fn with_last<R>(tracer_id: u64, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R> {
+fn with_last<R>(tracer_id: u64, f: impl FnOnce(&mut ThreadSlot) -> R) -> Option<R> {
     let slot = last(tracer_id);
     if slot.is_null() {
         return None;
@@ -128,9 +128,9 @@ fn with_last<R>(tracer_id: u64, f: impl FnOnce(&mut LocalSlot) -> R) -> Option<R
     Some(f(slot))
 }
 
-impl Drop for LocalSlot {
+impl Drop for ThreadSlot {
     fn drop(&mut self) {
-        let this: *mut LocalSlot = self;
+        let this: *mut ThreadSlot = self;
         let _ = LAST.try_with(|l| {
             if l.get().1 == this {
                 l.set((0, std::ptr::null_mut()));
@@ -139,7 +139,7 @@ impl Drop for LocalSlot {
     }
 }
 
-fn register(shared: &Arc<Shared>) -> Box<LocalSlot> {
+fn register(shared: &Arc<Shared>) -> Box<ThreadSlot> {
     let capacity = shared.config.ring_capacity;
     // The return ring has room for every extension this thread can have in
     // flight (its ring, the flusher's batch, its spare list), so returns do
@@ -159,7 +159,7 @@ fn register(shared: &Arc<Shared>) -> Box<LocalSlot> {
         receiver,
         state: state.clone(),
     });
-    Box::new(LocalSlot {
+    Box::new(ThreadSlot {
         tracer_id: shared.id,
         shared: shared.clone(),
         sender,
@@ -175,10 +175,10 @@ fn register(shared: &Arc<Shared>) -> Box<LocalSlot> {
 fn with_slot<R>(
     tracer_id: u64,
     shared: Option<&Arc<Shared>>,
-    f: impl FnOnce(&mut LocalSlot) -> R,
+    f: impl FnOnce(&mut ThreadSlot) -> R,
 ) -> Option<R> {
     forget_last();
-    let mut used: *mut LocalSlot = std::ptr::null_mut();
+    let mut used: *mut ThreadSlot = std::ptr::null_mut();
     let result = SLOTS
         .try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
@@ -187,7 +187,7 @@ fn with_slot<R>(
                 None => {
                     let shared = match shared {
                         Some(s) => s.clone(),
-                        None => tracer::find(tracer_id)?,
+                        None => shared::find(tracer_id)?,
                     };
                     // ORDERING: Relaxed, see `Shared::release`.
                     slots.retain(|s| !s.state.tracer_gone.load(Ordering::Relaxed));
@@ -252,7 +252,7 @@ pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
     }
     // Thread teardown: an extension that belongs to no slot (home 0), which
     // the flusher frees after use.
-    let shared = tracer::find(tracer_id)?;
+    let shared = shared::find(tracer_id)?;
     shared.count_late(|c| c.buffers_allocated.incr());
     Some(Ext::new(shared, 0))
 }
@@ -315,7 +315,7 @@ fn refused_general(span: &mut Option<SpanRecord>, refused: Refused<()>) {
     // Unreachable in practice (`LAST` was set, so `SLOTS` is alive and
     // free), but never lose a span silently: it was counted as finished.
     if let Some(record) = span.take() {
-        if let Some(shared) = tracer::find(record.tracer_id) {
+        if let Some(shared) = shared::find(record.tracer_id) {
             shared.count_late(|c| c.shutdown.incr());
         }
     }
@@ -341,7 +341,7 @@ fn finish_general(span: &mut Option<SpanRecord>, at: Option<u64>) {
 /// tracer is gone has nobody left to count it.
 #[cold]
 fn finish_late(mut record: SpanRecord, at: Option<u64>) {
-    let Some(shared) = tracer::find(record.tracer_id) else {
+    let Some(shared) = shared::find(record.tracer_id) else {
         return;
     };
     shared.count_late(|c| {
@@ -380,7 +380,7 @@ fn ring_doorbell(shared: &Shared, state: &SlotState) {
     }
 }
 
-impl LocalSlot {
+impl ThreadSlot {
     /// Takes the record out of `span` (into the ring, or counted); returns
     /// an extension not kept, for the caller to free (see `finish_sampled`).
     fn finish(&mut self, span: &mut Option<SpanRecord>, at: Option<u64>) -> Option<Box<Ext>> {

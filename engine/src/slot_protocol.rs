@@ -95,7 +95,8 @@ pub fn slot<T, R>(
 
 impl<T, R> SlotSender<T, R> {
     /// Hands `value` to the receiver, unless the ring is full or the tracer
-    /// is closed.
+    /// is closed. (The loom models' way in; the engine uses `send_from`.)
+    #[cfg(spanrec_loom)]
     #[inline]
     pub fn send(&mut self, value: T) -> Result<(), Refused<T>> {
         let mut value = Some(value);

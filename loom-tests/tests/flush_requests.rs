@@ -1,4 +1,4 @@
-//! Model of the flush-ticket protocol (`engine/src/flush.rs`) end to end
+//! Model of the flush-ticket protocol (`engine/src/flush_requests.rs`) end to end
 //! with the real ring: a span finished before `flush()` began is delivered
 //! before that `flush()` returns, also when another caller's flush is being
 //! served at the same time; `shutdown` ends the flusher after a final drain.
@@ -13,7 +13,7 @@
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use spanrec::block_ring::{block_ring, Budget, Consumer};
-use spanrec::flush::FlushControl;
+use spanrec::flush_requests::FlushControl;
 
 mod common;
 use common::model;

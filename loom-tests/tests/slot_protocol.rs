@@ -1,4 +1,4 @@
-//! Models of the slot protocol (`engine/src/slot.rs`), the hand-off between
+//! Models of the slot protocol (`engine/src/slot_protocol.rs`), the hand-off between
 //! a span-finishing thread and the flusher: buffer recycling, exiting
 //! threads, overflow accounting, and close (shutdown) accounting.
 //!
@@ -11,7 +11,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use spanrec::block_ring::Budget;
-use spanrec::slot::{slot, Refused, SlotReceiver};
+use spanrec::slot_protocol::{slot, Refused, SlotReceiver};
 
 mod common;
 use common::model;
