@@ -5,7 +5,7 @@
 //! A thread registers its slot on its first span (one parking_lot lock, the
 //! only lock the span path ever takes, and only once per thread and tracer).
 //! After that, finishing a span copies its record into the ring: no lock, no
-//! syscall, no allocation. A span that needs an extension (see `record.rs`)
+//! syscall, no allocation. A span that needs an extension (see `record/ext.rs`)
 //! pops a recycled one.
 //!
 //! Nothing is stranded: the flusher passes over every slot at least once

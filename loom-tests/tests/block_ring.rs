@@ -1,4 +1,4 @@
-//! Models of the block queue (`engine/src/block_ring.rs`), with blocks of 2
+//! Models of the block queue (`engine/src/block_ring/`), with blocks of 2
 //! slots under loom: hand-over across blocks while drained blocks circulate
 //! through the spare list, the self-link under a spent budget, and the
 //! flusher freeing spares while the producer takes them. loom's

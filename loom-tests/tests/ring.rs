@@ -1,4 +1,4 @@
-//! Models of the SPSC queue's indices (`engine/src/block_ring.rs`, Lamport's
+//! Models of the SPSC queue's indices (`engine/src/block_ring/`, Lamport's
 //! queue with cached indices): hand-over, wrap-around, full and empty
 //! boundaries, drop of unpopped values, two producers. The block chain
 //! itself has its own models in `block_ring.rs`.

@@ -1,0 +1,158 @@
+//! Unit tests of the block queue (the loom models are in `loom-tests`).
+
+use super::*;
+
+fn unlimited() -> Arc<Budget> {
+    Budget::new(usize::MAX / 2)
+}
+
+#[test]
+fn fifo_across_blocks_reports_full_and_reuses_blocks() {
+    let budget = unlimited();
+    let (mut p, mut c) = block_ring::<u32>(256, budget.clone());
+    let mut next_in = 0u32;
+    let mut next_out = 0u32;
+    for _ in 0..20 {
+        while p.push(next_in).is_ok() {
+            next_in += 1;
+        }
+        assert_eq!(next_in - next_out, 256, "full at capacity");
+        while let Some(v) = c.pop() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+    }
+    // 256 slots are 4 blocks (+1 the producer moves to): recycled, not
+    // allocated anew each round.
+    assert!(budget.blocks() <= 256 / BLOCK + 2, "{}", budget.blocks());
+}
+
+#[test]
+fn pop_into_moves_in_order_across_blocks() {
+    let (mut p, mut c) = block_ring::<u32>(1024, unlimited());
+    let mut out = Vec::new();
+    let mut next = 0;
+    for _ in 0..7 {
+        for _ in 0..(BLOCK * 3 + 5) {
+            p.push(next).unwrap();
+            next += 1;
+        }
+        let half = c.pop_into(&mut out, BLOCK + 3);
+        assert_eq!(half, BLOCK + 3);
+        c.pop_into(&mut out, usize::MAX);
+        assert_eq!(c.pop_into(&mut out, usize::MAX), 0);
+    }
+    assert!(out.iter().copied().eq(0..next));
+}
+
+#[test]
+fn a_spent_budget_makes_the_queue_full_until_it_is_read() {
+    // No block beyond each queue's first.
+    let budget = Budget::new(0);
+    let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+    for i in 0..BLOCK as u32 {
+        p.push(i).unwrap();
+    }
+    assert_eq!(p.push(99), Err(Full(99)), "the budget, not the capacity");
+    assert_eq!(c.pop(), Some(0));
+    // Still unread values: the block cannot be reused yet.
+    assert_eq!(p.push(99), Err(Full(99)));
+    while c.pop().is_some() {}
+    // All read: the producer links its block to itself and goes on.
+    for i in 0..(BLOCK as u32 * 3) {
+        p.push(i).unwrap();
+        assert_eq!(c.pop(), Some(i));
+    }
+    assert_eq!(budget.blocks(), 1);
+}
+
+#[test]
+fn a_self_link_is_not_rewritten_before_the_consumer_followed_it() {
+    let budget = Budget::new(1);
+    let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+    // Fill the first block and read it all: no spare, but budget for
+    // one more block... spend it on another queue.
+    let (mut other, _oc) = block_ring::<u32>(1024, budget.clone());
+    for i in 0..=BLOCK as u32 {
+        other.push(i).unwrap();
+    }
+    for i in 0..BLOCK as u32 {
+        p.push(i).unwrap();
+    }
+    while c.pop().is_some() {}
+    // Self-link; fill the block again without the consumer crossing.
+    for i in 0..BLOCK as u32 {
+        p.push(i).unwrap();
+    }
+    // The next block needs a new link, but the consumer has not read
+    // past the self-link yet: refused.
+    assert_eq!(p.push(7), Err(Full(7)));
+    assert_eq!(c.pop(), Some(0));
+    // Now it has; everything else is unread, so still no block.
+    assert_eq!(p.push(7), Err(Full(7)));
+    while c.pop().is_some() {}
+    p.push(7).unwrap();
+    assert_eq!(c.pop(), Some(7));
+}
+
+#[test]
+fn idle_memory_goes_back_to_one_block() {
+    let budget = unlimited();
+    let (mut p, mut c) = block_ring::<[u8; 100]>(4096, budget.clone());
+    for _ in 0..4000 {
+        p.push([1; 100]).unwrap();
+    }
+    let mut out = Vec::new();
+    c.pop_into(&mut out, usize::MAX);
+    assert!(budget.blocks() > 32, "{}", budget.blocks());
+    c.release_spare();
+    assert_eq!(budget.blocks(), 1, "the producer's current block only");
+}
+
+#[test]
+fn drop_releases_values_and_blocks() {
+    let value = std::sync::Arc::new(());
+    let budget = unlimited();
+    {
+        let (mut p, mut c) = block_ring(1024, budget.clone());
+        for _ in 0..(BLOCK * 5 + 3) {
+            p.push(value.clone()).unwrap();
+        }
+        for _ in 0..(BLOCK + 1) {
+            c.pop().unwrap();
+        }
+        drop(p);
+        drop(c);
+    }
+    assert_eq!(std::sync::Arc::strong_count(&value), 1);
+    assert_eq!(budget.blocks(), 0);
+}
+
+#[test]
+fn threads_hand_over_every_value_in_order() {
+    let budget = Budget::new(8);
+    let (mut p, mut c) = block_ring::<u64>(1024, budget.clone());
+    const N: u64 = 300_000;
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            let mut v = i;
+            while let Err(Full(back)) = p.push(v) {
+                v = back;
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let mut expected = 0;
+    let mut out = Vec::new();
+    while expected < N {
+        out.clear();
+        c.pop_into(&mut out, 100);
+        for &v in &out {
+            assert_eq!(v, expected);
+            expected += 1;
+        }
+    }
+    producer.join().unwrap();
+    drop(c);
+    assert_eq!(budget.blocks(), 0);
+}

@@ -1,0 +1,471 @@
+//! The span record: one span's data, from `start` through the ring to the
+//! recorder.
+//!
+//! A span is held in two parts:
+//! - the **record** (`SpanRecord`, 128 bytes: two cache lines): ids, times,
+//!   the name, the first reference and up to [`INLINE_TAGS`] tags whose keys
+//!   and values need no copying (literals and numbers). While the span is
+//!   open the record lives inside its [`Span`](crate::Span) handle; `finish`
+//!   copies it by value into the finishing thread's ring. A span that fits
+//!   the record touches no pool, no arena and no memory the flusher wrote.
+//! - the **extension** (`Ext`), taken from the thread's pool only when a
+//!   span needs more: borrowed strings (copied into its bump arena), owned
+//!   `String`s, tags beyond the inline ones, logs, baggage, further
+//!   references and truncation counts. An `Ext` is allocated once and then
+//!   recycled forever (`reset` keeps every capacity): it travels with its
+//!   record to the flusher and back to the thread that allocated it, so a
+//!   steady-state span never touches the global allocator either way.
+//!
+//! Strings are `RStr`s: a pointer and a length into static memory or into
+//! the record's own `Ext`. The `Ext` is boxed, so moving the record (into
+//! the ring, out of it, into a batch) never moves the bytes it points at.
+//!
+//! The files: `value.rs` (public value types), `packed.rs` (the compact,
+//! unsafe storage of strings and fields), `ext.rs` (the extension),
+//! this file (the record and how spans write it), `read.rs` (how recorders
+//! read it).
+
+mod ext;
+mod packed;
+mod read;
+mod value;
+
+pub(crate) use ext::{Ext, Time};
+pub(crate) use packed::floor_char_boundary;
+pub use read::LogRef;
+pub use value::{Reference, ReferenceKind, Truncations, Value, ValueRef};
+
+use crate::shared::Shared;
+use ext::LogEntry;
+use packed::{Field, RStr, Stored, MAX_KEY_BYTES, MAX_NAME_BYTES};
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+/// Tags a record holds without an extension. Two keep the record at two
+/// cache lines, which is also the most the compiler copies without a call
+/// to `memcpy` (the record is moved into the ring by value).
+pub(crate) const INLINE_TAGS: usize = 2;
+
+/// One finished span, as the flusher hands it to a [`Recorder`](crate::Recorder).
+///
+/// All accessors are cheap; the flusher has converted clock ticks to UTC
+/// before a recorder sees the record. The process identity is the batch's:
+/// [`Batch::process`](crate::Batch::process).
+#[repr(align(64))]
+pub struct SpanRecord {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    /// The first reference's span (its trace is `trace_id`); valid when
+    /// `FIRST_REF` is set.
+    pub(super) first_ref_span: u64,
+    /// Clock ticks, or Unix nanoseconds when `START_UNIX` is set.
+    pub(super) start: u64,
+    /// Clock ticks, or Unix nanoseconds when `FINISH_UNIX` is set.
+    pub(super) finish: u64,
+    /// The tracer: finishing looks up the thread's slot by it.
+    pub(crate) tracer_id: u64,
+    /// The name's bytes; see `name_len`.
+    pub(super) name: NonNull<u8>,
+    /// `Some` once the span needed more than the record holds.
+    pub(super) ext: Option<Box<Ext>>,
+    /// Invariant: `tags[..tag_count]` are initialized.
+    pub(super) tags: [MaybeUninit<Field>; INLINE_TAGS],
+    /// The name is `(name, name_len)` under the `RStr` invariant; names are
+    /// cut at `u32::MAX` bytes.
+    pub(super) name_len: u32,
+    /// `SpanLimits::max_value_bytes` capped at `u16::MAX`: longer literal
+    /// values take the slow path, which reads the real limit.
+    pub(super) max_value_bytes: u16,
+    /// `SAMPLED` and the other bits below, and `min(max_tags, INLINE_TAGS)`
+    /// in the bits of `TAG_LIMIT`.
+    pub(super) flags: u8,
+    pub(super) tag_count: u8,
+}
+
+// Bits of `SpanRecord::flags`.
+const SAMPLED: u8 = 1;
+const FIRST_REF: u8 = 2;
+const FIRST_REF_FOLLOWS: u8 = 4;
+const START_UNIX: u8 = 8;
+const FINISH_UNIX: u8 = 16;
+const TAG_LIMIT_SHIFT: u32 = 5;
+const TAG_LIMIT: u8 = 0b11 << TAG_LIMIT_SHIFT;
+
+const _: () = assert!(INLINE_TAGS < 4, "the inline tag limit has two bits");
+const _: () = assert!(std::mem::size_of::<SpanRecord>() == 128);
+
+// SAFETY: the non-`Send` parts are the name and `Field` pointers, to
+// static data or into the boxed `Ext` that moves with the record (see the
+// `RStr` invariant). A record is used by one thread at a time (it is
+// `!Sync`).
+unsafe impl Send for SpanRecord {}
+
+/// The extension of a record, taken from the thread's pool if it has none.
+/// `None` only when the tracer is gone (nothing can be recorded then).
+///
+/// A free function over the one field, so callers can keep borrowing the
+/// record's other fields.
+#[inline]
+fn ext_of(ext: &mut Option<Box<Ext>>, tracer_id: u64) -> Option<&mut Ext> {
+    if ext.is_none() {
+        *ext = crate::thread_slots::acquire_ext(tracer_id);
+    }
+    ext.as_deref_mut()
+}
+
+impl SpanRecord {
+    /// An empty, unstarted record for a span of `shared`'s tracer.
+    #[inline]
+    pub(crate) fn new(shared: &Shared) -> SpanRecord {
+        SpanRecord::new_root(shared, "", 0, 0, false, 0)
+    }
+
+    #[inline]
+    fn inline_tag_limit(&self) -> usize {
+        usize::from((self.flags & TAG_LIMIT) >> TAG_LIMIT_SHIFT)
+    }
+
+    #[inline]
+    fn name(&self) -> RStr {
+        RStr {
+            ptr: self.name,
+            len: self.name_len as usize,
+        }
+    }
+
+    fn set_name_str(&mut self, name: RStr) {
+        self.name = name.ptr;
+        self.name_len = name.len as u32;
+    }
+
+    /// A started root span: a new trace, `start` in clock ticks.
+    #[inline(always)]
+    pub(crate) fn new_root(
+        shared: &Shared,
+        name: &'static str,
+        trace_id: u128,
+        span_id: u64,
+        sampled: bool,
+        start: u64,
+    ) -> SpanRecord {
+        let limits = &shared.config.limits;
+        let name = RStr::from_static(&name[..floor_char_boundary(name, MAX_NAME_BYTES)]);
+        SpanRecord {
+            trace_id,
+            span_id,
+            first_ref_span: 0,
+            start,
+            finish: 0,
+            tracer_id: shared.id,
+            name: name.ptr,
+            ext: None,
+            tags: [MaybeUninit::uninit(); INLINE_TAGS],
+            name_len: name.len as u32,
+            max_value_bytes: u16::try_from(limits.max_value_bytes).unwrap_or(u16::MAX),
+            flags: ((limits.max_tags.min(INLINE_TAGS) as u8) << TAG_LIMIT_SHIFT)
+                | if sampled { SAMPLED } else { 0 },
+            tag_count: 0,
+        }
+    }
+
+    /// Hands back the extension for recycling, discarding the record (whose
+    /// strings may point into it).
+    #[inline]
+    pub(crate) fn into_ext(self) -> Option<Box<Ext>> {
+        self.ext
+    }
+
+    /// Takes the extension out of a record that is about to be discarded
+    /// (the flusher's batch, cleared right after). The record keeps no
+    /// string that could point into it: its name and tags are cleared.
+    #[inline]
+    pub(crate) fn take_ext(&mut self) -> Option<Box<Ext>> {
+        self.tag_count = 0;
+        self.name = RStr::EMPTY.ptr;
+        self.name_len = 0;
+        self.ext.take()
+    }
+
+    #[inline]
+    fn inline_tags(&self) -> &[Field] {
+        let tags = &self.tags[..usize::from(self.tag_count)];
+        // SAFETY: `tags[..tag_count]` are initialized (field invariant), and
+        // `MaybeUninit<Field>` has `Field`'s layout.
+        unsafe { &*(tags as *const [MaybeUninit<Field>] as *const [Field]) }
+    }
+
+    #[inline]
+    fn ext_ref(&self) -> Option<&Ext> {
+        self.ext.as_deref()
+    }
+
+    #[inline]
+    fn str(&self, s: RStr) -> &str {
+        // SAFETY: `s` is one of this record's strings, borrowed with it.
+        unsafe { s.get() }
+    }
+
+    /// Hints the CPU to fetch what a recorder reads of this record beyond
+    /// the record itself: its extension's arrays (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_contents(&self) {
+        if let Some(ext) = self.ext_ref() {
+            crate::prefetch::value(ext);
+            crate::prefetch::slice(&ext.tags);
+            crate::prefetch::slice(&ext.logs);
+            crate::prefetch::slice(&ext.log_fields);
+            crate::prefetch::slice(&ext.baggage);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_sampled(&mut self, sampled: bool) {
+        if sampled {
+            self.flags |= SAMPLED;
+        } else {
+            self.flags &= !SAMPLED;
+        }
+    }
+
+    /// Sets the start time (`Time::UnixNanos` for an explicit one).
+    #[inline]
+    pub(crate) fn set_start(&mut self, t: Time) {
+        match t {
+            Time::Ticks(t) => self.start = t,
+            Time::UnixNanos(t) => {
+                self.start = t;
+                self.flags |= START_UNIX;
+            }
+        }
+    }
+
+    /// Sets the finish time (`Time::UnixNanos` for an explicit one).
+    #[inline]
+    pub(crate) fn set_finish(&mut self, t: Time) {
+        match t {
+            Time::Ticks(t) => self.finish = t,
+            Time::UnixNanos(t) => {
+                self.finish = t;
+                self.flags |= FINISH_UNIX;
+            }
+        }
+    }
+
+    /// The flusher's step before a recorder sees the record: converts clock
+    /// ticks to UTC.
+    pub(crate) fn prepare_for_recorder(&mut self, shared: &Shared) {
+        if self.flags & START_UNIX == 0 {
+            self.start = shared.clock.ticks_to_unix_nanos(self.start);
+            self.flags |= START_UNIX;
+        }
+        if self.flags & FINISH_UNIX == 0 {
+            self.finish = shared.clock.ticks_to_unix_nanos(self.finish);
+            self.flags |= FINISH_UNIX;
+        }
+    }
+
+    /// Sets the operation name.
+    #[inline]
+    pub(crate) fn set_name(&mut self, name: Cow<'static, str>) {
+        let name = match name {
+            Cow::Borrowed(s) if s.len() <= MAX_NAME_BYTES => RStr::from_static(s),
+            name => match ext_of(&mut self.ext, self.tracer_id) {
+                Some(ext) => ext.store_str(name, MAX_NAME_BYTES),
+                None => return,
+            },
+        };
+        self.set_name_str(name);
+    }
+
+    /// Whether the span has any reference yet.
+    #[inline]
+    pub(crate) fn has_references(&self) -> bool {
+        self.flags & FIRST_REF != 0 || self.ext_ref().is_some_and(|e| !e.references.is_empty())
+    }
+
+    /// Adds a reference. The first one, made before the span starts, gives
+    /// the span its trace id and is held inline.
+    pub(crate) fn add_reference(&mut self, kind: ReferenceKind, trace_id: u128, span_id: u64) {
+        if !self.has_references() && self.span_id == 0 {
+            self.flags |= FIRST_REF;
+            if kind == ReferenceKind::FollowsFrom {
+                self.flags |= FIRST_REF_FOLLOWS;
+            }
+            self.trace_id = trace_id;
+            self.first_ref_span = span_id;
+        } else if let Some(ext) = ext_of(&mut self.ext, self.tracer_id) {
+            ext.references.push(Reference {
+                kind,
+                trace_id,
+                span_id,
+            });
+        }
+    }
+
+    /// Drops the tags set before the sampling decision said "unsampled".
+    pub(crate) fn clear_tags(&mut self) {
+        self.tag_count = 0;
+        if let Some(ext) = self.ext.as_deref_mut() {
+            ext.tags.clear();
+        }
+    }
+
+    /// Sets a tag, replacing the value of an earlier tag with the same key.
+    #[inline(always)]
+    pub(crate) fn set_tag(&mut self, key: Cow<'static, str>, value: Value<'_>) {
+        // The fast path: a literal key and a value that needs no copy, with
+        // room inline (so the extension holds no tags: see `Ext::tags`).
+        if let Cow::Borrowed(k) = key {
+            let n = usize::from(self.tag_count);
+            if n < self.inline_tag_limit() && k.len() <= MAX_KEY_BYTES {
+                let stored = match value {
+                    Value::I64(v) => Some(Stored::I64(v)),
+                    Value::U64(v) => Some(Stored::U64(v)),
+                    Value::F64(v) => Some(Stored::F64(v)),
+                    Value::Bool(v) => Some(Stored::Bool(v)),
+                    Value::StaticStr(s) if s.len() <= usize::from(self.max_value_bytes) => {
+                        Some(Stored::Str(RStr::from_static(s)))
+                    }
+                    _ => None,
+                };
+                if let Some(stored) = stored {
+                    if !self.inline_tags().iter().any(|f| f.key_is(k)) {
+                        self.tags[n].write(Field::new(RStr::from_static(k), stored));
+                        self.tag_count += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        self.set_tag_slow(key, value);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_tag_slow(&mut self, key: Cow<'static, str>, value: Value<'_>) {
+        let n = usize::from(self.tag_count);
+        let inline_limit = self.inline_tag_limit();
+        let existing = self.inline_tags().iter().position(|f| f.key_is(&key));
+        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
+            return;
+        };
+        let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
+        let existing_ext = ext.tags.iter().position(|f| f.key_is(&key));
+        let room = n < inline_limit || n + ext.tags.len() < ext.limits().max_tags;
+        if existing.is_none() && existing_ext.is_none() && !room {
+            ext.truncations.tags += 1;
+            return;
+        }
+        let key = ext.store_str(key, MAX_KEY_BYTES);
+        let field = Field::new(key, ext.store_value(value, max_value));
+        match (existing, existing_ext) {
+            (Some(i), _) => {
+                self.tags[i].write(field);
+            }
+            (None, Some(i)) => ext.tags[i] = field,
+            (None, None) if n < inline_limit => {
+                self.tags[n].write(field);
+                self.tag_count += 1;
+            }
+            (None, None) => ext.tags.push(field),
+        }
+    }
+
+    /// Appends a log entry (dropped and counted beyond the limits).
+    /// `time` is now when `None`.
+    pub(crate) fn log<'a, K, V>(
+        &mut self,
+        time: Option<Time>,
+        event: Cow<'static, str>,
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) where
+        K: Into<Cow<'static, str>>,
+        V: Into<Value<'a>>,
+    {
+        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
+            return;
+        };
+        let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
+        let time = time.unwrap_or_else(|| Time::Ticks(ext.shared.clock.now()));
+        let limits = *ext.limits();
+        if ext.logs.len() >= limits.max_logs {
+            ext.truncations.logs += 1;
+            return;
+        }
+        let first = ext.log_fields.len() as u32;
+        for (i, (key, value)) in fields.into_iter().enumerate() {
+            if i >= limits.max_log_fields {
+                ext.truncations.log_fields += 1;
+                continue;
+            }
+            let key = ext.store_str(key.into(), MAX_KEY_BYTES);
+            let field = Field::new(key, ext.store_value(value.into(), max_value));
+            ext.log_fields.push(field);
+        }
+        let last = ext.log_fields.len() as u32;
+        let event = ext.store_str(event, usize::MAX);
+        ext.logs.push(LogEntry {
+            time,
+            event,
+            fields: (first, last),
+        });
+    }
+
+    /// Sets a baggage item, replacing an item with the same key. Refused and
+    /// counted when the item would break the baggage limits.
+    pub(crate) fn set_baggage(&mut self, key: &str, value: &str) {
+        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
+            return;
+        };
+        let limits = *ext.limits();
+        let old = ext.baggage.iter().position(|(k, _)| {
+            // SAFETY: the key is one of this record's strings, and the
+            // record is borrowed throughout.
+            unsafe { k.get() == key }
+        });
+        let freed = old.map_or(0, |i| ext.baggage[i].0.len + ext.baggage[i].1.len);
+        let items = ext.baggage.len() + usize::from(old.is_none());
+        let bytes = ext.baggage_bytes - freed + key.len() + value.len();
+        if items > limits.max_baggage_items || bytes > limits.max_baggage_bytes {
+            ext.truncations.baggage += 1;
+            return;
+        }
+        let value = ext.copy_str(value);
+        match old {
+            Some(i) => ext.baggage[i].1 = value,
+            None => {
+                let key = ext.copy_str(key);
+                ext.baggage.push((key, value));
+            }
+        }
+        ext.baggage_bytes = bytes;
+    }
+
+    pub(crate) fn set_trace_state(&mut self, trace_state: &str) {
+        if let Some(ext) = ext_of(&mut self.ext, self.tracer_id) {
+            ext.trace_state = ext.copy_str(trace_state);
+        }
+    }
+
+    /// The W3C `tracestate` inherited from the first reference.
+    pub(crate) fn trace_state(&self) -> &str {
+        self.ext_ref().map_or("", |e| self.str(e.trace_state))
+    }
+
+    pub(crate) fn baggage_item(&self, key: &str) -> Option<&str> {
+        self.baggage().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// What the limits cut off, if anything was.
+    pub(crate) fn truncations_if_any(&self) -> Option<&Truncations> {
+        self.ext_ref().map(|e| &e.truncations).filter(|t| t.any())
+    }
+
+    /// Forgets the truncation counts (once they are counted).
+    pub(crate) fn clear_truncations(&mut self) {
+        if let Some(ext) = self.ext.as_deref_mut() {
+            ext.truncations = Truncations::default();
+        }
+    }
+}
