@@ -24,7 +24,11 @@ mod imp {
 
     /// `std`'s `UnsafeCell` with loom's closure-based API, so that code using
     /// it is written once for both builds.
+    ///
+    /// `repr(transparent)`: an array of cells is laid out as an array of
+    /// `T` (the block queue copies runs of slots at once).
     #[derive(Debug)]
+    #[repr(transparent)]
     pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
     impl<T> UnsafeCell<T> {

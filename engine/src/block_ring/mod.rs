@@ -540,14 +540,58 @@ impl<T> Consumer<T> {
             return 0;
         }
         out.reserve(n);
-        for _ in 0..n {
-            // SAFETY: `head < tail`: fewer than `n` were read since the
-            // acquire. `reserve(n)` made room, so `push` does not allocate.
-            out.push(unsafe { self.read_head() });
-            self.head = self.head.wrapping_add(1);
+        let mut left = n;
+        while left > 0 {
+            if self.head == self.block_end {
+                self.leave_block();
+            }
+            // The values up to the end of this block, in one copy.
+            let run = left.min(self.block_end.wrapping_sub(self.head));
+            // SAFETY: `head..head + run` is below `tail` (fewer than `n`
+            // were read since the acquire) and within `block` (just
+            // ensured); `reserve(n)` made room in `out`.
+            unsafe { self.move_run(run, out) };
+            self.head = self.head.wrapping_add(run);
+            left -= run;
         }
         self.publish_head();
         n
+    }
+
+    /// Moves the `run` values from `head` on, all in `block`, to the end of
+    /// `out`, with one copy: the slots are an array, laid out as `T`s.
+    ///
+    /// # Safety
+    /// `head + run <= tail` (acquired) and `<= block_end`; `out` has room
+    /// for `run` more; `head` is published after the call.
+    #[cfg(not(spanrec_loom))]
+    #[inline(always)]
+    unsafe fn move_run(&mut self, run: usize, out: &mut Vec<T>) {
+        // SAFETY: `block` holds `head..head + run` (the caller's
+        // obligations): initialized (the `slots` invariant) and not written
+        // until we publish `head`. `UnsafeCell` and `MaybeUninit` are
+        // `repr(transparent)` (the facade's cell too), so the slots are
+        // laid out as `[T]`. Reading moves the values out; the slots count
+        // as uninitialized from then on. `out` has room (`reserve`).
+        unsafe {
+            let first = (*self.block).slots[self.head % BLOCK].with(|s| s.cast::<T>());
+            let len = out.len();
+            ptr::copy_nonoverlapping(first, out.as_mut_ptr().add(len), run);
+            out.set_len(len + run);
+        }
+    }
+
+    /// Under loom, slot by slot, so that loom checks every access.
+    ///
+    /// # Safety
+    /// As the non-loom `move_run`.
+    #[cfg(spanrec_loom)]
+    unsafe fn move_run(&mut self, run: usize, out: &mut Vec<T>) {
+        for i in 0..run {
+            let at = self.head.wrapping_add(i) % BLOCK;
+            // SAFETY: as in `read_head`, for each slot of the run.
+            out.push(unsafe { (*self.block).slots[at].with(|s| (*s).assume_init_read()) });
+        }
     }
 
     /// Moves the value at `head` out of its slot, first following the link
