@@ -188,3 +188,13 @@ for lib in ["spanrec", "otel", "fastrace"]:
     except (OSError, ValueError):
         continue
     print(f"  memory/{lib}/10M_overload {m['peak_mib']:9.1f} MiB; {m['summary']}")
+
+print("\npropagation/hostile (one extract of a hostile request; targets <= 1000 us, <= 65536 bytes):")
+hostile_root = root.parent / "spanrec-hostile"
+for path in sorted(hostile_root.glob("*.json")) if hostile_root.exists() else []:
+    try:
+        h = json.loads(path.read_text())
+    except (OSError, ValueError):
+        continue
+    ok = "met" if h["us"] <= 1000 and h["allocated"] <= 65536 else "MISSED"
+    print(f"  {h['id']:44} {h['us']:9.1f} us {h['allocated']:8d} B  {ok}; {h['outcome']}")

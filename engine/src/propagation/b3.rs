@@ -102,8 +102,15 @@ pub(crate) fn extract_single(
         "0" => Ok(false),
         _ => Err(err(ExtractErrorKind::InvalidFlags)),
     };
-    let parts: Vec<&str> = v.split('-').collect();
-    let ctx = match parts.as_slice() {
+    // A valid value has at most 4 parts: never split (or allocate for)
+    // more than 5.
+    let mut parts = [""; 5];
+    let mut n = 0;
+    for part in v.splitn(5, '-') {
+        parts[n] = part;
+        n += 1;
+    }
+    let ctx = match &parts[..n] {
         [flag] => SpanContext::new(0, 0, decision(flag)?),
         [t, s] => SpanContext::new(
             parse_trace(t, Format::B3Single, SINGLE)?,

@@ -20,6 +20,12 @@ use crate::span::SpanContext;
 /// The only version written and read.
 pub const VERSION: u8 = 1;
 
+/// The largest envelope a text header may carry (hex-encoded, twice this
+/// many characters): 26 bytes of ids and flags, a `tracestate` of 32
+/// members (~16.4 KB) and W3C-sized baggage (8,192 bytes in 64 items) fit
+/// with room to spare; a longer header is refused before it is decoded.
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
 /// Encodes `ctx`. Baggage beyond 255 items, or keys/values over 64 KiB, are
 /// left out; returns the bytes and how many items were.
 pub(crate) fn encode(ctx: &SpanContext) -> (Vec<u8>, usize) {

@@ -9,6 +9,9 @@ use super::{
 use crate::span::SpanContext;
 
 const HEADER: &str = "uber-trace-id";
+/// The longest `uber-trace-id` that can be valid: 69 characters, each
+/// possibly percent-encoded (3 bytes).
+const MAX_ENCODED_LEN: usize = 3 * (32 + 16 + 16 + 2 + 3);
 const BAGGAGE_PREFIX: &str = "uberctx-";
 
 pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
@@ -32,10 +35,23 @@ pub(crate) fn extract(
         return Ok(None);
     };
     let err = |kind| ExtractError::new(Format::Jaeger, HEADER, kind, raw);
+    let raw_value = raw.trim();
+    // A valid value is at most 32 + 16 + 16 + 2 hex digits and 3 colons,
+    // each possibly percent-encoded: anything longer is refused before it
+    // is decoded (no allocation in proportion to hostile input).
+    if raw_value.len() > MAX_ENCODED_LEN {
+        return Err(err(ExtractErrorKind::Malformed));
+    }
     let value =
-        percent_decode(raw.trim(), false).ok_or_else(|| err(ExtractErrorKind::InvalidUtf8))?;
-    let parts: Vec<&str> = value.split(':').collect();
-    let [trace, span, parent, flags] = parts.as_slice() else {
+        percent_decode(raw_value, false).ok_or_else(|| err(ExtractErrorKind::InvalidUtf8))?;
+    let mut parts = value.splitn(5, ':');
+    let (Some(trace), Some(span), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(err(ExtractErrorKind::Malformed));
     };
     let trace_id = parse_hex_u128(trace, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;

@@ -327,6 +327,17 @@ pub(crate) fn extract(
                 return Ok(None);
             };
             let hex = hex.trim();
+            // The longest envelope that can be valid (ids, flags, the
+            // baggage limits) is far below this: a longer header is refused
+            // before it is decoded.
+            if hex.len() > 2 * binary::MAX_ENVELOPE_BYTES {
+                return Err(ExtractError::new(
+                    Format::Binary,
+                    BINARY_HEADER,
+                    ExtractErrorKind::Malformed,
+                    hex,
+                ));
+            }
             let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
                 .then(|| {
                     (0..hex.len())
@@ -391,44 +402,78 @@ pub(crate) fn extract_prefixed(
     limits: BaggageLimits,
     out: &mut Vec<(String, String)>,
 ) -> usize {
-    let mut entries = Vec::new();
+    let mut selected = PrefixedBaggage::new(limits);
     carrier.for_each_entry(&mut |name, value| {
         if is_prefixed(name, prefix) {
-            entries.push((name, value));
+            selected.offer(name, value);
         }
     });
-    admit_prefixed(entries, prefix, plus_is_space, limits, out)
+    selected.admit(prefix, plus_is_space, limits, out)
 }
 
-/// The second half of [`extract_prefixed`], for formats that collected the
-/// prefixed `(name, value)` entries during their own pass.
-pub(crate) fn admit_prefixed(
-    mut entries: Vec<(&str, &str)>,
-    prefix: &str,
-    plus_is_space: bool,
-    limits: BaggageLimits,
-    out: &mut Vec<(String, String)>,
-) -> usize {
-    // Header order is not meaningful (and a map's is random): admit in name
-    // order so that which items fit the limits is deterministic.
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let (mut bytes, mut refused) = (0, 0);
-    for (name, value) in entries {
-        // The prefix is ASCII and matched, so this is a char boundary.
-        let key = name
-            .get(prefix.len()..)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        match percent_decode(value, plus_is_space) {
-            Some(v) if !v.contains(['\r', '\n']) => {
-                if !limits.admit(out, &mut bytes, key, v) {
-                    refused += 1;
-                }
-            }
-            _ => refused += 1,
+/// The prefixed baggage headers of a carrier, selected while they are
+/// read: the `max_items` first in name order (header order is not
+/// meaningful, and a map's is random, so name order makes which items fit
+/// deterministic). A bounded max-heap: hostile input (10,000 headers) costs
+/// O(n log max_items) time and O(max_items) memory, and nothing is decoded
+/// or allocated for a header that is going to be refused.
+pub(crate) struct PrefixedBaggage<'a> {
+    /// The smallest `(name, value)` pairs offered so far; the largest on top.
+    kept: std::collections::BinaryHeap<(&'a str, &'a str)>,
+    /// How many to keep: `limits.max_items`.
+    cap: usize,
+    /// How many were offered.
+    offered: usize,
+}
+
+impl<'a> PrefixedBaggage<'a> {
+    pub(crate) fn new(limits: BaggageLimits) -> Self {
+        PrefixedBaggage {
+            kept: std::collections::BinaryHeap::new(),
+            cap: limits.max_items,
+            offered: 0,
         }
     }
-    refused
+
+    /// A header `name` that has the prefix, and its value.
+    pub(crate) fn offer(&mut self, name: &'a str, value: &'a str) {
+        self.offered += 1;
+        if self.kept.len() < self.cap {
+            self.kept.push((name, value));
+        } else if self.kept.peek().is_some_and(|top| (name, value) < *top) {
+            self.kept.pop();
+            self.kept.push((name, value));
+        }
+    }
+
+    /// Decodes the kept items in name order into `out`, within `limits`;
+    /// returns how many of all those offered were refused.
+    pub(crate) fn admit(
+        self,
+        prefix: &str,
+        plus_is_space: bool,
+        limits: BaggageLimits,
+        out: &mut Vec<(String, String)>,
+    ) -> usize {
+        let kept = self.kept.into_sorted_vec();
+        let (mut bytes, mut refused) = (0, self.offered - kept.len());
+        for (name, value) in kept {
+            // The prefix is ASCII and matched, so this is a char boundary.
+            let key = name
+                .get(prefix.len()..)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match percent_decode(value, plus_is_space) {
+                Some(v) if !v.contains(['\r', '\n']) => {
+                    if !limits.admit(out, &mut bytes, key, v) {
+                        refused += 1;
+                    }
+                }
+                _ => refused += 1,
+            }
+        }
+        refused
+    }
 }
 
 /// ASCII bytes we formatted (hex digits and separators) as a `str`.

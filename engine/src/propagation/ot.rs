@@ -63,14 +63,14 @@ pub(crate) fn extract(
 ) -> Result<Option<(SpanContext, usize)>, ExtractError> {
     // One pass over the headers: the three ids and the baggage.
     let (mut trace, mut span, mut sampled) = (None, None, None);
-    let mut baggage = Vec::new();
+    let mut baggage = super::PrefixedBaggage::new(limits);
     carrier.for_each_entry(&mut |name, value| {
         if !take(&mut trace, TRACE_ID, name, value)
             && !take(&mut span, SPAN_ID, name, value)
             && !take(&mut sampled, SAMPLED, name, value)
             && super::is_prefixed(name, BAGGAGE_PREFIX)
         {
-            baggage.push((name, value));
+            baggage.offer(name, value);
         }
     });
     let (trace, span) = match (trace, span) {
@@ -93,7 +93,7 @@ pub(crate) fn extract(
         Some(s) => return Err(err(SAMPLED, ExtractErrorKind::InvalidFlags, s)),
     };
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
-    let refused = super::admit_prefixed(baggage, BAGGAGE_PREFIX, true, limits, &mut ctx.baggage);
+    let refused = baggage.admit(BAGGAGE_PREFIX, true, limits, &mut ctx.baggage);
     Ok(Some((ctx, refused)))
 }
 
@@ -101,6 +101,27 @@ pub(crate) fn extract(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// 10,000 baggage headers: the first 64 names in order are admitted
+    /// (whatever the map's order), every other one is counted refused.
+    #[test]
+    fn ten_thousand_baggage_headers_keep_the_first_names_in_order() {
+        let mut h: HashMap<String, String> = (0..10_000)
+            .map(|i| (format!("ot-baggage-k{i:05}"), format!("v{i}")))
+            .collect();
+        h.insert(TRACE_ID.into(), "7ab6ba52e1e748c1".into());
+        h.insert(SPAN_ID.into(), "1b4c98c3b3f048aa".into());
+        let limits = BaggageLimits {
+            max_items: 64,
+            max_bytes: 8192,
+        };
+        let (ctx, refused) = extract(&h, limits).unwrap().unwrap();
+        let expected: Vec<(String, String)> = (0..64)
+            .map(|i| (format!("k{i:05}"), format!("v{i}")))
+            .collect();
+        assert_eq!(ctx.baggage, expected);
+        assert_eq!(refused, 10_000 - 64);
+    }
 
     #[test]
     fn seed_example_headers() {

@@ -96,12 +96,19 @@ fn valid_value(v: &str) -> bool {
 
 /// Parses `tracestate` into its members, or `None` when it breaks the list
 /// rules (then the whole header is discarded, as the spec requires).
+///
+/// Linear in the input and bounded in work whatever it is: it stops at the
+/// first member past [`MAX_MEMBERS`] (so the duplicate check compares at
+/// most 32 × 32 keys) and allocates only the list of at most 32 members.
 pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
     let mut members = Vec::new();
     for m in value.split(',') {
         let m = m.trim_matches(|c| c == ' ' || c == '\t');
         if m.is_empty() {
             continue;
+        }
+        if members.len() == MAX_MEMBERS {
+            return None;
         }
         let (k, v) = m.split_once('=')?;
         if !validate_tracestate_key(k) || !valid_value(v) || members.iter().any(|(mk, _)| *mk == k)
@@ -110,7 +117,7 @@ pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
         }
         members.push((k, v));
     }
-    (members.len() <= MAX_MEMBERS).then_some(members)
+    Some(members)
 }
 
 pub(crate) fn extract(
