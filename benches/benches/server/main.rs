@@ -5,10 +5,14 @@
 //! and two child spans with two tags each — untraced, with spanrec (the
 //! `TraceLayer` and the plain API), the OpenTelemetry SDK
 //! (`BatchSpanProcessor`) and fastrace, every backend counting what it
-//! receives. The load comes from this process (`load.rs`): 8 connections
-//! in a closed loop for capacity, then an open loop at 50 % and 90 % of the
-//! untraced capacity for latency, measured from each request's scheduled
-//! send time (no coordinated omission).
+//! receives. The load comes from one busy-polling thread of this process
+//! (`load.rs`, as wrk/wrk2): 8 connections in a closed loop for capacity,
+//! then an open loop at 50 % and 90 % of the untraced capacity for
+//! latency, measured from each request's due time (no coordinated
+//! omission). The generator is pinned to one core and the server process,
+//! every thread of it, to the other (`taskset`): the tracer's background
+//! threads take their CPU from the server, as on a machine with no spare
+//! core, and the scheduler cannot move the two onto one core mid-run.
 //!
 //! Printed per tracer, and saved for `ci/bench-table.py` under
 //! `target/spanrec-cpu/server/`: requests/s at saturation (5 interleaved
@@ -23,6 +27,7 @@
 mod load;
 mod serve;
 
+use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,8 +41,13 @@ const VARIANTS: [&str; 5] = [
     "fastrace",
 ];
 const ROUNDS: usize = 5;
+/// The core every thread of the server process runs on (its request
+/// thread and its tracer's background threads share it: no spare core).
+const SERVER_CPU: &str = "0";
+/// The core of the load generator.
+const LOAD_CPU: &str = "1";
 const SATURATION: Duration = Duration::from_millis(1500);
-const FIXED_RATE: Duration = Duration::from_secs(3);
+const FIXED_RATE: Duration = Duration::from_secs(1);
 
 /// One server process.
 struct Server {
@@ -49,7 +59,9 @@ struct Server {
 impl Server {
     fn start(variant: &'static str, work: u64) -> Server {
         let exe = std::env::current_exe().expect("own path");
-        let mut child = Command::new(exe)
+        let mut child = Command::new("taskset")
+            .args(["-c", SERVER_CPU])
+            .arg(exe)
             .arg(format!("server-child={variant}"))
             .arg(format!("work={work}"))
             .stdin(Stdio::piped())
@@ -156,6 +168,11 @@ fn main() {
         serve::run(variant, iterations);
         return;
     }
+    // The generator keeps to its own core.
+    let _ = Command::new("taskset")
+        .args(["-p", "-c", LOAD_CPU, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
     // One calibration for every server, so they all do the same work.
     let iterations = serve::calibrate();
     // `SERVER_VARIANTS=untraced,spanrec_api` runs a subset (untraced is
@@ -173,11 +190,6 @@ fn main() {
         .iter()
         .map(|v| Server::start(v, iterations))
         .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-
     // Capacity: closed loop, rounds interleaved so drift hits all alike.
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); servers.len()];
@@ -185,10 +197,10 @@ fn main() {
         for (i, server) in servers.iter().enumerate() {
             server.resume();
             if round == 0 {
-                runtime.block_on(load::closed_loop(server.port, Duration::from_millis(500)));
+                load::closed_loop(server.port, Duration::from_millis(500));
             }
             let before = server.threads_cpu();
-            let done = runtime.block_on(load::closed_loop(server.port, SATURATION));
+            let done = load::closed_loop(server.port, SATURATION);
             let after = server.threads_cpu();
             server.pause();
             rps[i].push(done as f64 / SATURATION.as_secs_f64());
@@ -207,15 +219,36 @@ fn main() {
         .map(|r| median(r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect()))
         .collect();
 
-    // Latency at fixed rates of the untraced capacity.
-    let mut latency = vec![Vec::new(); servers.len()];
+    // Latency at fixed rates of the untraced capacity, in interleaved
+    // rounds too: p99 on this machine moves by multiples between rounds
+    // (millisecond preemptions of a shared VM), so each tracer's change
+    // is the median over rounds of its p99 over untraced's in that round.
+    let mut latency: Vec<Vec<(f64, Histogram<u64>, f64)>> = vec![Vec::new(); servers.len()];
     for fraction in [0.5, 0.9] {
         let rate = untraced * fraction;
-        for (i, server) in servers.iter().enumerate() {
-            server.resume();
-            let h = runtime.block_on(load::open_loop(server.port, rate, FIXED_RATE));
-            server.pause();
-            latency[i].push((fraction, h));
+        let mut rounds_p99: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
+        let mut merged: Vec<Option<Histogram<u64>>> = vec![None; servers.len()];
+        for _ in 0..rounds {
+            for (i, server) in servers.iter().enumerate() {
+                server.resume();
+                let h = load::open_loop(server.port, rate, FIXED_RATE);
+                server.pause();
+                rounds_p99[i].push(h.value_at_quantile(0.99));
+                match &mut merged[i] {
+                    Some(m) => m.add(&h).expect("same bounds"),
+                    none => *none = Some(h),
+                }
+            }
+        }
+        for (i, h) in merged.into_iter().enumerate() {
+            let ratio = median(
+                rounds_p99[i]
+                    .iter()
+                    .zip(&rounds_p99[0])
+                    .map(|(v, u)| *v as f64 / *u as f64)
+                    .collect(),
+            );
+            latency[i].push((fraction, h.expect("rounds >= 1"), ratio));
         }
     }
 
@@ -245,19 +278,22 @@ fn main() {
             "{{\"rps\": {:.1}, \"relative\": {:.4}, \"created\": {created}, \"received\": {received}",
             capacity[i], relative[i]
         );
-        for (fraction, h) in &latency[i] {
+        for (fraction, h, ratio) in &latency[i] {
             let pct = (fraction * 100.0) as u32;
             println!(
-                "server/{variant}/at_{pct}pct: {:.0} requests/s offered, {} completed, \
-                 p50 {} µs p99 {} µs p99.9 {} µs",
+                "server/{variant}/at_{pct}pct: {:.0} requests/s offered, {} completed in \
+                 {rounds} rounds, p50 {} µs p99 {} µs p99.9 {} µs; p99 {:+.1} % vs untraced \
+                 (median of per-round ratios)",
                 untraced * fraction,
                 h.len(),
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
-                h.value_at_quantile(0.999)
+                h.value_at_quantile(0.999),
+                (ratio - 1.0) * 100.0
             );
             json.push_str(&format!(
-                ", \"p50_at_{pct}\": {}, \"p99_at_{pct}\": {}, \"p999_at_{pct}\": {}",
+                ", \"p50_at_{pct}\": {}, \"p99_at_{pct}\": {}, \"p999_at_{pct}\": {}, \
+                 \"p99_ratio_at_{pct}\": {ratio:.4}",
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999)
