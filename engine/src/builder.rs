@@ -132,6 +132,13 @@ impl TracerBuilder {
         self
     }
 
+    /// See [`Config::honor_remote_sampling`] (default `false`: callers
+    /// cannot switch off this service's record of their request).
+    pub fn honor_remote_sampling(mut self, honor: bool) -> Self {
+        self.config.honor_remote_sampling = honor;
+        self
+    }
+
     /// Sets the whole process identity.
     pub fn process(mut self, process: Process) -> Self {
         self.config.process = process;

@@ -156,6 +156,23 @@ pub struct Config {
     /// injection puts `key=<span id>` first in the list. When unset, the
     /// incoming list is forwarded unchanged.
     pub tracestate_key: Option<Cow<'static, str>>,
+    /// Whether a remote caller's sampling decision (W3C `trace-flags`,
+    /// `b3: 0`, `x-b3-sampled`, Jaeger and OpenTracing flags, the binary
+    /// envelope's flag) decides whether this service records the request.
+    ///
+    /// `false` (the default), for an audit log: a caller cannot switch off
+    /// the record of its own request. An extracted context's `sampled` is
+    /// then this service's decision for the caller's trace — the sampler's
+    /// (its `root` for [`Sampler::ParentBased`]) — and that decision is
+    /// what its spans propagate downstream (W3C lets a participant that
+    /// updates `parent-id` set the `sampled` flag to what it records).
+    /// A B3 decision without ids is then ignored: the request starts a
+    /// root span like one that sent no context.
+    ///
+    /// `true`, for plain tracing deployments: the caller's flag is kept
+    /// and [`Sampler::ParentBased`] follows it, so a caller that sends
+    /// "not sampled" makes this service record nothing for the request.
+    pub honor_remote_sampling: bool,
 }
 
 impl Default for Config {
@@ -172,6 +189,7 @@ impl Default for Config {
             process: Process::default(),
             propagation: crate::propagation::Format::ALL.to_vec(),
             tracestate_key: None,
+            honor_remote_sampling: false,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `SPANREC_FLUSH_INTERVAL_MS` | milliseconds |
 //! | `SPANREC_OVERFLOW` | `drop`, or `block:<milliseconds>` |
 //! | `SPANREC_SAMPLER` | `always`, `never`, `ratio:<0..1>`, `parent:always`, `parent:never`, `parent:ratio:<0..1>` |
+//! | `SPANREC_HONOR_REMOTE_SAMPLING` | `true` or `false` (default): whether a caller's "not sampled" stops this service's spans |
 //! | `SPANREC_SERVICE_NAME` | the service name |
 //!
 //! (`SPANREC_MONGO_URI` is read by `spanrec-mongo`.) A set but invalid
@@ -111,6 +112,20 @@ impl TracerBuilder {
                 expected,
             })?;
             self = self.sampler(s);
+        }
+        if let Some(v) = var("SPANREC_HONOR_REMOTE_SAMPLING") {
+            let honor = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(EnvError {
+                        variable: "SPANREC_HONOR_REMOTE_SAMPLING",
+                        value: v,
+                        expected: "`true` or `false`",
+                    })
+                }
+            };
+            self = self.honor_remote_sampling(honor);
         }
         if let Some(v) = var("SPANREC_SERVICE_NAME") {
             self = self.service_name(v);

@@ -179,10 +179,25 @@ impl Tracer {
         carrier: &dyn Carrier,
     ) -> Result<Option<SpanContext>, ExtractError> {
         let found = propagation::extract(format, carrier, self.baggage_limits())?;
-        Ok(found.map(|(ctx, refused)| {
+        Ok(found.and_then(|(ctx, refused)| {
             count(&self.shared().baggage_not_propagated, refused);
-            ctx
+            self.adopt(ctx)
         }))
+    }
+
+    /// What this service makes of a caller's context: with
+    /// [`Config::honor_remote_sampling`](crate::Config) off (the default),
+    /// its own sampling decision replaces the caller's, and a decision
+    /// without ids is no context at all.
+    fn adopt(&self, mut ctx: SpanContext) -> Option<SpanContext> {
+        if self.config().honor_remote_sampling {
+            return Some(ctx);
+        }
+        if !ctx.is_valid() {
+            return None;
+        }
+        ctx.sampled = self.config().sampler.decide(ctx.trace_id, None);
+        Some(ctx)
     }
 
     /// Tries the configured formats ([`Config::propagation`](crate::Config))
@@ -212,9 +227,9 @@ impl Tracer {
     /// Decodes a [`binary`] envelope: `Ok(None)` for empty input.
     pub fn extract_binary(&self, data: &[u8]) -> Result<Option<SpanContext>, ExtractError> {
         let found = binary::decode(data, self.baggage_limits())?;
-        Ok(found.map(|(ctx, refused)| {
+        Ok(found.and_then(|(ctx, refused)| {
             count(&self.shared().baggage_not_propagated, refused);
-            ctx
+            self.adopt(ctx)
         }))
     }
 

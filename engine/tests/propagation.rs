@@ -43,7 +43,13 @@ proptest! {
         sampled: bool,
         baggage in proptest::collection::btree_map(baggage_key(), "\\PC{0,20}", 0..5),
     ) {
-        let (t, _) = tracer();
+        // Keeping the caller's flag: a round trip must give it back.
+        let t = Tracer::builder()
+            .recorder(InMemoryRecorder::new())
+            .tracestate_key("spanrec")
+            .honor_remote_sampling(true)
+            .build()
+            .unwrap();
         let mut ctx = SpanContext::new(trace_id, span_id, sampled);
         ctx.baggage = baggage.into_iter().collect();
         for format in TEXT_FORMATS {
@@ -170,9 +176,10 @@ fn server_gate_joins_starts_or_falls_back() {
     assert_eq!(s.baggage_item("my-baggage"), Some("current user"));
     drop(s);
 
-    // B3 "do not sample" alone: a root, unsampled.
+    // B3 "do not sample" alone: by default (an audit log) the caller
+    // cannot switch the record off: a root, sampled.
     let b3 = HashMap::from([("b3".to_string(), "0".to_string())]);
-    assert!(!t.join_or_start("b3-deny", &b3).is_sampled());
+    assert!(t.join_or_start("b3-deny", &b3).is_sampled());
 
     t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
     let fallback = rec.find("fallback").unwrap();
@@ -237,4 +244,103 @@ fn http_header_map_is_a_carrier() {
     let back = t.extract(Format::W3c, &headers).unwrap().unwrap();
     assert_eq!((back.trace_id, back.span_id), (42, 7));
     assert_eq!(back.baggage_item("user"), Some("bob"));
+}
+
+/// A caller's "not sampled", in every format that can say it.
+fn not_sampled_carriers() -> Vec<(&'static str, HashMap<String, String>)> {
+    let h = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    vec![
+        (
+            "w3c",
+            h(&[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            )]),
+        ),
+        ("b3 single, decision only", h(&[("b3", "0")])),
+        (
+            "b3 single",
+            h(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0")]),
+        ),
+        ("b3 multi, decision only", h(&[("x-b3-sampled", "0")])),
+        (
+            "b3 multi",
+            h(&[
+                ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("x-b3-spanid", "00f067aa0ba902b7"),
+                ("x-b3-sampled", "0"),
+            ]),
+        ),
+        (
+            "jaeger",
+            h(&[("uber-trace-id", "4bf92f3577b34da6:00f067aa0ba902b7:0:0")]),
+        ),
+        (
+            "opentracing",
+            h(&[
+                ("ot-tracer-traceid", "4bf92f3577b34da6"),
+                ("ot-tracer-spanid", "00f067aa0ba902b7"),
+                ("ot-tracer-sampled", "false"),
+            ]),
+        ),
+    ]
+}
+
+#[test]
+fn by_default_a_caller_cannot_switch_off_the_audit_record() {
+    for (what, carrier) in not_sampled_carriers() {
+        let rec = InMemoryRecorder::new();
+        let t = Tracer::builder().recorder(rec.clone()).build().unwrap();
+        let span = t.join_or_start("audited", &carrier);
+        assert!(span.is_sampled(), "{what}");
+        // Downstream learns what this service records: sampled.
+        let mut out: HashMap<String, String> = HashMap::new();
+        t.inject(&span.context(), Format::W3c, &mut out);
+        assert!(out["traceparent"].ends_with("-01"), "{what}: {out:?}");
+        // A caller's trace id is still joined, when it sent one.
+        let joined = what.contains("decision only").then_some(0).unwrap_or(1);
+        span.finish();
+        t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
+        let got = rec.find("audited").unwrap_or_else(|| panic!("{what}: not recorded"));
+        assert_eq!(
+            got.parent_span_id.is_some(),
+            joined == 1,
+            "{what}: {got:?}"
+        );
+        assert_eq!(t.stats().recorded, 1, "{what}");
+    }
+}
+
+#[test]
+fn honoring_remote_sampling_is_an_explicit_choice() {
+    for (what, carrier) in not_sampled_carriers() {
+        let rec = InMemoryRecorder::new();
+        let t = Tracer::builder()
+            .recorder(rec.clone())
+            .honor_remote_sampling(true)
+            .build()
+            .unwrap();
+        let span = t.join_or_start("traced", &carrier);
+        assert!(!span.is_sampled(), "{what}");
+        let mut out: HashMap<String, String> = HashMap::new();
+        t.inject(&span.context(), Format::W3c, &mut out);
+        assert!(out["traceparent"].ends_with("-00"), "{what}: {out:?}");
+        span.finish();
+        t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
+        assert!(rec.find("traced").is_none(), "{what}");
+    }
+    // A sampler that records nothing still records nothing: the default
+    // replaces the caller's decision with this service's own.
+    let t = Tracer::builder()
+        .recorder(InMemoryRecorder::new())
+        .sampler(spanrec::Sampler::Never)
+        .build()
+        .unwrap();
+    let (_, carrier) = &not_sampled_carriers()[0];
+    assert!(!t.join_or_start("x", carrier).is_sampled());
 }
