@@ -15,7 +15,7 @@
 //! Plain `std` networking keeps the example free of an HTTP stack; it
 //! handles one request at a time, which is all the harness needs.
 
-use spanrec::{Format, NullRecorder, Tracer};
+use spanrec::{Carrier, Format, NullRecorder, Tracer};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -45,8 +45,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One HTTP/1.1 request: method, path, lowercased headers, body.
-type Request = (String, String, HashMap<String, String>, Vec<u8>);
+/// Request headers as received: every line, in order, repeated names
+/// included (a repeated `traceparent` is invalid; repeated `tracestate` and
+/// `baggage` lines are one list).
+struct Headers(Vec<(String, String)>);
+
+impl Carrier for Headers {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.0.push((name.to_string(), value.to_string()));
+    }
+    fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
+        self.0.iter().for_each(|(k, _)| f(k));
+    }
+    fn for_each_value<'a>(&'a self, name: &str, f: &mut dyn FnMut(Option<&'a str>)) {
+        for (k, v) in &self.0 {
+            if k.eq_ignore_ascii_case(name) {
+                f(Some(v));
+            }
+        }
+    }
+    fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, Option<&'a str>)) {
+        self.0.iter().for_each(|(k, v)| f(k, Some(v)));
+    }
+}
+
+/// One HTTP/1.1 request: method, path, headers, body.
+type Request = (String, String, Headers, Vec<u8>);
 
 /// Reads one HTTP/1.1 request.
 fn read_request(stream: &TcpStream) -> Result<Request, String> {
@@ -58,19 +89,19 @@ fn read_request(stream: &TcpStream) -> Result<Request, String> {
         parts.next().unwrap_or("").to_string(),
         parts.next().unwrap_or("").to_string(),
     );
-    let mut headers: HashMap<String, String> = HashMap::new();
+    let mut headers = Headers(Vec::new());
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).map_err(|e| e.to_string())? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
+        let h = h.strip_suffix('\n').unwrap_or(&h);
+        let h = h.strip_suffix('\r').unwrap_or(h);
         if let Some((k, v)) = h.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-            // Repeated headers combine with a comma, as HTTP allows for lists.
+            // Only optional whitespace (space, tab) around a field value.
             headers
-                .entry(k)
-                .and_modify(|old| *old = format!("{old},{v}"))
-                .or_insert(v);
+                .0
+                .push((k.to_string(), v.trim_matches([' ', '\t']).to_string()));
         }
     }
     let len: usize = headers

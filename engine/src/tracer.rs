@@ -4,7 +4,7 @@
 
 use crate::builder::TracerBuilder;
 use crate::config::Config;
-use crate::propagation::{self, binary, BaggageLimits, Carrier, ExtractError, Format};
+use crate::propagation::{self, binary, BaggageLimits, Carrier, ExtractError, Format, Refused};
 use crate::shared::Shared;
 use crate::span::{Span, SpanBuilder, SpanContext};
 use crate::stats::Stats;
@@ -179,10 +179,15 @@ impl Tracer {
         carrier: &dyn Carrier,
     ) -> Result<Option<SpanContext>, ExtractError> {
         let found = propagation::extract(format, carrier, self.baggage_limits())?;
-        Ok(found.and_then(|(ctx, refused)| {
-            count(&self.shared().baggage_not_propagated, refused);
-            self.adopt(ctx)
-        }))
+        Ok(found.and_then(|(ctx, refused)| self.count_refused(ctx, refused)))
+    }
+
+    /// Counts what an extract left out (baggage items; headers present but
+    /// unreadable, such as a dropped `tracestate`), then adopts the context.
+    fn count_refused(&self, ctx: SpanContext, refused: Refused) -> Option<SpanContext> {
+        count(&self.shared().baggage_not_propagated, refused.baggage);
+        count(&self.shared().propagation_errors, refused.headers);
+        self.adopt(ctx)
     }
 
     /// What this service makes of a caller's context: with
@@ -227,10 +232,7 @@ impl Tracer {
     /// Decodes a [`binary`] envelope: `Ok(None)` for empty input.
     pub fn extract_binary(&self, data: &[u8]) -> Result<Option<SpanContext>, ExtractError> {
         let found = binary::decode(data, self.baggage_limits())?;
-        Ok(found.and_then(|(ctx, refused)| {
-            count(&self.shared().baggage_not_propagated, refused);
-            self.adopt(ctx)
-        }))
+        Ok(found.and_then(|(ctx, refused)| self.count_refused(ctx, refused)))
     }
 
     /// Injects the context of the span entered on this thread (see

@@ -6,7 +6,10 @@
 //! [`SpanBuilder::child_of`](crate::SpanBuilder::child_of) treats as "no
 //! parent, but this sampling decision".
 
-use super::{parse_hex_u128, parse_hex_u64, Carrier, ExtractError, ExtractErrorKind, Format};
+use super::{
+    parse_hex_u128, parse_hex_u64, single_value, trim_ows, Carrier, ExtractError,
+    ExtractErrorKind, Extracted, Format, Refused,
+};
 use crate::hex;
 use crate::span::SpanContext;
 
@@ -23,6 +26,12 @@ fn trace_hex(id: u128) -> String {
 
 pub(crate) fn inject_single(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     let sampled = if ctx.sampled { '1' } else { '0' };
+    if !ctx.is_valid() {
+        // A decision without ids goes on as a decision (`b3: 0`), not as
+        // zero ids the next hop would reject.
+        carrier.set(SINGLE, if ctx.sampled { "1" } else { "0" });
+        return ctx.baggage.len();
+    }
     carrier.set(
         SINGLE,
         &format!("{}-{:016x}-{sampled}", trace_hex(ctx.trace_id), ctx.span_id),
@@ -31,6 +40,11 @@ pub(crate) fn inject_single(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usi
 }
 
 pub(crate) fn inject_multi(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
+    if !ctx.is_valid() {
+        // A decision without ids: `x-b3-sampled` alone.
+        carrier.set(SAMPLED, if ctx.sampled { "1" } else { "0" });
+        return ctx.baggage.len();
+    }
     carrier.set(TRACE_ID, &trace_hex(ctx.trace_id));
     carrier.set(SPAN_ID, super::ascii_str(&hex::encode_u64(ctx.span_id)));
     carrier.set(SAMPLED, if ctx.sampled { "1" } else { "0" });
@@ -89,13 +103,11 @@ fn parse_span(s: &str, format: Format, header: &'static str) -> Result<u64, Extr
     }
 }
 
-pub(crate) fn extract_single(
-    carrier: &dyn Carrier,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let Some(value) = carrier.get(SINGLE) else {
+pub(crate) fn extract_single(carrier: &dyn Carrier) -> Extracted {
+    let Some(value) = single_value(carrier, SINGLE, Format::B3Single, SINGLE)? else {
         return Ok(None);
     };
-    let v = value.trim();
+    let v = trim_ows(value);
     let err = |kind| ExtractError::new(Format::B3Single, SINGLE, kind, value);
     let decision = |s: &str| match s {
         "1" | "d" => Ok(true),
@@ -132,14 +144,15 @@ pub(crate) fn extract_single(
         }
         _ => return Err(err(ExtractErrorKind::Malformed)),
     };
-    Ok(Some((ctx, 0)))
+    Ok(Some((ctx, Refused::default())))
 }
 
-pub(crate) fn extract_multi(
-    carrier: &dyn Carrier,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let flags = carrier.get(FLAGS).map(str::trim);
-    let sampled_header = carrier.get(SAMPLED).map(str::trim);
+pub(crate) fn extract_multi(carrier: &dyn Carrier) -> Extracted {
+    let get = |name: &'static str| {
+        single_value(carrier, name, Format::B3Multi, name).map(|v| v.map(trim_ows))
+    };
+    let flags = get(FLAGS)?;
+    let sampled_header = get(SAMPLED)?;
     let sampled = match (flags, sampled_header) {
         (Some("1"), _) => Some(true),
         (Some(f), _) if f != "0" => {
@@ -162,18 +175,18 @@ pub(crate) fn extract_multi(
         }
         _ => None,
     };
-    let ctx = match (carrier.get(TRACE_ID), carrier.get(SPAN_ID)) {
+    let ctx = match (get(TRACE_ID)?, get(SPAN_ID)?) {
         (None, None) => match sampled {
             Some(s) => SpanContext::new(0, 0, s),
             None => return Ok(None),
         },
         (Some(t), Some(s)) => {
-            if let Some(p) = carrier.get(PARENT_ID) {
-                parse_span(p.trim(), Format::B3Multi, PARENT_ID)?;
+            if let Some(p) = get(PARENT_ID)? {
+                parse_span(p, Format::B3Multi, PARENT_ID)?;
             }
             SpanContext::new(
-                parse_trace(t.trim(), Format::B3Multi, TRACE_ID)?,
-                parse_span(s.trim(), Format::B3Multi, SPAN_ID)?,
+                parse_trace(t, Format::B3Multi, TRACE_ID)?,
+                parse_span(s, Format::B3Multi, SPAN_ID)?,
                 sampled.unwrap_or(true),
             )
         }
@@ -194,7 +207,7 @@ pub(crate) fn extract_multi(
             ))
         }
     };
-    Ok(Some((ctx, 0)))
+    Ok(Some((ctx, Refused::default())))
 }
 
 #[cfg(test)]

@@ -1,62 +1,131 @@
 //! W3C Baggage (`baggage: key1=value1;property,key2=value2`).
+//!
+//! One set of limits both ways: a member is admitted on extract only if
+//! this service can send it on. Its size is measured as injection writes
+//! it (`key=` and the value percent-encoded by [`percent_encode`], commas
+//! between members), against the W3C minimums every platform must carry
+//! (64 members, 8192 bytes), so a round trip keeps everything it accepted.
 
-use super::{is_token, percent_decode, percent_encode, BaggageLimits, Carrier};
+use super::{encoded_len, is_token, percent_decode, percent_encode, trim_ows, BaggageLimits, Carrier};
 
 pub(crate) const HEADER: &str = "baggage";
-/// The W3C limits on what is sent: 8192 bytes and 64 list-members.
+/// The W3C limits on what is sent and kept: 8192 bytes and 64 list-members.
 pub(crate) const MAX_BYTES: usize = 8192;
 pub(crate) const MAX_MEMBERS: usize = 64;
 
-/// Parses a `baggage` value into `out`. Members that are malformed, or do
-/// not fit `limits` (or the W3C limits), are left out; returns how many.
-pub(crate) fn parse(value: &str, limits: BaggageLimits, out: &mut Vec<(String, String)>) -> usize {
-    let limits = BaggageLimits {
-        max_items: limits.max_items.min(MAX_MEMBERS),
-        max_bytes: limits.max_bytes.min(MAX_BYTES),
-    };
-    let mut bytes: usize = out.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let mut refused = 0;
-    let mut rest = value;
-    while !rest.is_empty() {
-        if out.len() >= limits.max_items {
-            // Full: the rest is refused without parsing or decoding, one
-            // byte scan (nothing allocated for input that is rejected).
-            refused += count_members(rest);
-            break;
-        }
-        let (member, tail) = rest.split_once(',').unwrap_or((rest, ""));
-        rest = tail;
-        let member = member.trim_matches(|c| c == ' ' || c == '\t');
-        if member.is_empty() {
-            continue;
-        }
-        // Properties after `;` are metadata: accepted, not kept.
-        let pair = member.split(';').next().unwrap_or("");
-        let Some((k, v)) = pair.split_once('=') else {
-            refused += 1;
-            continue;
-        };
-        let (k, v) = (k.trim_matches([' ', '\t']), v.trim_matches([' ', '\t']));
-        // A value decodes to at least a third of its encoded length: one
-        // that cannot fit is refused before it is decoded.
-        if !is_token(k) || bytes + k.len() + v.len().div_ceil(3) > limits.max_bytes {
-            refused += 1;
-            continue;
-        }
-        let decoded = percent_decode(v, false);
-        match decoded {
-            Some(v) if is_token(k) && !v.contains(['\r', '\n']) => {
-                if out.iter().any(|(ok, _)| ok == k) {
-                    continue;
-                }
-                if !limits.admit(out, &mut bytes, k.to_string(), v) {
-                    refused += 1;
-                }
-            }
-            _ => refused += 1,
+/// `baggage-octet`: US-ASCII except CTLs, whitespace, `"`, `,`, `;`, `\`.
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+fn valid_value(v: &str) -> bool {
+    v.bytes().all(is_baggage_octet)
+}
+
+/// `property = key OWS "=" OWS value / key OWS`.
+fn valid_property(p: &str) -> bool {
+    match p.split_once('=') {
+        Some((k, v)) => is_token(trim_ows(k)) && valid_value(trim_ows(v)),
+        None => is_token(trim_ows(p)),
+    }
+}
+
+/// Reads the lines of a `baggage` header (repeated lines are one list,
+/// RFC 7230 § 3.2.2) into a context's baggage, within the tracer's limits
+/// and the W3C ones.
+pub(crate) struct Reader {
+    limits: BaggageLimits,
+    /// Decoded bytes admitted (keys and values), for `limits.max_bytes`.
+    bytes: usize,
+    /// The admitted members' size as injection writes them.
+    header_bytes: usize,
+    refused: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(limits: BaggageLimits) -> Self {
+        Reader {
+            limits: BaggageLimits {
+                max_items: limits.max_items.min(MAX_MEMBERS),
+                max_bytes: limits.max_bytes,
+            },
+            bytes: 0,
+            header_bytes: 0,
+            refused: 0,
         }
     }
-    refused
+
+    /// Members refused so far (outside the grammar, duplicated, or over
+    /// the limits).
+    pub(crate) fn refused(&self) -> usize {
+        self.refused
+    }
+
+    /// One line of the header. Members that are malformed or do not fit
+    /// are left out and counted.
+    pub(crate) fn add_line(&mut self, value: &str, out: &mut Vec<(String, String)>) {
+        let mut rest = value;
+        while !rest.is_empty() {
+            if out.len() >= self.limits.max_items {
+                // Full: the rest is refused without parsing or decoding,
+                // one byte scan (nothing allocated for input that is
+                // rejected).
+                self.refused += count_members(rest);
+                return;
+            }
+            let (member, tail) = rest.split_once(',').unwrap_or((rest, ""));
+            rest = tail;
+            let member = trim_ows(member);
+            if member.is_empty() {
+                continue;
+            }
+            if !self.add_member(member, out) {
+                self.refused += 1;
+            }
+        }
+    }
+
+    fn add_member(&mut self, member: &str, out: &mut Vec<(String, String)>) -> bool {
+        // Properties after `;` are metadata: checked, not kept.
+        let mut parts = member.split(';');
+        let pair = parts.next().unwrap_or("");
+        if !parts.all(valid_property) {
+            return false;
+        }
+        let Some((k, v)) = pair.split_once('=') else {
+            return false;
+        };
+        let (k, v) = (trim_ows(k), trim_ows(v));
+        if !is_token(k) || !valid_value(v) {
+            return false;
+        }
+        // A value re-encodes to at least a third of its encoded length:
+        // one that cannot fit is refused before it is decoded.
+        let comma = usize::from(!out.is_empty());
+        let floor = comma + k.len() + 1 + v.len().div_ceil(3);
+        if self.header_bytes + floor > MAX_BYTES {
+            return false;
+        }
+        let decoded = percent_decode(v, false);
+        let size = comma + k.len() + 1 + encoded_len(&decoded);
+        if self.header_bytes + size > MAX_BYTES {
+            return false;
+        }
+        if !self.limits.admit(out, &mut self.bytes, k, decoded) {
+            return false;
+        }
+        self.header_bytes += size;
+        true
+    }
+}
+
+/// Parses one `baggage` value into `out`; returns how many members were
+/// left out.
+#[cfg(test)]
+pub(crate) fn parse(value: &str, limits: BaggageLimits, out: &mut Vec<(String, String)>) -> usize {
+    let mut reader = Reader::new(limits);
+    reader.add_line(value, out);
+    reader.refused()
 }
 
 /// The non-empty list members of `list` (members with something besides
@@ -167,10 +236,22 @@ mod tests {
         assert_eq!(out[1].1, "DF 28");
         let mut out = Vec::new();
         assert_eq!(
-            parse("bad key=v,=v,novalue,ok=1,crlf=a%0D%0Ab", LIMITS, &mut out),
-            4
+            parse("bad key=v,=v,novalue,ok=1,sp=a b,q=\"x\",bs=a\\b,bad=p;=x", LIMITS, &mut out),
+            7
         );
         assert_eq!(out, vec![("ok".into(), "1".into())]);
+        // Decoded CR/LF is data (it is percent-encoded again on the way
+        // out); bytes that are not UTF-8 become U+FFFD.
+        let mut out = Vec::new();
+        assert_eq!(parse("crlf=a%0D%0Ab,bin=%ff%41,empty=", LIMITS, &mut out), 0);
+        assert_eq!(
+            out,
+            vec![
+                ("crlf".into(), "a\r\nb".into()),
+                ("bin".into(), "\u{fffd}A".into()),
+                ("empty".into(), "".into())
+            ]
+        );
         let many: Vec<String> = (0..70).map(|i| format!("k{i}=v")).collect();
         let mut out = Vec::new();
         assert_eq!(parse(&many.join(","), LIMITS, &mut out), 6);
@@ -187,8 +268,8 @@ mod tests {
         assert_eq!(inject(&items, &mut h), 1);
         assert_eq!(h["baggage"], "user=a%20b%2Cc%0D%0A");
         let mut back = Vec::new();
-        // CR/LF survive as data only inside our own encoding; a decoded CR/LF
-        // from outside is refused.
-        assert_eq!(parse(&h["baggage"], LIMITS, &mut back), 1);
+        // CR/LF travel only inside the encoding, and come back as data.
+        assert_eq!(parse(&h["baggage"], LIMITS, &mut back), 0);
+        assert_eq!(back, vec![items[0].clone()]);
     }
 }

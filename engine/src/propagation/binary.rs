@@ -14,7 +14,7 @@
 //! A reader rejects a version it does not know, trailing bytes, and anything
 //! that claims more bytes than are there. 26 bytes without baggage.
 
-use super::{BaggageLimits, ExtractError, ExtractErrorKind, Format};
+use super::{is_token, BaggageLimits, ExtractError, ExtractErrorKind, Extracted, Format, Refused};
 use crate::span::SpanContext;
 
 /// The only version written and read.
@@ -26,8 +26,9 @@ pub const VERSION: u8 = 1;
 /// with room to spare; a longer header is refused before it is decoded.
 pub(crate) const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// Encodes `ctx`. Baggage beyond 255 items, or keys/values over 64 KiB, are
-/// left out; returns the bytes and how many items were.
+/// Encodes `ctx`. Baggage beyond 255 items, keys that are not HTTP tokens
+/// (which no reader admits) and keys/values over 64 KiB are left out;
+/// returns the bytes and how many items were.
 pub(crate) fn encode(ctx: &SpanContext) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(28 + ctx.baggage.len() * 16 + ctx.trace_state.len());
     out.push(VERSION);
@@ -38,7 +39,7 @@ pub(crate) fn encode(ctx: &SpanContext) -> (Vec<u8>, usize) {
     let items: Vec<&(String, String)> = ctx
         .baggage
         .iter()
-        .filter(|(k, v)| fits(k) && fits(v))
+        .filter(|(k, v)| is_token(k) && fits(k) && fits(v))
         .take(255)
         .collect();
     let skipped = ctx.baggage.len() - items.len();
@@ -94,10 +95,7 @@ fn err(kind: ExtractErrorKind) -> ExtractError {
 }
 
 /// Decodes an envelope; `Ok(None)` for empty input.
-pub(crate) fn decode(
-    data: &[u8],
-    limits: BaggageLimits,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+pub(crate) fn decode(data: &[u8], limits: BaggageLimits) -> Extracted {
     if data.is_empty() {
         return Ok(None);
     }
@@ -127,11 +125,8 @@ pub(crate) fn decode(
     let (mut bytes, mut refused) = (0, 0);
     for _ in 0..count {
         let (k, v) = (r.text()?, r.text()?);
-        if k.is_empty() || k.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
-            refused += 1;
-            continue;
-        }
-        if !limits.admit(&mut ctx.baggage, &mut bytes, k.to_string(), v.to_string()) {
+        // The same admission as every format: token keys, no duplicates.
+        if !limits.admit(&mut ctx.baggage, &mut bytes, k, v.to_string()) {
             refused += 1;
         }
     }
@@ -142,5 +137,5 @@ pub(crate) fn decode(
     if super::w3c::parse_tracestate(ts).is_some() {
         ctx.trace_state = ts.to_string();
     }
-    Ok(Some((ctx, refused)))
+    Ok(Some((ctx, Refused::baggage(refused))))
 }

@@ -3,8 +3,8 @@
 //! baggage headers.
 
 use super::{
-    parse_hex_u128, parse_hex_u64, percent_decode, BaggageLimits, Carrier, ExtractError,
-    ExtractErrorKind, Format,
+    parse_hex_u128, parse_hex_u64, percent_decode, single_value, trim_ows, BaggageLimits, Carrier,
+    ExtractError, ExtractErrorKind, Extracted, Format, Refused,
 };
 use crate::span::SpanContext;
 
@@ -27,23 +27,20 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     super::inject_prefixed(&ctx.baggage, BAGGAGE_PREFIX, carrier)
 }
 
-pub(crate) fn extract(
-    carrier: &dyn Carrier,
-    limits: BaggageLimits,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let Some(raw) = carrier.get(HEADER) else {
+pub(crate) fn extract(carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
+    let Some(raw) = single_value(carrier, HEADER, Format::Jaeger, HEADER)? else {
         return Ok(None);
     };
     let err = |kind| ExtractError::new(Format::Jaeger, HEADER, kind, raw);
-    let raw_value = raw.trim();
+    let raw_value = trim_ows(raw);
     // A valid value is at most 32 + 16 + 16 + 2 hex digits and 3 colons,
     // each possibly percent-encoded: anything longer is refused before it
     // is decoded (no allocation in proportion to hostile input).
     if raw_value.len() > MAX_ENCODED_LEN {
         return Err(err(ExtractErrorKind::Malformed));
     }
-    let value =
-        percent_decode(raw_value, false).ok_or_else(|| err(ExtractErrorKind::InvalidUtf8))?;
+    // Bytes that are not UTF-8 decode to U+FFFD, which no id accepts.
+    let value = percent_decode(raw_value, false);
     let mut parts = value.splitn(5, ':');
     let (Some(trace), Some(span), Some(parent), Some(flags), None) = (
         parts.next(),
@@ -57,8 +54,10 @@ pub(crate) fn extract(
     let trace_id = parse_hex_u128(trace, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
     let span_id = parse_hex_u64(span, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
     parse_hex_u64(parent, false).ok_or_else(|| err(ExtractErrorKind::InvalidHex))?;
-    let flags = parse_hex_u64(flags, false)
-        .filter(|f| *f <= 0xff)
+    // Flags are one byte: at most two hex digits.
+    let flags = (flags.len() <= 2)
+        .then(|| parse_hex_u64(flags, false))
+        .flatten()
         .ok_or_else(|| err(ExtractErrorKind::InvalidFlags))?;
     if trace_id == 0 || span_id == 0 {
         return Err(err(ExtractErrorKind::ZeroId));
@@ -66,7 +65,7 @@ pub(crate) fn extract(
     // Bit 0: sampled; bit 1: debug (implies sampled).
     let mut ctx = SpanContext::new(trace_id, span_id, flags & 0b11 != 0);
     let refused = super::extract_prefixed(carrier, BAGGAGE_PREFIX, false, limits, &mut ctx.baggage);
-    Ok(Some((ctx, refused)))
+    Ok(Some((ctx, Refused::baggage(refused))))
 }
 
 #[cfg(test)]

@@ -29,9 +29,16 @@ pub(crate) use w3c::validate_tracestate_key;
 
 /// A text map of request headers (or any string map): what formats read
 /// and write. Header names are matched case-insensitively.
+///
+/// A header may arrive more than once (HTTP allows repeated fields):
+/// formats read every value through [`for_each_value`](Carrier::for_each_value)
+/// and [`for_each_entry`](Carrier::for_each_entry), combining the lines of
+/// a list header (`tracestate`, `baggage`) in order and refusing a
+/// repeated single-valued one (`traceparent`, ids). A value the carrier
+/// holds but cannot show as text (a non-ASCII `http::HeaderValue`) is
+/// reported as `None`, and counted as a parse error, never read as absent.
 pub trait Carrier {
-    /// The value of header `name` (any case). Multiple values of one header
-    /// may be returned joined by `,`.
+    /// The value of header `name` (any case): the first, when repeated.
     fn get(&self, name: &str) -> Option<&str>;
     /// Sets header `name` (lowercase) to `value`, replacing it. The value is
     /// borrowed so a carrier can reuse its storage (the map carriers copy it
@@ -40,23 +47,22 @@ pub trait Carrier {
     /// Calls `f` with every header name (for prefixed headers such as
     /// `ot-baggage-*`).
     fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str));
-    /// Calls `f` with every header's name and value. Formats that read
-    /// prefixed headers use it to read everything in one pass; carriers
-    /// that can iterate their entries override it.
-    fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, &'a str)) {
-        self.for_each_name(&mut |name| {
-            if let Some(value) = self.get(name) {
-                f(name, value);
-            }
-        });
-    }
-    /// Looks several headers up at once: `out[i] = self.get(names[i])`.
-    /// Formats read two or three headers per extract; a carrier that finds
-    /// headers by scanning overrides this to scan once.
-    fn get_all<'a>(&'a self, names: &[&str], out: &mut [Option<&'a str>]) {
-        for (name, slot) in names.iter().zip(out.iter_mut()) {
-            *slot = self.get(name);
+    /// Calls `f` with every value of header `name` (any case), in the
+    /// order received; `None` for a value that is not text. The default
+    /// reports `get(name)`, once.
+    fn for_each_value<'a>(&'a self, name: &str, f: &mut dyn FnMut(Option<&'a str>)) {
+        if let Some(v) = self.get(name) {
+            f(Some(v));
         }
+    }
+    /// Calls `f` with every header's name and value (`None`: not text),
+    /// repeated headers once per value. Formats that read prefixed headers
+    /// use it to read everything in one pass; carriers that can iterate
+    /// their entries override it.
+    fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, Option<&'a str>)) {
+        self.for_each_name(&mut |name| {
+            self.for_each_value(name, &mut |value| f(name, value));
+        });
     }
 }
 
@@ -75,7 +81,9 @@ fn find_ignore_case<'a>(
         .map(|(_, v)| v.as_str())
 }
 
-/// `Carrier` for a string map type; both maps behave the same.
+/// `Carrier` for a string map type; both maps behave the same. A map
+/// holds one value per key; keys that differ only in case are the values
+/// of one repeated header, in the map's order.
 macro_rules! map_carrier {
     ($map:ident) => {
         impl Carrier for $map<String, String> {
@@ -108,27 +116,15 @@ macro_rules! map_carrier {
             fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
                 self.keys().for_each(|k| f(k));
             }
-            fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, &'a str)) {
-                self.iter().for_each(|(k, v)| f(k, v));
-            }
-            fn get_all<'a>(&'a self, names: &[&str], out: &mut [Option<&'a str>]) {
-                if self.len() > SCAN_ENTRIES {
-                    for (name, slot) in names.iter().zip(out.iter_mut()) {
-                        *slot = Carrier::get(self, name);
-                    }
-                    return;
-                }
-                out.iter_mut().for_each(|slot| *slot = None);
+            fn for_each_value<'a>(&'a self, name: &str, f: &mut dyn FnMut(Option<&'a str>)) {
                 for (k, v) in self.iter() {
-                    for (name, slot) in names.iter().zip(out.iter_mut()) {
-                        if slot.is_none()
-                            && k.len() == name.len()
-                            && (k == name || k.eq_ignore_ascii_case(name))
-                        {
-                            *slot = Some(v.as_str());
-                        }
+                    if k.len() == name.len() && (k == name || k.eq_ignore_ascii_case(name)) {
+                        f(Some(v.as_str()));
                     }
                 }
+            }
+            fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, Option<&'a str>)) {
+                self.iter().for_each(|(k, v)| f(k, Some(v)));
             }
         }
     };
@@ -155,6 +151,16 @@ impl Carrier for http::HeaderMap {
     }
     fn for_each_name<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
         self.keys().for_each(|k| f(k.as_str()));
+    }
+    fn for_each_value<'a>(&'a self, name: &str, f: &mut dyn FnMut(Option<&'a str>)) {
+        for v in self.get_all(name) {
+            f(v.to_str().ok());
+        }
+    }
+    fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, Option<&'a str>)) {
+        for (k, v) in self.iter() {
+            f(k.as_str(), v.to_str().ok());
+        }
     }
 }
 
@@ -264,22 +270,97 @@ pub(crate) struct BaggageLimits {
 }
 
 impl BaggageLimits {
-    /// Adds an item if it fits; returns whether it did.
+    /// The one admission rule of every format's incoming baggage: the key
+    /// is an HTTP token (so any format can send it on), not a key already
+    /// admitted (the first of duplicates wins), and the item fits the
+    /// limits. Returns whether it was admitted.
     pub(crate) fn admit(
         &self,
         baggage: &mut Vec<(String, String)>,
         bytes: &mut usize,
-        k: String,
+        k: &str,
         v: String,
     ) -> bool {
         let size = k.len() + v.len();
-        if baggage.len() >= self.max_items || *bytes + size > self.max_bytes {
+        if !is_token(k)
+            || baggage.len() >= self.max_items
+            || *bytes + size > self.max_bytes
+            || baggage.iter().any(|(have, _)| have == k)
+        {
             return false;
         }
         *bytes += size;
-        baggage.push((k, v));
+        baggage.push((k.to_string(), v));
         true
     }
+}
+
+/// What an extract left out, besides the context it returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// Baggage items refused (malformed, duplicated, over the limits):
+    /// `Stats::baggage_not_propagated`.
+    pub(crate) baggage: usize,
+    /// Headers that were present but unreadable and left out without
+    /// failing the extract (a `tracestate` dropped, a value that is not
+    /// text): `Stats::propagation_errors`.
+    pub(crate) headers: usize,
+}
+
+impl Refused {
+    pub(crate) fn baggage(n: usize) -> Self {
+        Refused {
+            baggage: n,
+            headers: 0,
+        }
+    }
+}
+
+/// A format's result: `Ok(None)` when its headers are absent.
+pub(crate) type Extracted = Result<Option<(SpanContext, Refused)>, ExtractError>;
+
+/// HTTP optional whitespace (space, horizontal tab) trimmed from both
+/// ends; nothing else (`\f`, `\n`, `\r`, NBSP stay and make a value
+/// invalid).
+pub(crate) fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// The value of single-valued header `name`: `Ok(None)` when absent, an
+/// error when it is repeated (which value would be the caller's?) or not
+/// text.
+pub(crate) fn single_value<'a>(
+    carrier: &'a dyn Carrier,
+    name: &str,
+    format: Format,
+    header: &'static str,
+) -> Result<Option<&'a str>, ExtractError> {
+    let (mut first, mut count, mut not_text) = (None, 0usize, false);
+    carrier.for_each_value(name, &mut |v| {
+        count += 1;
+        match v {
+            Some(v) if first.is_none() => first = Some(v),
+            Some(_) => {}
+            None => not_text = true,
+        }
+    });
+    if not_text {
+        return Err(ExtractError::new(
+            format,
+            header,
+            ExtractErrorKind::InvalidUtf8,
+            "<a value that is not text>",
+        ));
+    }
+    if count > 1 {
+        return Err(ExtractError::new(
+            format,
+            header,
+            ExtractErrorKind::Malformed,
+            "<the header is repeated>",
+        ));
+    }
+    Ok(first)
 }
 
 /// Injects `ctx` in `format`. Returns the number of baggage items that
@@ -291,6 +372,11 @@ pub(crate) fn inject(
     carrier: &mut dyn Carrier,
     tracestate_key: Option<&str>,
 ) -> usize {
+    if !ctx.is_valid() && !matches!(format, Format::B3Single | Format::B3Multi) {
+        // A context without ids (a B3 decision alone) has nothing these
+        // formats can say: zero ids are invalid in all of them.
+        return ctx.baggage.len();
+    }
     match format {
         Format::W3c => w3c::inject(ctx, carrier, tracestate_key),
         Format::OpenTracing => ot::inject(ctx, carrier),
@@ -311,11 +397,7 @@ pub const BINARY_HEADER: &str = "spanrec-context";
 
 /// Extracts a context in `format`. Baggage beyond `limits` is left out and
 /// counted in the returned number.
-pub(crate) fn extract(
-    format: Format,
-    carrier: &dyn Carrier,
-    limits: BaggageLimits,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+pub(crate) fn extract(format: Format, carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
     match format {
         Format::W3c => w3c::extract(carrier, limits),
         Format::OpenTracing => ot::extract(carrier, limits),
@@ -323,10 +405,11 @@ pub(crate) fn extract(
         Format::B3Multi => b3::extract_multi(carrier),
         Format::Jaeger => jaeger::extract(carrier, limits),
         Format::Binary => {
-            let Some(hex) = carrier.get(BINARY_HEADER) else {
+            let Some(raw) = single_value(carrier, BINARY_HEADER, Format::Binary, BINARY_HEADER)?
+            else {
                 return Ok(None);
             };
-            let hex = hex.trim();
+            let hex = trim_ows(raw);
             // The longest envelope that can be valid (ids, flags, the
             // baggage limits) is far below this: a longer header is refused
             // before it is decoded.
@@ -340,12 +423,10 @@ pub(crate) fn extract(
             }
             let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
                 .then(|| {
-                    (0..hex.len())
-                        .step_by(2)
-                        .map(|i| {
-                            hex.get(i..i + 2)
-                                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        })
+                    hex.as_bytes()
+                        .chunks_exact(2)
+                        .map(|pair| crate::hex::decode_u64(pair, crate::hex::Digits::AnyCase))
+                        .map(|b| b.and_then(|b| u8::try_from(b).ok()))
                         .collect()
                 })
                 .flatten();
@@ -394,7 +475,8 @@ pub(crate) fn is_prefixed(name: &str, prefix: &str) -> bool {
 
 /// Reads baggage from headers `<prefix><key>` (values percent-decoded,
 /// `+` as space when `plus_is_space`), into `out` within `limits`. Returns
-/// the number of items refused (undecodable, CR/LF, over the limits).
+/// the number of items refused (keys that are not tokens or repeat one in
+/// any case, values that are not text, over the limits).
 pub(crate) fn extract_prefixed(
     carrier: &dyn Carrier,
     prefix: &str,
@@ -422,7 +504,7 @@ pub(crate) struct PrefixedBaggage<'a> {
     kept: std::collections::BinaryHeap<(&'a str, &'a str)>,
     /// How many to keep: `limits.max_items`.
     cap: usize,
-    /// How many were offered.
+    /// How many were offered, values that are not text included.
     offered: usize,
 }
 
@@ -435,9 +517,13 @@ impl<'a> PrefixedBaggage<'a> {
         }
     }
 
-    /// A header `name` that has the prefix, and its value.
-    pub(crate) fn offer(&mut self, name: &'a str, value: &'a str) {
+    /// A header `name` that has the prefix, and its value (`None`: not
+    /// text, refused).
+    pub(crate) fn offer(&mut self, name: &'a str, value: Option<&'a str>) {
         self.offered += 1;
+        let Some(value) = value else {
+            return;
+        };
         if self.kept.len() < self.cap {
             self.kept.push((name, value));
         } else if self.kept.peek().is_some_and(|top| (name, value) < *top) {
@@ -447,7 +533,9 @@ impl<'a> PrefixedBaggage<'a> {
     }
 
     /// Decodes the kept items in name order into `out`, within `limits`;
-    /// returns how many of all those offered were refused.
+    /// returns how many of all those offered were refused. Keys are
+    /// lowercased, so two headers naming one key in different cases are
+    /// duplicates: the first in name order wins.
     pub(crate) fn admit(
         self,
         prefix: &str,
@@ -463,13 +551,9 @@ impl<'a> PrefixedBaggage<'a> {
                 .get(prefix.len()..)
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            match percent_decode(value, plus_is_space) {
-                Some(v) if !v.contains(['\r', '\n']) => {
-                    if !limits.admit(out, &mut bytes, key, v) {
-                        refused += 1;
-                    }
-                }
-                _ => refused += 1,
+            let value = percent_decode(trim_ows(value), plus_is_space);
+            if !limits.admit(out, &mut bytes, &key, value) {
+                refused += 1;
             }
         }
         refused
@@ -523,20 +607,37 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes (and, if `plus_is_space`, `+`); `None` if the
-/// result is not UTF-8. Malformed escapes are kept literally.
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+/// The length of `percent_encode(s)`, without encoding it.
+pub(crate) fn encoded_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
+}
+
+/// Decodes `%XX` escapes (two hex digits, no sign) and, if
+/// `plus_is_space`, `+`. Escapes that are not two hex digits are kept
+/// literally; byte sequences that are not UTF-8 become U+FFFD, as W3C
+/// Baggage requires of percent-encoded octets that do not form UTF-8.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
-        return Some(s.to_string());
+        return s.to_string();
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            b'%' => {
+                let escaped = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| crate::hex::decode_u64(h, crate::hex::Digits::AnyCase));
+                match escaped.and_then(|b| u8::try_from(b).ok()) {
                     Some(b) => {
                         out.push(b);
                         i += 3;
@@ -557,7 +658,10 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -578,11 +682,17 @@ mod tests {
         ] {
             let e = percent_encode(s);
             assert!(!e.contains(['\r', '\n', ',', ';', ' ']), "{e}");
-            assert_eq!(percent_decode(&e, false).as_deref(), Some(s));
+            assert_eq!(percent_decode(&e, false), s);
+            assert_eq!(encoded_len(s), e.len());
         }
-        assert_eq!(percent_decode("a%2", false).as_deref(), Some("a%2"));
-        assert_eq!(percent_decode("%", false).as_deref(), Some("%"));
-        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
-        assert_eq!(percent_decode("%ff", false), None);
+        assert_eq!(percent_decode("a%2", false), "a%2");
+        assert_eq!(percent_decode("%", false), "%");
+        assert_eq!(percent_decode("a+b", true), "a b");
+        // Not UTF-8: each bad sequence is one U+FFFD, the rest is kept.
+        assert_eq!(percent_decode("a%ffb", false), "a\u{fffd}b");
+        assert_eq!(percent_decode("%C3%28", false), "\u{fffd}(");
+        // No sign in an escape (`from_str_radix` would take `+1`).
+        assert_eq!(percent_decode("%+1", false), "%+1");
+        assert_eq!(percent_decode("%-1", false), "%-1");
     }
 }

@@ -6,7 +6,8 @@
 //! with a zero high half, and such a trace id is sent back as 16 digits.
 
 use super::{
-    parse_hex_u128, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Format,
+    parse_hex_u128, parse_hex_u64, trim_ows, BaggageLimits, Carrier, ExtractError,
+    ExtractErrorKind, Extracted, Format, Refused,
 };
 use crate::hex;
 use crate::span::SpanContext;
@@ -45,37 +46,63 @@ pub(crate) fn inject(ctx: &SpanContext, carrier: &mut dyn Carrier) -> usize {
     super::inject_prefixed(&ctx.baggage, BAGGAGE_PREFIX, carrier)
 }
 
-/// Keeps `value` in `slot` if header `name` is `wanted` (any case; an
-/// exact, lowercase match wins over another case of it). Whether it was.
-fn take<'a>(slot: &mut Option<&'a str>, wanted: &str, name: &str, value: &'a str) -> bool {
-    if name.len() != wanted.len() || !name.eq_ignore_ascii_case(wanted) {
-        return false;
-    }
-    if slot.is_none() || name == wanted {
-        *slot = Some(value);
-    }
-    true
+/// What one pass over the headers saw of a single-valued header.
+#[derive(Default)]
+struct Seen<'a> {
+    /// The first value (`Some(None)`: not text).
+    first: Option<Option<&'a str>>,
+    /// How many values, in any case of the name.
+    count: usize,
 }
 
-pub(crate) fn extract(
-    carrier: &dyn Carrier,
-    limits: BaggageLimits,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
+impl<'a> Seen<'a> {
+    /// Records `value` if header `name` is `wanted` (any case). Whether it
+    /// was.
+    fn take(&mut self, wanted: &str, name: &str, value: Option<&'a str>) -> bool {
+        if name.len() != wanted.len() || !name.eq_ignore_ascii_case(wanted) {
+            return false;
+        }
+        self.count += 1;
+        self.first.get_or_insert(value);
+        true
+    }
+
+    /// The value: an error when repeated (in any case of the name) or not
+    /// text; OWS trimmed.
+    fn value(self, header: &'static str) -> Result<Option<&'a str>, ExtractError> {
+        match self.first {
+            _ if self.count > 1 => Err(err(
+                header,
+                ExtractErrorKind::Malformed,
+                "<the header is repeated>",
+            )),
+            Some(None) => Err(err(
+                header,
+                ExtractErrorKind::InvalidUtf8,
+                "<a value that is not text>",
+            )),
+            Some(Some(v)) => Ok(Some(trim_ows(v))),
+            None => Ok(None),
+        }
+    }
+}
+
+pub(crate) fn extract(carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
     // One pass over the headers: the three ids and the baggage.
-    let (mut trace, mut span, mut sampled) = (None, None, None);
+    let (mut trace, mut span, mut sampled) = (Seen::default(), Seen::default(), Seen::default());
     let mut baggage = super::PrefixedBaggage::new(limits);
     carrier.for_each_entry(&mut |name, value| {
-        if !take(&mut trace, TRACE_ID, name, value)
-            && !take(&mut span, SPAN_ID, name, value)
-            && !take(&mut sampled, SAMPLED, name, value)
+        if !trace.take(TRACE_ID, name, value)
+            && !span.take(SPAN_ID, name, value)
+            && !sampled.take(SAMPLED, name, value)
             && super::is_prefixed(name, BAGGAGE_PREFIX)
         {
             baggage.offer(name, value);
         }
     });
-    let (trace, span) = match (trace, span) {
+    let (trace, span) = match (trace.value(TRACE_ID)?, span.value(SPAN_ID)?) {
         (None, None) => return Ok(None),
-        (Some(t), Some(s)) => (t.trim_ascii(), s.trim_ascii()),
+        (Some(t), Some(s)) => (t, s),
         (Some(t), None) => return Err(err(SPAN_ID, ExtractErrorKind::Incomplete, t)),
         (None, Some(s)) => return Err(err(TRACE_ID, ExtractErrorKind::Incomplete, s)),
     };
@@ -86,7 +113,7 @@ pub(crate) fn extract(
     if trace_id == 0 || span_id == 0 {
         return Err(err(TRACE_ID, ExtractErrorKind::ZeroId, trace));
     }
-    let sampled = match sampled.map(str::trim_ascii) {
+    let sampled = match sampled.value(SAMPLED)? {
         None => true,
         Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => true,
         Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => false,
@@ -94,7 +121,7 @@ pub(crate) fn extract(
     };
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
     let refused = baggage.admit(BAGGAGE_PREFIX, true, limits, &mut ctx.baggage);
-    Ok(Some((ctx, refused)))
+    Ok(Some((ctx, Refused::baggage(refused))))
 }
 
 #[cfg(test)]
@@ -120,7 +147,7 @@ mod tests {
             .map(|i| (format!("k{i:05}"), format!("v{i}")))
             .collect();
         assert_eq!(ctx.baggage, expected);
-        assert_eq!(refused, 10_000 - 64);
+        assert_eq!(refused.baggage, 10_000 - 64);
     }
 
     #[test]
@@ -144,7 +171,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(refused, 0);
+        assert_eq!(refused.baggage, 0);
         assert_eq!(ctx.trace_id, 0x7ab6ba52e1e748c1);
         assert_eq!(ctx.span_id, 0x1b4c98c3b3f048aa);
         assert!(!ctx.sampled);

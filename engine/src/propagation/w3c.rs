@@ -2,7 +2,8 @@
 //! the `baggage` header is W3C Baggage (see `baggage.rs`).
 
 use super::{
-    baggage, parse_hex_u64, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Format,
+    baggage, parse_hex_u64, single_value, trim_ows, BaggageLimits, Carrier, ExtractError,
+    ExtractErrorKind, Extracted, Format, Refused,
 };
 use crate::hex;
 use crate::span::SpanContext;
@@ -16,9 +17,12 @@ fn err(kind: ExtractErrorKind, input: &str) -> ExtractError {
     ExtractError::new(Format::W3c, TRACEPARENT, kind, input)
 }
 
-/// Parses a `traceparent` value into (trace id, parent id, sampled).
-pub(crate) fn parse_traceparent(value: &str) -> Result<(u128, u64, bool), ExtractError> {
-    let v = value.trim_matches(|c| c == ' ' || c == '\t');
+/// A `traceparent` value parsed: trace id, parent id, sampled, version.
+pub(crate) type Traceparent = (u128, u64, bool, u8);
+
+/// Parses a `traceparent` value.
+pub(crate) fn parse_traceparent(value: &str) -> Result<Traceparent, ExtractError> {
+    let v = trim_ows(value);
     let b = v.as_bytes();
     // Every valid value is ASCII; checking first makes the slicing below
     // safe on any input.
@@ -51,7 +55,7 @@ pub(crate) fn parse_traceparent(value: &str) -> Result<(u128, u64, bool), Extrac
     if trace_id == 0 || span_id == 0 {
         return Err(err(ExtractErrorKind::ZeroId, value));
     }
-    Ok((trace_id, span_id, flags & 1 == 1))
+    Ok((trace_id, span_id, flags & 1 == 1, version as u8))
 }
 
 fn is_key_char(b: u8) -> bool {
@@ -94,53 +98,108 @@ fn valid_value(v: &str) -> bool {
         && !v.ends_with(' ')
 }
 
-/// Parses `tracestate` into its members, or `None` when it breaks the list
-/// rules (then the whole header is discarded, as the spec requires).
+/// The members of a `tracestate` list, read from every line of the
+/// header in order (repeated lines are one list, RFC 7230 § 3.2.2).
 ///
-/// Linear in the input and bounded in work whatever it is: it stops at the
-/// first member past [`MAX_MEMBERS`] (so the duplicate check compares at
-/// most 32 × 32 keys) and allocates only the list of at most 32 members.
-pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
-    let mut members = Vec::new();
-    for m in value.split(',') {
-        let m = m.trim_matches(|c| c == ' ' || c == '\t');
-        if m.is_empty() {
-            continue;
-        }
-        if members.len() == MAX_MEMBERS {
-            return None;
-        }
-        let (k, v) = m.split_once('=')?;
-        if !validate_tracestate_key(k) || !valid_value(v) || members.iter().any(|(mk, _)| *mk == k)
-        {
-            return None;
-        }
-        members.push((k, v));
-    }
-    Some(members)
+/// - An invalid member (key grammar, value characters) drops the whole
+///   list for `traceparent` version 00, as the W3C conformance suite
+///   requires; for a higher version, which W3C lets a vendor parse "to
+///   the best of its ability", the invalid member alone is left out.
+/// - More than 32 members (every non-empty member counts, duplicates
+///   too) drops the whole list.
+/// - A key seen before is left out: the first (left-most, most recent)
+///   entry wins (W3C lets a receiver remove duplicates).
+///
+/// Linear and bounded whatever the input: it stops at the 33rd member
+/// (so duplicate checks compare at most 32 × 32 keys) and allocates only
+/// the list of at most 32 members.
+pub(crate) struct TraceStateList<'a> {
+    members: Vec<(&'a str, &'a str)>,
+    /// Non-empty members seen, kept or not.
+    seen: usize,
+    /// Leave invalid members out instead of dropping the list.
+    lenient: bool,
+    /// The list is dropped.
+    dropped: bool,
 }
 
-pub(crate) fn extract(
-    carrier: &dyn Carrier,
-    limits: BaggageLimits,
-) -> Result<Option<(SpanContext, usize)>, ExtractError> {
-    let mut found = [None; 3];
-    carrier.get_all(&[TRACEPARENT, TRACESTATE, baggage::HEADER], &mut found);
-    let [traceparent, tracestate, baggage] = found;
-    let Some(tp) = traceparent else {
-        return Ok(None);
-    };
-    let (trace_id, span_id, sampled) = parse_traceparent(tp)?;
-    let mut ctx = SpanContext::new(trace_id, span_id, sampled);
-    if let Some(ts) = tracestate {
-        if let Some(members) = parse_tracestate(ts) {
-            ctx.trace_state = join(members.iter().copied());
+impl<'a> TraceStateList<'a> {
+    pub(crate) fn new(version: u8) -> Self {
+        TraceStateList {
+            members: Vec::new(),
+            seen: 0,
+            lenient: version > 0,
+            dropped: false,
         }
     }
-    let mut refused = 0;
-    if let Some(b) = baggage {
-        refused = baggage::parse(b, limits, &mut ctx.baggage);
+
+    /// One line of the header (`None`: not text, which drops the list).
+    pub(crate) fn add_line(&mut self, line: Option<&'a str>) {
+        let Some(line) = line else {
+            self.dropped = true;
+            return;
+        };
+        if self.dropped {
+            return;
+        }
+        for m in line.split(',') {
+            let m = trim_ows(m);
+            if m.is_empty() {
+                continue;
+            }
+            self.seen += 1;
+            if self.seen > MAX_MEMBERS {
+                self.dropped = true;
+                return;
+            }
+            match m.split_once('=') {
+                Some((k, v)) if validate_tracestate_key(k) && valid_value(v) => {
+                    if !self.members.iter().any(|(mk, _)| *mk == k) {
+                        self.members.push((k, v));
+                    }
+                }
+                _ if self.lenient => {}
+                _ => {
+                    self.dropped = true;
+                    return;
+                }
+            }
+        }
     }
+
+    /// The members kept, or `None` when the list was dropped.
+    pub(crate) fn finish(self) -> Option<Vec<(&'a str, &'a str)>> {
+        (!self.dropped).then_some(self.members)
+    }
+}
+
+/// Parses one `tracestate` value as version 00 does.
+pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
+    let mut list = TraceStateList::new(0);
+    list.add_line(Some(value));
+    list.finish()
+}
+
+pub(crate) fn extract(carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
+    // More than one `traceparent` is invalid: which is the caller's?
+    let Some(tp) = single_value(carrier, TRACEPARENT, Format::W3c, TRACEPARENT)? else {
+        return Ok(None);
+    };
+    let (trace_id, span_id, sampled, version) = parse_traceparent(tp)?;
+    let mut ctx = SpanContext::new(trace_id, span_id, sampled);
+    let mut refused = Refused::default();
+    let mut list = TraceStateList::new(version);
+    carrier.for_each_value(TRACESTATE, &mut |line| list.add_line(line));
+    match list.finish() {
+        Some(members) => ctx.trace_state = join(members.iter().copied()),
+        None => refused.headers += 1,
+    }
+    let mut reader = baggage::Reader::new(limits);
+    carrier.for_each_value(baggage::HEADER, &mut |line| match line {
+        Some(line) => reader.add_line(line, &mut ctx.baggage),
+        None => refused.headers += 1,
+    });
+    refused.baggage = reader.refused();
     Ok(Some((ctx, refused)))
 }
 
@@ -198,12 +257,12 @@ mod tests {
 
     #[test]
     fn spec_examples() {
-        let (t, s, sampled) =
+        let (t, s, sampled, _) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(t, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(s, 0x00f067aa0ba902b7);
         assert!(sampled);
-        let (.., sampled) =
+        let (_, _, sampled, _) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!sampled);
         // A future version with extra fields parses by its prefix.
@@ -265,9 +324,10 @@ mod tests {
             vec![("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")]
         );
         assert!(parse_tracestate("tenant@vendor=v,0tenant@sys=w").is_some());
+        // Duplicates: the first entry wins, the list is kept.
+        assert_eq!(parse_tracestate("k=v,k=w").unwrap(), vec![("k", "v")]);
         for bad in [
             "Upper=1",
-            "k=v,k=w",
             "k=a=b",
             "k=",
             "1key=v",
