@@ -145,7 +145,8 @@ fn drive(
             let mut c = Connection::open(&poll, port, k);
             // Open loop: the connections' schedules are spread evenly
             // over one interval.
-            c.next = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / connections as f64));
+            c.next = start
+                + interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / connections as f64));
             c
         })
         .collect();

@@ -7,8 +7,8 @@
 //! parent, but this sampling decision".
 
 use super::{
-    parse_hex_u128, parse_hex_u64, single_value, trim_ows, Carrier, ExtractError,
-    ExtractErrorKind, Extracted, Format, Refused,
+    parse_hex_u128, parse_hex_u64, single_value, trim_ows, Carrier, ExtractError, ExtractErrorKind,
+    Extracted, Format, Refused,
 };
 use crate::hex;
 use crate::span::SpanContext;

@@ -6,7 +6,9 @@
 //! between members), against the W3C minimums every platform must carry
 //! (64 members, 8192 bytes), so a round trip keeps everything it accepted.
 
-use super::{encoded_len, is_token, percent_decode, percent_encode, trim_ows, BaggageLimits, Carrier};
+use super::{
+    encoded_len, is_token, percent_decode, percent_encode, trim_ows, BaggageLimits, Carrier,
+};
 
 pub(crate) const HEADER: &str = "baggage";
 /// The W3C limits on what is sent and kept: 8192 bytes and 64 list-members.
@@ -236,14 +238,21 @@ mod tests {
         assert_eq!(out[1].1, "DF 28");
         let mut out = Vec::new();
         assert_eq!(
-            parse("bad key=v,=v,novalue,ok=1,sp=a b,q=\"x\",bs=a\\b,bad=p;=x", LIMITS, &mut out),
+            parse(
+                "bad key=v,=v,novalue,ok=1,sp=a b,q=\"x\",bs=a\\b,bad=p;=x",
+                LIMITS,
+                &mut out
+            ),
             7
         );
         assert_eq!(out, vec![("ok".into(), "1".into())]);
         // Decoded CR/LF is data (it is percent-encoded again on the way
         // out); bytes that are not UTF-8 become U+FFFD.
         let mut out = Vec::new();
-        assert_eq!(parse("crlf=a%0D%0Ab,bin=%ff%41,empty=", LIMITS, &mut out), 0);
+        assert_eq!(
+            parse("crlf=a%0D%0Ab,bin=%ff%41,empty=", LIMITS, &mut out),
+            0
+        );
         assert_eq!(
             out,
             vec![

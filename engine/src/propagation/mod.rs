@@ -55,6 +55,15 @@ pub trait Carrier {
             f(Some(v));
         }
     }
+    /// Calls `f(i, value)` for every value of every header `names[i]`,
+    /// each header's values in the order received. Formats read two or
+    /// three headers per extract; a carrier that finds headers by scanning
+    /// overrides this to scan once.
+    fn for_each_value_of<'a>(&'a self, names: &[&str], f: &mut dyn FnMut(usize, Option<&'a str>)) {
+        for (i, name) in names.iter().enumerate() {
+            self.for_each_value(name, &mut |v| f(i, v));
+        }
+    }
     /// Calls `f` with every header's name and value (`None`: not text),
     /// repeated headers once per value. Formats that read prefixed headers
     /// use it to read everything in one pass; carriers that can iterate
@@ -125,6 +134,19 @@ macro_rules! map_carrier {
             }
             fn for_each_entry<'a>(&'a self, f: &mut dyn FnMut(&'a str, Option<&'a str>)) {
                 self.iter().for_each(|(k, v)| f(k, Some(v)));
+            }
+            fn for_each_value_of<'a>(
+                &'a self,
+                names: &[&str],
+                f: &mut dyn FnMut(usize, Option<&'a str>),
+            ) {
+                for (k, v) in self.iter() {
+                    for (i, name) in names.iter().enumerate() {
+                        if k.len() == name.len() && (k == name || k.eq_ignore_ascii_case(name)) {
+                            f(i, Some(v.as_str()));
+                        }
+                    }
+                }
             }
         }
     };
@@ -323,7 +345,15 @@ pub(crate) type Extracted = Result<Option<(SpanContext, Refused)>, ExtractError>
 /// ends; nothing else (`\f`, `\n`, `\r`, NBSP stay and make a value
 /// invalid).
 pub(crate) fn trim_ows(s: &str) -> &str {
-    s.trim_matches([' ', '\t'])
+    let b = s.as_bytes();
+    let ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !ows(c)).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !ows(c))
+        .map_or(start, |last| last + 1);
+    // SP and HTAB are ASCII, so both ends are char boundaries.
+    s.get(start..end).unwrap_or_default()
 }
 
 /// The value of single-valued header `name`: `Ok(None)` when absent, an
@@ -421,7 +451,9 @@ pub(crate) fn extract(format: Format, carrier: &dyn Carrier, limits: BaggageLimi
                     hex,
                 ));
             }
-            let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+            let bytes: Option<Vec<u8>> = hex
+                .len()
+                .is_multiple_of(2)
                 .then(|| {
                     hex.as_bytes()
                         .chunks_exact(2)

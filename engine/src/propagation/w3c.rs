@@ -2,8 +2,8 @@
 //! the `baggage` header is W3C Baggage (see `baggage.rs`).
 
 use super::{
-    baggage, parse_hex_u64, single_value, trim_ows, BaggageLimits, Carrier, ExtractError,
-    ExtractErrorKind, Extracted, Format, Refused,
+    baggage, parse_hex_u64, trim_ows, BaggageLimits, Carrier, ExtractError, ExtractErrorKind,
+    Extracted, Format, Refused,
 };
 use crate::hex;
 use crate::span::SpanContext;
@@ -180,26 +180,90 @@ pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
     list.finish()
 }
 
+/// The lines of a list header, kept in place for the first few (no
+/// allocation for a request that sends each header once or twice).
+#[derive(Default)]
+struct Lines<'a> {
+    first: [Option<&'a str>; 2],
+    /// How many of `first` are used.
+    len: usize,
+    /// Lines past the first two, rare.
+    more: Vec<Option<&'a str>>,
+}
+
+impl<'a> Lines<'a> {
+    fn push(&mut self, line: Option<&'a str>) {
+        match self.first.get_mut(self.len) {
+            Some(slot) => {
+                *slot = line;
+                self.len += 1;
+            }
+            None => self.more.push(line),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Option<&'a str>> + '_ {
+        self.first[..self.len].iter().chain(&self.more).copied()
+    }
+}
+
 pub(crate) fn extract(carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
-    // More than one `traceparent` is invalid: which is the caller's?
-    let Some(tp) = single_value(carrier, TRACEPARENT, Format::W3c, TRACEPARENT)? else {
-        return Ok(None);
+    // One pass over the carrier for the three headers, then each in turn.
+    let (mut traceparent, mut count) = (None, 0usize);
+    let (mut tracestate, mut baggage_lines) = (Lines::default(), Lines::default());
+    carrier.for_each_value_of(
+        &[TRACEPARENT, TRACESTATE, baggage::HEADER],
+        &mut |i, v| match i {
+            0 => {
+                count += 1;
+                traceparent.get_or_insert(v);
+            }
+            1 => tracestate.push(v),
+            _ => baggage_lines.push(v),
+        },
+    );
+    let tp = match (traceparent, count) {
+        (None, _) => return Ok(None),
+        // More than one `traceparent` is invalid: which is the caller's?
+        (_, 2..) => {
+            return Err(ExtractError::new(
+                Format::W3c,
+                TRACEPARENT,
+                ExtractErrorKind::Malformed,
+                "<the header is repeated>",
+            ))
+        }
+        (Some(None), _) => {
+            return Err(ExtractError::new(
+                Format::W3c,
+                TRACEPARENT,
+                ExtractErrorKind::InvalidUtf8,
+                "<a value that is not text>",
+            ))
+        }
+        (Some(Some(tp)), _) => tp,
     };
     let (trace_id, span_id, sampled, version) = parse_traceparent(tp)?;
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
     let mut refused = Refused::default();
-    let mut list = TraceStateList::new(version);
-    carrier.for_each_value(TRACESTATE, &mut |line| list.add_line(line));
-    match list.finish() {
-        Some(members) => ctx.trace_state = join(members.iter().copied()),
-        None => refused.headers += 1,
+    if tracestate.len > 0 {
+        let mut list = TraceStateList::new(version);
+        tracestate.iter().for_each(|line| list.add_line(line));
+        match list.finish() {
+            Some(members) => ctx.trace_state = join(members.iter().copied()),
+            None => refused.headers += 1,
+        }
     }
-    let mut reader = baggage::Reader::new(limits);
-    carrier.for_each_value(baggage::HEADER, &mut |line| match line {
-        Some(line) => reader.add_line(line, &mut ctx.baggage),
-        None => refused.headers += 1,
-    });
-    refused.baggage = reader.refused();
+    if baggage_lines.len > 0 {
+        let mut reader = baggage::Reader::new(limits);
+        for line in baggage_lines.iter() {
+            match line {
+                Some(line) => reader.add_line(line, &mut ctx.baggage),
+                None => refused.headers += 1,
+            }
+        }
+        refused.baggage = reader.refused();
+    }
     Ok(Some((ctx, refused)))
 }
 
