@@ -549,7 +549,7 @@ fn opentracing_and_binary_never_panic_and_round_trip() {
         let h = HashMap::from([("spanrec-context".to_string(), hex.clone())]);
         let got = t.extract(Format::Binary, &h);
         let digits = ows_trim(&hex);
-        let hex_ok = !digits.is_empty() && digits.len() % 2 == 0 && all(digits, hexdig);
+        let hex_ok = !digits.is_empty() && digits.len().is_multiple_of(2) && all(digits, hexdig);
         if !hex_ok {
             assert!(got.is_err(), "{hex:?}: {got:?}");
         }
