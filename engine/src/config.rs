@@ -98,6 +98,47 @@ impl Default for SpanLimits {
     }
 }
 
+impl SpanLimits {
+    /// The largest accepted value of each field. A span's memory grows
+    /// with its limits (tags × value bytes); beyond these, a limit stops
+    /// being a bound.
+    pub const MAX: SpanLimits = SpanLimits {
+        max_tags: 1024,
+        max_logs: 1024,
+        max_log_fields: 256,
+        max_value_bytes: 1 << 20,
+        max_baggage_items: 1024,
+        max_baggage_bytes: 1 << 20,
+    };
+
+    /// Every field within `1..=`[`SpanLimits::MAX`]: a zero limit would
+    /// silently record nothing, an absurd one would bound nothing.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let max = SpanLimits::MAX;
+        for (field, got, max) in [
+            ("max_tags", self.max_tags, max.max_tags),
+            ("max_logs", self.max_logs, max.max_logs),
+            ("max_log_fields", self.max_log_fields, max.max_log_fields),
+            ("max_value_bytes", self.max_value_bytes, max.max_value_bytes),
+            (
+                "max_baggage_items",
+                self.max_baggage_items,
+                max.max_baggage_items,
+            ),
+            (
+                "max_baggage_bytes",
+                self.max_baggage_bytes,
+                max.max_baggage_bytes,
+            ),
+        ] {
+            if got == 0 || got > max {
+                return Err(ConfigError::SpanLimit { field, got, max });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The identity stamped on every record of a tracer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Process {
@@ -263,6 +304,17 @@ pub enum ConfigError {
     /// The service name was empty.
     #[error("process service name must not be empty")]
     EmptyServiceName,
+    /// A [`SpanLimits`] field was 0 or above its maximum
+    /// ([`SpanLimits::MAX`]).
+    #[error("span limit {field} must be within 1..={max}, got {got}")]
+    SpanLimit {
+        /// The field, e.g. `"max_tags"`.
+        field: &'static str,
+        /// The rejected value.
+        got: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
     /// `tracestate_key` breaks the W3C key grammar.
     #[error("tracestate_key {got:?} is not a valid W3C tracestate key")]
     TraceStateKey {
@@ -310,6 +362,7 @@ impl Config {
             }
         }
         validate_sampler(&self.sampler)?;
+        self.limits.validate()?;
         if self.process.service.is_empty() {
             return Err(ConfigError::EmptyServiceName);
         }

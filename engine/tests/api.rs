@@ -404,3 +404,80 @@ fn environment_is_layered_under_the_builder() {
         std::env::remove_var(v);
     }
 }
+
+#[test]
+fn span_limits_are_validated_at_build() {
+    use spanrec::ConfigError;
+    let build = |limits: SpanLimits| {
+        Tracer::builder()
+            .recorder(InMemoryRecorder::new())
+            .limits(limits)
+            .build()
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert_eq!(build(SpanLimits::default()), None);
+    assert_eq!(build(SpanLimits::MAX), None);
+    let d = SpanLimits::default();
+    let max = SpanLimits::MAX;
+    for (limits, field) in [
+        (SpanLimits { max_tags: 0, ..d }, "max_tags"),
+        (SpanLimits { max_logs: 0, ..d }, "max_logs"),
+        (
+            SpanLimits {
+                max_log_fields: 0,
+                ..d
+            },
+            "max_log_fields",
+        ),
+        (
+            SpanLimits {
+                max_value_bytes: 0,
+                ..d
+            },
+            "max_value_bytes",
+        ),
+        (
+            SpanLimits {
+                max_baggage_items: 0,
+                ..d
+            },
+            "max_baggage_items",
+        ),
+        (
+            SpanLimits {
+                max_baggage_bytes: 0,
+                ..d
+            },
+            "max_baggage_bytes",
+        ),
+        (
+            SpanLimits {
+                max_tags: max.max_tags + 1,
+                ..d
+            },
+            "max_tags",
+        ),
+        (
+            SpanLimits {
+                max_value_bytes: usize::MAX,
+                ..d
+            },
+            "max_value_bytes",
+        ),
+        (
+            SpanLimits {
+                max_baggage_bytes: max.max_baggage_bytes + 1,
+                ..d
+            },
+            "max_baggage_bytes",
+        ),
+    ] {
+        let err = build(limits).unwrap_or_else(|| panic!("{field}: accepted"));
+        assert!(err.contains(field), "{err}");
+        assert!(matches!(
+            limits.validate(),
+            Err(ConfigError::SpanLimit { field: f, .. }) if f == field
+        ));
+    }
+}

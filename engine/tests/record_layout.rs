@@ -62,7 +62,7 @@ fn tags_past_the_inline_ones_keep_their_order_and_replace_in_place() {
 
 #[test]
 fn small_tag_limits_hold_below_the_inline_capacity() {
-    for max_tags in 0..=3 {
+    for max_tags in 1..=3 {
         let rec = InMemoryRecorder::new();
         let limits = SpanLimits {
             max_tags,

@@ -372,17 +372,20 @@ fn oversized_document_is_refused_and_counted_while_the_batch_lands() {
     let t = Tracer::builder()
         .recorder(recorder)
         .limits(SpanLimits {
-            max_value_bytes: 32 << 20,
+            max_value_bytes: SpanLimits::MAX.max_value_bytes,
             ..SpanLimits::default()
         })
         .build()
         .unwrap();
-    let huge = "x".repeat(17 << 20);
+    // 17 tags of 1 MiB each: a document over MongoDB's 16 MiB.
+    let huge = "x".repeat(SpanLimits::MAX.max_value_bytes);
     for i in 0..10 {
         let mut s = t.start_span("normal");
         s.set_tag("i", i);
         if i == 5 {
-            s.set_tag("absurd", huge.as_str());
+            for j in 0..17 {
+                s.set_tag(format!("absurd{j}"), huge.as_str());
+            }
         }
         s.finish();
     }
