@@ -10,9 +10,16 @@
 //! costs per thread, with nothing lost. `memory/untraced/threads_TxN` is the
 //! same run without spans (thread stacks and the harness).
 //!
+//! `memory/remote_context/{with,without}` (issue 14): one request whose
+//! caller sent 8 KB of baggage and a 16 KB `tracestate` (or only a
+//! `traceparent`), 2,000 children of its entered server span alive at
+//! once: peak RSS, and the RSS left after they are flushed.
+//!
 //! `cargo bench -p spanrec-benches --bench memory`. Targets: spanrec with
 //! the default configuration ≤ 64 MiB peak in the overload (issue 6), and
-//! with 512 × 4,000 ≤ 64 MiB, 2,000 × 1,000 ≤ 96 MiB, 0 lost (issue 13).
+//! with 512 × 4,000 ≤ 64 MiB, 2,000 × 1,000 ≤ 96 MiB, 0 lost (issue 13);
+//! remote context ≤ 8 MiB peak above the run without it, ≤ 1 MiB more
+//! left after the flush (issue 14).
 //! Each figure is also saved to `target/spanrec-mem/<id>.json` for CI's
 //! table.
 
@@ -197,6 +204,89 @@ fn threads_run(threads: usize, spans: u64, traced: bool) -> String {
     )
 }
 
+/// Resident set (VmRSS) of this process now, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Children of one request kept alive at once (`memory/remote_context`).
+const REMOTE_CHILDREN: usize = 2_000;
+
+/// A request whose caller sent 8 KB of baggage (64 items) and a 16 KB
+/// `tracestate` (32 members), or (`remote == false`) only a
+/// `traceparent`; the server span is entered and 2,000 children (2 tags
+/// each) are alive at once, then finished and flushed. Prints the peak RSS
+/// and the RSS left after the flush.
+fn remote_context_run(remote: bool) -> String {
+    let recorder = spanrec::NullRecorder::new();
+    let tracer = Tracer::builder()
+        .recorder(recorder.clone())
+        .overflow(spanrec::OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        })
+        .build()
+        .expect("valid configuration");
+    let mut headers = std::collections::HashMap::from([(
+        "traceparent".to_string(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+    )]);
+    if remote {
+        let baggage: Vec<String> = (0..64)
+            .map(|i| format!("item{i:02}={}", "b".repeat(118)))
+            .collect();
+        let tracestate: Vec<String> = (0..32)
+            .map(|i| format!("{}{i:02}={}", "k".repeat(248), "v".repeat(250)))
+            .collect();
+        headers.insert("baggage".into(), baggage.join(","));
+        headers.insert("tracestate".into(), tracestate.join(","));
+    }
+    let server = tracer.join_or_start("GET /machines", &headers);
+    if remote {
+        assert_eq!(server.context().baggage.len(), 64, "the baggage is kept");
+        assert!(
+            server.context().trace_state.len() > 15_000,
+            "the tracestate is kept"
+        );
+    }
+    let before = rss_kib();
+    {
+        let _entered = server.enter();
+        let children: Vec<_> = (0..REMOTE_CHILDREN)
+            .map(|i| {
+                let mut c = tracer.start_span("child");
+                c.set_tag("i", i as i64);
+                c.set_tag("op", Value::StaticStr("find"));
+                c
+            })
+            .collect();
+        black_box(&children);
+        for c in children {
+            c.finish();
+        }
+    }
+    server.finish();
+    let _ = tracer.flush(Instant::now() + Duration::from_secs(60));
+    let after = rss_kib();
+    let s = tracer.stats();
+    assert_eq!(
+        s.recorded + s.dropped.total(),
+        s.finished,
+        "exact accounting"
+    );
+    format!(
+        "rss_before_kib {before} rss_after_kib {after} finished {} lost {}",
+        s.finished,
+        s.dropped.total()
+    )
+}
+
 fn save(id: &str, mib: f64, summary: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/spanrec-mem")
@@ -219,6 +309,7 @@ fn main() {
     if let Some(lib) = child {
         let arg = lib.trim_start_matches("memory-child=");
         let summary = match arg.split_once(':') {
+            Some(("remote", with)) => remote_context_run(with == "with"),
             Some((kind, shape)) => {
                 let (t, n) = shape.split_once('x').expect("TxN");
                 let (t, n) = (t.parse().expect("T"), n.parse().expect("N"));
@@ -247,6 +338,12 @@ fn main() {
         runs.push((
             format!("untraced:{t}x{n}"),
             format!("memory/untraced/threads_{t}x{n}"),
+        ));
+    }
+    for with in ["without", "with"] {
+        runs.push((
+            format!("remote:{with}"),
+            format!("memory/remote_context/{with}"),
         ));
     }
     for (arg, id) in runs {

@@ -13,17 +13,29 @@
 //! span moved after a leaked guard may reuse the address of another). Their
 //! buffers are kept for reuse, so entering a span allocates only when its
 //! baggage or `tracestate` is larger than any entered on this thread before.
+//! What the span shares of a remote context (`record::Inherited`) is not
+//! copied: the entry holds a reference to the same block.
 //!
 //! [`Span::enter`]: crate::Span::enter
 
-use crate::record::SpanRecord;
+use crate::record::{Inherited, SpanRecord};
 use crate::span::SpanContext;
+use crate::sync::Arc;
 use crate::sync::{const_thread_local, thread_local};
 use std::cell::{Cell, RefCell};
 
 /// Buffers that grew past this are freed when their entry leaves, so one
 /// huge remote context does not stay on the thread.
 const KEEP_BYTES: usize = 16 * 1024;
+
+/// Where a string of an entry lies: in the shared block the span points
+/// into, or in the entry's own `text`.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    shared: bool,
+    start: usize,
+    end: usize,
+}
 
 /// What a child of an entered span inherits from it.
 #[derive(Default)]
@@ -34,13 +46,15 @@ pub(crate) struct ActiveEntry {
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
     pub(crate) sampled: bool,
-    /// Baggage keys and values, concatenated; `items` index into it.
+    /// The span's shared remote context: strings in it are referenced, not
+    /// copied (a reference held by the entry keeps them valid).
+    inherited: Option<Arc<Inherited>>,
+    /// Copies of the span's other baggage keys and values.
     text: String,
-    /// Invariant: each range is within `text` and on char boundaries
-    /// (pushed as whole `&str`s).
-    items: Vec<(usize, usize, usize)>,
-    /// Start of the `tracestate` in `text` (it runs to the end).
-    trace_state_at: usize,
+    /// Invariant: each piece is within `text` or the `inherited` block and
+    /// on char boundaries (taken from whole `&str`s).
+    items: Vec<(Piece, Piece)>,
+    trace_state: Piece,
 }
 
 impl ActiveEntry {
@@ -50,39 +64,67 @@ impl ActiveEntry {
         self.trace_id = r.trace_id();
         self.span_id = r.span_id();
         self.sampled = r.sampled();
+        self.inherited = r.inherited_block().cloned();
         self.text.clear();
         self.items.clear();
         for (k, v) in r.baggage() {
-            let start = self.text.len();
-            self.text.push_str(k);
-            let mid = self.text.len();
-            self.text.push_str(v);
-            self.items.push((start, mid, self.text.len()));
+            let item = (self.piece(k), self.piece(v));
+            self.items.push(item);
         }
-        self.trace_state_at = self.text.len();
-        self.text.push_str(r.trace_state());
+        self.trace_state = self.piece(r.trace_state());
     }
 
-    /// Frees buffers grown past `KEEP_BYTES`.
+    /// Where `s` is kept: the block when it lies there, else a copy.
+    fn piece(&mut self, s: &str) -> Piece {
+        if let Some(start) = self.inherited.as_ref().and_then(|b| b.offset_of(s)) {
+            return Piece {
+                shared: true,
+                start,
+                end: start + s.len(),
+            };
+        }
+        let start = self.text.len();
+        self.text.push_str(s);
+        Piece {
+            shared: false,
+            start,
+            end: self.text.len(),
+        }
+    }
+
+    fn get(&self, p: Piece) -> &str {
+        let text = match (&self.inherited, p.shared) {
+            (Some(block), true) => block.text(),
+            _ => &self.text,
+        };
+        text.get(p.start..p.end).unwrap_or_default()
+    }
+
+    /// Frees buffers grown past `KEEP_BYTES`, and the reference to the
+    /// shared block.
     fn trim(&mut self) {
+        self.inherited = None;
         if self.text.capacity() > KEEP_BYTES {
             self.text = String::new();
         }
-        if self.items.capacity() * std::mem::size_of::<(usize, usize, usize)>() > KEEP_BYTES {
+        if self.items.capacity() * std::mem::size_of::<(Piece, Piece)>() > KEEP_BYTES {
             self.items = Vec::new();
         }
     }
 
+    /// The shared remote context, if the span has one.
+    pub(crate) fn inherited_block(&self) -> Option<&Arc<Inherited>> {
+        self.inherited.as_ref()
+    }
+
     /// Baggage items in the order set.
     pub(crate) fn baggage(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.items
-            .iter()
-            .map(|&(s, m, e)| (&self.text[s..m], &self.text[m..e]))
+        self.items.iter().map(|&(k, v)| (self.get(k), self.get(v)))
     }
 
     /// The inherited W3C `tracestate` (empty if none).
     pub(crate) fn trace_state(&self) -> &str {
-        &self.text[self.trace_state_at..]
+        self.get(self.trace_state)
     }
 
     pub(crate) fn context(&self) -> SpanContext {

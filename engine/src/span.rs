@@ -3,7 +3,7 @@
 use crate::active;
 use crate::clock::unix_nanos;
 use crate::ids;
-use crate::record::{ReferenceKind, SpanRecord, Time, Value};
+use crate::record::{Inherited, ReferenceKind, SpanRecord, Time, Value};
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::thread_slots;
@@ -135,6 +135,7 @@ impl<'t> SpanBuilder<'t> {
                     kind,
                     p.trace_id,
                     p.span_id,
+                    p.inherited_block(),
                     p.baggage(),
                     p.trace_state(),
                 );
@@ -148,8 +149,24 @@ impl<'t> SpanBuilder<'t> {
                     }
                     return self;
                 }
+                // A remote context is copied once, into a block that every
+                // descendant of this span shares.
                 let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                inherit(record, kind, c.trace_id, c.span_id, baggage, &c.trace_state);
+                match Inherited::build(baggage, &c.trace_state) {
+                    Some(block) => {
+                        let (items, ts) = context_in(&block, c);
+                        inherit(record, kind, c.trace_id, c.span_id, Some(&block), items, ts);
+                    }
+                    None => inherit(
+                        record,
+                        kind,
+                        c.trace_id,
+                        c.span_id,
+                        None,
+                        std::iter::empty(),
+                        "",
+                    ),
+                }
             }
         }
         if self.parent_sampled.is_none() {
@@ -236,6 +253,7 @@ fn start_record(
                 ReferenceKind::ChildOf,
                 active.trace_id,
                 active.span_id,
+                active.inherited_block(),
                 active.baggage(),
                 active.trace_state(),
             );
@@ -305,23 +323,43 @@ impl Drop for SpanBuilder<'_> {
 
 /// Records `kind` reference to (`trace_id`, `span_id`) and merges the
 /// referenced span's baggage (items already present win).
+/// Adds a reference and inherits the parent's baggage and (from the first
+/// reference) its `tracestate`, sharing the parent's remote-context
+/// `block` where its strings lie in it.
 fn inherit<'b>(
     record: &mut SpanRecord,
     kind: ReferenceKind,
     trace_id: u128,
     span_id: u64,
+    block: Option<&Arc<Inherited>>,
     baggage: impl Iterator<Item = (&'b str, &'b str)>,
-    trace_state: &str,
+    trace_state: &'b str,
 ) {
-    if !record.has_references() && !trace_state.is_empty() {
-        record.set_trace_state(trace_state);
-    }
+    let first = !record.has_references();
     record.add_reference(kind, trace_id, span_id);
-    for (k, v) in baggage {
-        if record.baggage_item(k).is_none() {
-            record.set_baggage(k, v);
-        }
-    }
+    record.inherit_context(block, baggage, first.then_some(trace_state));
+}
+
+/// `c`'s baggage and `tracestate` re-read from `block`, which
+/// [`Inherited::build`] made from them: the same strings, in the block.
+fn context_in<'b>(
+    block: &'b Inherited,
+    c: &'b SpanContext,
+) -> (impl Iterator<Item = (&'b str, &'b str)> + 'b, &'b str) {
+    let text = block.text();
+    let ts = text
+        .get(text.len() - c.trace_state.len().min(text.len())..)
+        .unwrap_or_default();
+    let mut at = 0;
+    let items = c.baggage.iter().map(move |(k, v)| {
+        let key = text.get(at..at + k.len()).unwrap_or_default();
+        let value = text
+            .get(at + k.len()..at + k.len() + v.len())
+            .unwrap_or_default();
+        at += k.len() + v.len();
+        (key, value)
+    });
+    (items, ts)
 }
 
 /// A span: a timed, named operation with tags, logs and baggage.

@@ -1,6 +1,7 @@
 //! The extension (`Ext`): what a span holds beyond its record, pooled and
 //! recycled forever (see the module docs of `record`).
 
+use super::inherited::Inherited;
 use super::packed::{floor_char_boundary, Field, RStr, Stored};
 use super::value::{Reference, Truncations, Value};
 use crate::config::SpanLimits;
@@ -24,6 +25,24 @@ pub(super) struct LogEntry {
     pub(super) fields: (u32, u32),
 }
 
+/// A pooled buffer keeps at most this much of each array and of its arena
+/// when it is recycled; beyond, the memory is freed (on the flusher).
+pub(crate) const KEEP_BYTES: usize = 16 * 1024;
+
+fn capacity_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+/// `v` emptied, its buffer freed if it grew past [`KEEP_BYTES`].
+fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
+    v.clear();
+    if capacity_bytes(&v) > KEEP_BYTES {
+        Vec::new()
+    } else {
+        v
+    }
+}
+
 /// What a span holds beyond its record; see the module docs.
 pub(crate) struct Ext {
     /// The tracer this buffer belongs to; fixed for the buffer's whole life.
@@ -43,6 +62,17 @@ pub(crate) struct Ext {
     pub(super) baggage_bytes: usize,
     /// The W3C `tracestate` inherited from the first reference.
     pub(super) trace_state: RStr,
+    /// The remote context this span shares with its ancestors and
+    /// descendants: inherited baggage and `tracestate` strings point into
+    /// it instead of being copied.
+    ///
+    /// Invariant: set at most once between two `reset`s and never
+    /// replaced, so the `RStr`s into it live as long as the record.
+    pub(super) inherited: Option<Arc<Inherited>>,
+    /// Bytes of baggage values replaced so far (each replacement copies
+    /// the new value): bounded by `max_baggage_bytes`, so a span that
+    /// replaces one item in a loop cannot grow its arena without end.
+    pub(super) replaced_bytes: usize,
     pub(crate) truncations: Truncations,
     /// Strings callers gave away, freed when the buffer is reset: on the
     /// flusher if any (see `owns_heap`), so the hot path frees nothing.
@@ -54,8 +84,10 @@ pub(crate) struct Ext {
 }
 
 // SAFETY: the only non-`Send` parts are `RStr` pointers into `arena` and
-// `owned` (heap memory this `Ext` owns and that moves with it) or to
-// static data; `Bump` itself is `Send`. An `Ext` is used by one thread at a
+// `owned` (heap memory this `Ext` owns and that moves with it), into the
+// `inherited` block (immutable, kept alive by the `Arc` this `Ext` holds,
+// and `Inherited` is `Send + Sync`: a boxed `str`) or to static data;
+// `Bump` itself is `Send`. An `Ext` is used by one thread at a
 // time (it is `!Sync` because `Bump` is).
 unsafe impl Send for Ext {}
 
@@ -72,6 +104,8 @@ impl Ext {
             baggage: Vec::new(),
             baggage_bytes: 0,
             trace_state: RStr::EMPTY,
+            inherited: None,
+            replaced_bytes: 0,
             truncations: Truncations::default(),
             owned: Vec::new(),
             arena,
@@ -83,11 +117,36 @@ impl Ext {
     /// thread resets it when it reuses it, which keeps the flusher from
     /// writing (and so stealing) the buffer's cache lines.
     pub(crate) fn owns_heap(&self) -> bool {
-        !self.owned.is_empty()
+        !self.owned.is_empty() || self.inherited.is_some() || self.oversized()
     }
 
-    /// Makes the buffer ready for its next span, keeping every capacity.
+    /// Whether a buffer grew past [`KEEP_BYTES`]: one span with a huge
+    /// payload must not keep its memory in the pool forever.
+    fn oversized(&self) -> bool {
+        self.arena.allocated_bytes() > KEEP_BYTES
+            || capacity_bytes(&self.tags) > KEEP_BYTES
+            || capacity_bytes(&self.logs) > KEEP_BYTES
+            || capacity_bytes(&self.log_fields) > KEEP_BYTES
+            || capacity_bytes(&self.baggage) > KEEP_BYTES
+            || capacity_bytes(&self.references) > KEEP_BYTES
+    }
+
+    /// Makes the buffer ready for its next span, keeping every capacity up
+    /// to [`KEEP_BYTES`] (larger ones are freed: this runs on the flusher
+    /// then, see `owns_heap`).
     pub(crate) fn reset(&mut self) {
+        if self.oversized() {
+            self.tags = shrunk(std::mem::take(&mut self.tags));
+            self.logs = shrunk(std::mem::take(&mut self.logs));
+            self.log_fields = shrunk(std::mem::take(&mut self.log_fields));
+            self.baggage = shrunk(std::mem::take(&mut self.baggage));
+            self.references = shrunk(std::mem::take(&mut self.references));
+            if self.arena.allocated_bytes() > KEEP_BYTES {
+                // The record holding `RStr`s into the arena is gone
+                // (`into_ext`).
+                self.arena = Bump::with_capacity(self.shared.config.arena_chunk_bytes);
+            }
+        }
         self.tags.clear();
         self.logs.clear();
         self.log_fields.clear();
@@ -95,6 +154,9 @@ impl Ext {
         self.baggage.clear();
         self.baggage_bytes = 0;
         self.trace_state = RStr::EMPTY;
+        // The record's `RStr`s into the block are gone with the record.
+        self.inherited = None;
+        self.replaced_bytes = 0;
         self.truncations = Truncations::default();
         self.owned.clear();
         // The record holding `RStr`s into the arena is gone (`into_ext`).

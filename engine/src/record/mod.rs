@@ -22,20 +22,24 @@
 //!
 //! The files: `value.rs` (public value types), `packed.rs` (the compact,
 //! unsafe storage of strings and fields), `ext.rs` (the extension),
+//! `inherited.rs` (a remote context's baggage and `tracestate`, shared),
 //! this file (the record and how spans write it), `read.rs` (how recorders
 //! read it).
 
 mod ext;
+mod inherited;
 mod packed;
 mod read;
 mod value;
 
 pub(crate) use ext::{Ext, Time};
+pub(crate) use inherited::Inherited;
 pub(crate) use packed::floor_char_boundary;
 pub use read::LogRef;
 pub use value::{Reference, ReferenceKind, Truncations, Value, ValueRef};
 
 use crate::shared::Shared;
+use crate::sync::Arc;
 use ext::LogEntry;
 use packed::{Field, RStr, Stored, MAX_KEY_BYTES, MAX_NAME_BYTES};
 use std::borrow::Cow;
@@ -413,7 +417,10 @@ impl SpanRecord {
     }
 
     /// Sets a baggage item, replacing an item with the same key. Refused and
-    /// counted when the item would break the baggage limits.
+    /// counted when the item would break the baggage limits, or when the
+    /// span has already replaced `max_baggage_bytes` of values (each
+    /// replacement copies; this bounds what one span can make its arena
+    /// hold).
     pub(crate) fn set_baggage(&mut self, key: &str, value: &str) {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
@@ -427,10 +434,15 @@ impl SpanRecord {
         let freed = old.map_or(0, |i| ext.baggage[i].0.len + ext.baggage[i].1.len);
         let items = ext.baggage.len() + usize::from(old.is_none());
         let bytes = ext.baggage_bytes - freed + key.len() + value.len();
-        if items > limits.max_baggage_items || bytes > limits.max_baggage_bytes {
+        let replaced = ext.replaced_bytes + old.map_or(0, |_| value.len());
+        if items > limits.max_baggage_items
+            || bytes > limits.max_baggage_bytes
+            || replaced > limits.max_baggage_bytes
+        {
             ext.truncations.baggage += 1;
             return;
         }
+        ext.replaced_bytes = replaced;
         let value = ext.copy_str(value);
         match old {
             Some(i) => ext.baggage[i].1 = value,
@@ -442,10 +454,69 @@ impl SpanRecord {
         ext.baggage_bytes = bytes;
     }
 
-    pub(crate) fn set_trace_state(&mut self, trace_state: &str) {
-        if let Some(ext) = ext_of(&mut self.ext, self.tracer_id) {
-            ext.trace_state = ext.copy_str(trace_state);
+    /// Inherits a parent's baggage (items whose key this span has are
+    /// skipped) and, when `trace_state` is given, its `tracestate`. Strings
+    /// that lie in `block` — the parent's shared remote context — are not
+    /// copied: this span holds the block too and points into it (unless it
+    /// already shares another block, from an earlier reference). Other
+    /// strings are copied into this span's arena.
+    pub(crate) fn inherit_context<'b>(
+        &mut self,
+        block: Option<&Arc<Inherited>>,
+        baggage: impl Iterator<Item = (&'b str, &'b str)>,
+        trace_state: Option<&'b str>,
+    ) {
+        let mut baggage = baggage.peekable();
+        if baggage.peek().is_none() && trace_state.is_none_or(str::is_empty) {
+            return;
         }
+        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
+            return;
+        };
+        if ext.inherited.is_none() {
+            ext.inherited = block.cloned();
+        }
+        let shared = match (&ext.inherited, block) {
+            (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+            _ => false,
+        };
+        // A string of the shared block is pointed at, others are copied.
+        let store = |ext: &Ext, s: &str| {
+            if shared && block.is_some_and(|b| b.offset_of(s).is_some()) {
+                // The block is held by `ext.inherited` until the record is
+                // gone (its invariant): the `RStr` invariant holds.
+                RStr::from_str(s)
+            } else {
+                ext.copy_str(s)
+            }
+        };
+        if let Some(ts) = trace_state.filter(|ts| !ts.is_empty()) {
+            ext.trace_state = store(ext, ts);
+        }
+        let limits = *ext.limits();
+        for (k, v) in baggage {
+            let known = ext.baggage.iter().any(|(have, _)| {
+                // SAFETY: the keys are this record's strings, borrowed with
+                // it (the `RStr` invariant).
+                unsafe { have.get() == k }
+            });
+            if known {
+                continue;
+            }
+            let bytes = ext.baggage_bytes + k.len() + v.len();
+            if ext.baggage.len() >= limits.max_baggage_items || bytes > limits.max_baggage_bytes {
+                ext.truncations.baggage += 1;
+                continue;
+            }
+            let item = (store(ext, k), store(ext, v));
+            ext.baggage.push(item);
+            ext.baggage_bytes = bytes;
+        }
+    }
+
+    /// The shared remote context this span's inherited strings point into.
+    pub(crate) fn inherited_block(&self) -> Option<&Arc<Inherited>> {
+        self.ext_ref().and_then(|e| e.inherited.as_ref())
     }
 
     /// The W3C `tracestate` inherited from the first reference.

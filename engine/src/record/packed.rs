@@ -8,11 +8,15 @@ use std::ptr::NonNull;
 /// A string a record holds: a literal, or bytes owned by the record's `Ext`.
 ///
 /// Invariant: `ptr..ptr+len` is valid UTF-8 that is either `'static` or
-/// owned by the `Ext` of the one record holding this `RStr` (in its arena
-/// or one of its `owned` strings). That `Ext` is reset or freed only after
+/// owned by the `Ext` of the one record holding this `RStr`: in its arena,
+/// one of its `owned` strings, or the shared `Inherited` block its
+/// `inherited` field holds a reference to (immutable, and never released
+/// before the `Ext` is reset). That `Ext` is reset or freed only after
 /// it has been detached from the record by [`SpanRecord::into_ext`], which
-/// consumes the record, so the bytes outlive every read through the record.
-/// An `RStr` is never copied into another record (copy the bytes).
+/// consumes the record, so the bytes outlive every read through the record;
+/// a record that is leaked leaks its `Ext` and its reference to the block,
+/// so the bytes stay. An `RStr` is never copied into another record (copy
+/// the bytes, or point into a block that record holds too).
 #[derive(Clone, Copy)]
 pub(crate) struct RStr {
     pub(super) ptr: NonNull<u8>,
