@@ -2,6 +2,8 @@
 # Memory-safety run (issue 13) under valgrind memcheck, zero errors:
 # - `engine/tests/misuse.rs`: leaked guards and spans, guards entered twice
 #   or dropped out of order, spans finished on another thread while entered;
+# - `engine/tests/remote_context.rs`: spans that point into a shared remote
+#   context, changed, entered and finished in every order;
 # - `engine/tests/recording_allocator.rs`: a global allocator that records
 #   spans from inside `dealloc`, re-entering the span path.
 # Leaks are not errors here: leaking is what the misuse tests do on purpose.
@@ -10,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-for test in misuse recording_allocator; do
+for test in misuse recording_allocator remote_context; do
   bin=$(cargo test -q -p spanrec --test "$test" --no-run --message-format=json 2>/dev/null |
     TEST="$test" python3 -c 'import json,os,sys
 for line in sys.stdin:

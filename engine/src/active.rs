@@ -49,6 +49,8 @@ pub(crate) struct ActiveEntry {
     /// The span's shared remote context: strings in it are referenced, not
     /// copied (a reference held by the entry keeps them valid).
     inherited: Option<Arc<Inherited>>,
+    /// The span's baggage is exactly the block's items.
+    baggage_is_block: bool,
     /// Copies of the span's other baggage keys and values.
     text: String,
     /// Invariant: each piece is within `text` or the `inherited` block and
@@ -65,6 +67,7 @@ impl ActiveEntry {
         self.span_id = r.span_id();
         self.sampled = r.sampled();
         self.inherited = r.inherited_block().cloned();
+        self.baggage_is_block = r.baggage_is_block();
         self.text.clear();
         self.items.clear();
         for (k, v) in r.baggage() {
@@ -115,6 +118,11 @@ impl ActiveEntry {
     /// The shared remote context, if the span has one.
     pub(crate) fn inherited_block(&self) -> Option<&Arc<Inherited>> {
         self.inherited.as_ref()
+    }
+
+    /// Whether the span's baggage is exactly its block's items.
+    pub(crate) fn baggage_is_block(&self) -> bool {
+        self.baggage_is_block
     }
 
     /// Baggage items in the order set.

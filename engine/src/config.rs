@@ -173,9 +173,11 @@ pub struct Config {
     /// for the flusher to free blocks, `DropNewest` drops and counts under
     /// `ring_full`).
     pub ring_memory_budget: usize,
-    /// Initial bytes of each span extension's bump arena, which holds the
-    /// span's copied strings. An arena that outgrows it keeps its largest
-    /// chunk when recycled.
+    /// Bytes of the first chunk of each span extension's bump arena, which
+    /// holds the span's copied strings; allocated at the first copy (a span
+    /// that copies nothing holds none). An arena that outgrows it keeps its
+    /// largest chunk when recycled, up to 16 KiB (larger ones are freed by
+    /// the flusher).
     pub arena_chunk_bytes: usize,
     /// Most spans per call to [`Recorder::record`](crate::Recorder::record).
     pub max_batch_size: usize,

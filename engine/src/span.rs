@@ -130,12 +130,20 @@ impl<'t> SpanBuilder<'t> {
                 let Some(p) = span.record.as_ref() else {
                     return self;
                 };
+                if !p.has_context() {
+                    record.add_reference(kind, p.trace_id, p.span_id);
+                    return self.parent_decision(parent);
+                }
+                // The block holds items admitted under the parent's
+                // tracer's limits: shared whole only within one tracer.
+                let exactly = p.baggage_is_block() && p.tracer_id == record.tracer_id;
                 inherit(
                     record,
                     kind,
                     p.trace_id,
                     p.span_id,
                     p.inherited_block(),
+                    exactly,
                     p.baggage(),
                     p.trace_state(),
                 );
@@ -152,23 +160,17 @@ impl<'t> SpanBuilder<'t> {
                 // A remote context is copied once, into a block that every
                 // descendant of this span shares.
                 let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                match Inherited::build(baggage, &c.trace_state) {
-                    Some(block) => {
-                        let (items, ts) = context_in(&block, c);
-                        inherit(record, kind, c.trace_id, c.span_id, Some(&block), items, ts);
-                    }
-                    None => inherit(
-                        record,
-                        kind,
-                        c.trace_id,
-                        c.span_id,
-                        None,
-                        std::iter::empty(),
-                        "",
-                    ),
-                }
+                let first = !record.has_references();
+                record.add_reference(kind, c.trace_id, c.span_id);
+                record.inherit_remote(baggage, &c.trace_state, first);
             }
         }
+        self.parent_decision(parent)
+    }
+
+    /// Keeps the first reference's sampling decision.
+    #[inline(always)]
+    fn parent_decision(mut self, parent: ParentRef<'_>) -> Self {
         if self.parent_sampled.is_none() {
             self.parent_sampled = Some(match parent {
                 ParentRef::Span(s) => s.is_sampled(),
@@ -254,6 +256,7 @@ fn start_record(
                 active.trace_id,
                 active.span_id,
                 active.inherited_block(),
+                active.baggage_is_block(),
                 active.baggage(),
                 active.trace_state(),
             );
@@ -325,41 +328,22 @@ impl Drop for SpanBuilder<'_> {
 /// referenced span's baggage (items already present win).
 /// Adds a reference and inherits the parent's baggage and (from the first
 /// reference) its `tracestate`, sharing the parent's remote-context
-/// `block` where its strings lie in it.
+/// `block` where its strings lie in it (`exactly`: the parent's baggage is
+/// the block's items).
+#[allow(clippy::too_many_arguments)]
 fn inherit<'b>(
     record: &mut SpanRecord,
     kind: ReferenceKind,
     trace_id: u128,
     span_id: u64,
     block: Option<&Arc<Inherited>>,
+    exactly: bool,
     baggage: impl Iterator<Item = (&'b str, &'b str)>,
     trace_state: &'b str,
 ) {
     let first = !record.has_references();
     record.add_reference(kind, trace_id, span_id);
-    record.inherit_context(block, baggage, first.then_some(trace_state));
-}
-
-/// `c`'s baggage and `tracestate` re-read from `block`, which
-/// [`Inherited::build`] made from them: the same strings, in the block.
-fn context_in<'b>(
-    block: &'b Inherited,
-    c: &'b SpanContext,
-) -> (impl Iterator<Item = (&'b str, &'b str)> + 'b, &'b str) {
-    let text = block.text();
-    let ts = text
-        .get(text.len() - c.trace_state.len().min(text.len())..)
-        .unwrap_or_default();
-    let mut at = 0;
-    let items = c.baggage.iter().map(move |(k, v)| {
-        let key = text.get(at..at + k.len()).unwrap_or_default();
-        let value = text
-            .get(at + k.len()..at + k.len() + v.len())
-            .unwrap_or_default();
-        at += k.len() + v.len();
-        (key, value)
-    });
-    (items, ts)
+    record.inherit_context(block, exactly, baggage, first.then_some(trace_state));
 }
 
 /// A span: a timed, named operation with tags, logs and baggage.

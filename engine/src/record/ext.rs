@@ -69,6 +69,10 @@ pub(crate) struct Ext {
     /// Invariant: set at most once between two `reset`s and never
     /// replaced, so the `RStr`s into it live as long as the record.
     pub(super) inherited: Option<Arc<Inherited>>,
+    /// The span's baggage is exactly `inherited`'s items, read from there:
+    /// no per-span list. Invariant: when set, `baggage` is empty and
+    /// `inherited` is `Some`; cleared (the list made) before any change.
+    pub(super) baggage_from_block: bool,
     /// Bytes of baggage values replaced so far (each replacement copies
     /// the new value): bounded by `max_baggage_bytes`, so a span that
     /// replaces one item in a loop cannot grow its arena without end.
@@ -93,7 +97,8 @@ unsafe impl Send for Ext {}
 
 impl Ext {
     pub(crate) fn new(shared: Arc<Shared>, home: u64) -> Box<Ext> {
-        let arena = Bump::with_capacity(shared.config.arena_chunk_bytes);
+        // No chunk until the first copy (`copy_str`).
+        let arena = Bump::new();
         Box::new(Ext {
             shared,
             home,
@@ -105,6 +110,7 @@ impl Ext {
             baggage_bytes: 0,
             trace_state: RStr::EMPTY,
             inherited: None,
+            baggage_from_block: false,
             replaced_bytes: 0,
             truncations: Truncations::default(),
             owned: Vec::new(),
@@ -143,8 +149,8 @@ impl Ext {
             self.references = shrunk(std::mem::take(&mut self.references));
             if self.arena.allocated_bytes() > KEEP_BYTES {
                 // The record holding `RStr`s into the arena is gone
-                // (`into_ext`).
-                self.arena = Bump::with_capacity(self.shared.config.arena_chunk_bytes);
+                // (`into_ext`); the next copy allocates a first chunk.
+                self.arena = Bump::new();
             }
         }
         self.tags.clear();
@@ -156,6 +162,7 @@ impl Ext {
         self.trace_state = RStr::EMPTY;
         // The record's `RStr`s into the block are gone with the record.
         self.inherited = None;
+        self.baggage_from_block = false;
         self.replaced_bytes = 0;
         self.truncations = Truncations::default();
         self.owned.clear();
@@ -167,9 +174,16 @@ impl Ext {
         &self.shared.config.limits
     }
 
-    pub(super) fn copy_str(&self, s: &str) -> RStr {
+    pub(super) fn copy_str(&mut self, s: &str) -> RStr {
         if s.is_empty() {
             return RStr::EMPTY;
+        }
+        if self.arena.allocated_bytes() == 0 {
+            // The first copy: the arena gets its first chunk only now, so
+            // a span that copies nothing (one that shares its remote
+            // context, say) holds no arena memory. An empty arena has no
+            // string to invalidate.
+            self.arena = Bump::with_capacity(self.shared.config.arena_chunk_bytes);
         }
         RStr::from_str(self.arena.alloc_str(s))
     }

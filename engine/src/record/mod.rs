@@ -46,6 +46,21 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
+/// Lists a span's baggage that was read from its shared block, so that it
+/// can change: the items point into the block, which the `Ext` keeps.
+fn materialize(ext: &mut Ext) {
+    if !std::mem::take(&mut ext.baggage_from_block) {
+        return;
+    }
+    if let Some(block) = ext.inherited.clone() {
+        for (k, v) in block.items() {
+            // `ext.inherited` holds the block until the record is gone:
+            // the `RStr` invariant holds.
+            ext.baggage.push((RStr::from_str(k), RStr::from_str(v)));
+        }
+    }
+}
+
 /// Tags a record holds without an extension. Two keep the record at two
 /// cache lines, which is also the most the compiler copies without a call
 /// to `memcpy` (the record is moved into the ring by value).
@@ -425,6 +440,7 @@ impl SpanRecord {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
+        materialize(ext);
         let limits = *ext.limits();
         let old = ext.baggage.iter().position(|(k, _)| {
             // SAFETY: the key is one of this record's strings, and the
@@ -455,24 +471,31 @@ impl SpanRecord {
     }
 
     /// Inherits a parent's baggage (items whose key this span has are
-    /// skipped) and, when `trace_state` is given, its `tracestate`. Strings
-    /// that lie in `block` — the parent's shared remote context — are not
-    /// copied: this span holds the block too and points into it (unless it
-    /// already shares another block, from an earlier reference). Other
-    /// strings are copied into this span's arena.
+    /// skipped) and, when `trace_state` is given, its `tracestate`.
+    ///
+    /// `block` is the parent's shared remote context; `exactly` says the
+    /// parent's baggage is exactly the block's items (under this tracer's
+    /// limits). A span that inherits nothing else then just holds the block
+    /// and reads its baggage from it. Otherwise the items are listed:
+    /// strings that lie in the block this span holds are pointed at, others
+    /// are copied into its arena.
     pub(crate) fn inherit_context<'b>(
         &mut self,
         block: Option<&Arc<Inherited>>,
+        exactly: bool,
         baggage: impl Iterator<Item = (&'b str, &'b str)>,
         trace_state: Option<&'b str>,
     ) {
         let mut baggage = baggage.peekable();
-        if baggage.peek().is_none() && trace_state.is_none_or(str::is_empty) {
+        let nothing =
+            block.is_none_or(|b| b.items().len() == 0 || !exactly) && baggage.peek().is_none();
+        if nothing && trace_state.is_none_or(str::is_empty) {
             return;
         }
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
+        let fresh = ext.inherited.is_none() && ext.baggage.is_empty();
         if ext.inherited.is_none() {
             ext.inherited = block.cloned();
         }
@@ -481,7 +504,7 @@ impl SpanRecord {
             _ => false,
         };
         // A string of the shared block is pointed at, others are copied.
-        let store = |ext: &Ext, s: &str| {
+        let store = |ext: &mut Ext, s: &str| {
             if shared && block.is_some_and(|b| b.offset_of(s).is_some()) {
                 // The block is held by `ext.inherited` until the record is
                 // gone (its invariant): the `RStr` invariant holds.
@@ -493,6 +516,12 @@ impl SpanRecord {
         if let Some(ts) = trace_state.filter(|ts| !ts.is_empty()) {
             ext.trace_state = store(ext, ts);
         }
+        if let (true, true, Some(b)) = (fresh && shared, exactly, block) {
+            ext.baggage_from_block = b.items().len() > 0;
+            ext.baggage_bytes = b.bytes();
+            return;
+        }
+        materialize(ext);
         let limits = *ext.limits();
         for (k, v) in baggage {
             let known = ext.baggage.iter().any(|(have, _)| {
@@ -512,6 +541,44 @@ impl SpanRecord {
             ext.baggage.push(item);
             ext.baggage_bytes = bytes;
         }
+    }
+
+    /// Inherits a remote context's baggage and (when `first`, the span's
+    /// first reference) its `tracestate`: copied once into a shared block
+    /// of the items this tracer's limits admit (the rest counted), which
+    /// the span's descendants then share.
+    pub(crate) fn inherit_remote<'b>(
+        &mut self,
+        baggage: impl Iterator<Item = (&'b str, &'b str)>,
+        trace_state: &str,
+        first: bool,
+    ) {
+        let mut baggage = baggage.peekable();
+        let trace_state = if first { trace_state } else { "" };
+        if baggage.peek().is_none() && trace_state.is_empty() {
+            return;
+        }
+        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
+            return;
+        };
+        let (block, refused) = Inherited::build(baggage, trace_state, ext.limits());
+        ext.truncations.baggage += refused;
+        if let Some(b) = &block {
+            self.inherit_context(Some(b), true, b.items(), first.then(|| b.trace_state()));
+        }
+    }
+
+    /// Whether a child would inherit anything besides ids from this span
+    /// (baggage or a `tracestate`): the common answer, no, skips the rest.
+    #[inline]
+    pub(crate) fn has_context(&self) -> bool {
+        self.ext_ref()
+            .is_some_and(|e| !e.baggage.is_empty() || e.baggage_from_block || e.trace_state.len > 0)
+    }
+
+    /// Whether this span's baggage is exactly its shared block's items.
+    pub(crate) fn baggage_is_block(&self) -> bool {
+        self.ext_ref().is_some_and(|e| e.baggage_from_block)
     }
 
     /// The shared remote context this span's inherited strings point into.

@@ -2,7 +2,8 @@
 //! logs, baggage, references, truncations.
 
 use super::ext::Ext;
-use super::packed::{Fields, References};
+use super::inherited::{Inherited, Items};
+use super::packed::{Fields, RStr, References};
 use super::value::{Reference, ReferenceKind, Truncations, ValueRef};
 use super::*;
 use std::fmt;
@@ -97,10 +98,15 @@ impl SpanRecord {
 
     /// Baggage items (inherited and own) in the order set.
     pub fn baggage(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.ext_ref()
-            .map_or(&[][..], |e| &e.baggage)
-            .iter()
-            .map(|&(k, v)| (self.str(k), self.str(v)))
+        let ext = self.ext_ref();
+        Baggage {
+            block: ext
+                .filter(|e| e.baggage_from_block)
+                .and_then(|e| e.inherited.as_deref())
+                .map(Inherited::items),
+            own: ext.map_or(&[][..], |e| &e.baggage).iter(),
+            record: self,
+        }
     }
 
     /// What the span limits cut off this span.
@@ -166,3 +172,34 @@ impl fmt::Debug for LogRef<'_> {
             .finish()
     }
 }
+
+/// A record's baggage: its shared block's items, or its own list.
+struct Baggage<'a> {
+    block: Option<Items<'a>>,
+    own: std::slice::Iter<'a, (RStr, RStr)>,
+    record: &'a SpanRecord,
+}
+
+impl<'a> Iterator for Baggage<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.block {
+            Some(items) => items.next(),
+            None => {
+                let &(k, v) = self.own.next()?;
+                Some((self.record.str(k), self.record.str(v)))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self
+            .block
+            .as_ref()
+            .map_or(self.own.len(), ExactSizeIterator::len);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Baggage<'_> {}
