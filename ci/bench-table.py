@@ -189,6 +189,20 @@ for shape in ["threads_2x1000000", "threads_64x31250", "threads_512x4000", "thre
         verdict = f" (target <= {target} MiB: {'met' if ours['peak_mib'] <= target else 'MISSED'})"
     print(f"  memory/spanrec/{shape:20} {ours['peak_mib']:7.1f} MiB, untraced {base['peak_mib']:6.1f} MiB; "
           f"{ours['summary']}{verdict}")
+try:
+    with_ctx = json.loads((mem_root / "remote_context" / "with.json").read_text())
+    without = json.loads((mem_root / "remote_context" / "without.json").read_text())
+    def after_mib(m):
+        words = m["summary"].split()
+        return int(words[words.index("rss_after_kib") + 1]) / 1024
+    peak = with_ctx["peak_mib"] - without["peak_mib"]
+    kept = after_mib(with_ctx) - after_mib(without)
+    ok = "met" if peak <= 8 and kept <= 1 else "MISSED"
+    print(f"  memory/remote_context (2,000 live children, 8 KB baggage + 16 KB tracestate): "
+          f"peak {with_ctx['peak_mib']:.1f} MiB vs {without['peak_mib']:.1f} without (+{peak:.2f}, target <= 8), "
+          f"after flush +{kept:.2f} MiB (target <= 1): {ok}")
+except (OSError, ValueError, KeyError):
+    pass
 for lib in ["spanrec", "otel", "fastrace"]:
     try:
         m = json.loads((mem_root / lib / "10M_overload.json").read_text())

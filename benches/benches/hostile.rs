@@ -1,14 +1,15 @@
 //! `propagation/hostile/*` (issue 14): what one `extract` of a hostile
 //! request costs, per format: a 1 MiB worst-case header (the shapes that
-//! were quadratic or allocated in proportion to the input), and 10,000
-//! headers. Self-timed: the median of 15 extracts, and the bytes allocated
+//! were quadratic or allocated in proportion to the input), 10,000
+//! headers, and 10,000 lines of one list header (`tracestate`, `baggage`). Self-timed: the median of 15 extracts, and the bytes allocated
 //! by one (a counting global allocator, which is why this is its own
 //! binary). Targets: ≤ 1 ms per extract, ≤ 64 KiB allocated.
 //!
 //! `cargo bench -p spanrec-benches --bench hostile`; each figure is saved
 //! to `target/spanrec-hostile/<id>.json` for CI's table.
 
-use spanrec::{Format, NullRecorder, Tracer};
+use hyper::header::{HeaderMap, HeaderValue};
+use spanrec::{Carrier, Format, NullRecorder, Tracer};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -62,11 +63,24 @@ fn mib_of(sep: &str, unit: impl Fn(usize) -> String) -> String {
     s
 }
 
-fn carrier(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+fn carrier(pairs: &[(&str, String)]) -> Box<dyn Carrier> {
+    Box::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<HashMap<String, String>>(),
+    )
+}
+
+/// A request with `traceparent` and 10,000 lines of header `name`
+/// (`http::HeaderMap` keeps every line).
+fn lines(name: &'static str, line: impl Fn(usize) -> String) -> Box<dyn Carrier> {
+    let mut h = HeaderMap::new();
+    h.insert("traceparent", HeaderValue::from_static(TRACEPARENT));
+    for i in 0..10_000 {
+        h.append(name, HeaderValue::from_str(&line(i)).expect("ASCII"));
+    }
+    Box::new(h)
 }
 
 fn main() {
@@ -78,7 +92,7 @@ fn main() {
             .expect("valid");
         (t, recorder)
     };
-    let cases: Vec<(&str, Format, HashMap<String, String>)> = vec![
+    let cases: Vec<(&str, Format, Box<dyn Carrier>)> = vec![
         (
             "w3c_tracestate_1mib",
             Format::W3c,
@@ -93,6 +107,14 @@ fn main() {
             carrier(&[
                 ("traceparent", TRACEPARENT.into()),
                 ("baggage", mib_of(",", |i| format!("k{i}=v%20{i}"))),
+            ]),
+        ),
+        (
+            "w3c_baggage_ows_1mib",
+            Format::W3c,
+            carrier(&[
+                ("traceparent", TRACEPARENT.into()),
+                ("baggage", mib_of(" ,\t", |i| format!("k{i} = v"))),
             ]),
         ),
         (
@@ -124,15 +146,25 @@ fn main() {
                 .collect();
             c.insert("ot-tracer-traceid".into(), "4bf92f3577b34da6".into());
             c.insert("ot-tracer-spanid".into(), "00f067aa0ba902b7".into());
-            c
+            Box::new(c)
         }),
         ("w3c_10000_headers", Format::W3c, {
             let mut c: HashMap<String, String> = (0..10_000)
                 .map(|i| (format!("x-header-{i}"), format!("v{i}")))
                 .collect();
             c.insert("traceparent".into(), TRACEPARENT.into());
-            c
+            Box::new(c)
         }),
+        (
+            "w3c_10000_tracestate_lines",
+            Format::W3c,
+            lines("tracestate", |i| format!("k{i}=v")),
+        ),
+        (
+            "w3c_10000_baggage_lines",
+            Format::W3c,
+            lines("baggage", |i| format!("k{i}=v%20{i}")),
+        ),
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/spanrec-hostile");
     let _ = std::fs::create_dir_all(&dir);
@@ -144,7 +176,7 @@ fn main() {
             // ORDERING: Relaxed: same thread.
             let before = ALLOCATED.load(Ordering::Relaxed);
             let began = Instant::now();
-            let r = black_box(tracer.extract(*format, c));
+            let r = black_box(tracer.extract(*format, c.as_ref()));
             times.push(began.elapsed());
             allocated = ALLOCATED.load(Ordering::Relaxed) - before;
             outcome = match &r {

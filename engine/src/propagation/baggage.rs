@@ -131,18 +131,81 @@ pub(crate) fn parse(value: &str, limits: BaggageLimits, out: &mut Vec<(String, S
 }
 
 /// The non-empty list members of `list` (members with something besides
-/// spaces and tabs between commas).
-/// Branch-free, so a megabyte of hostile list costs well under a
-/// millisecond.
+/// spaces and tabs between commas): how many members a full list refuses,
+/// counted without parsing them, 64 bytes at a time. A megabyte of hostile
+/// list, optional whitespace or not, costs a fraction of a millisecond.
+///
+/// Per 64-byte block, one bit per byte: `commas`, `ows` (space, tab) and
+/// `content` (anything else). A member starts at a content byte whose last
+/// non-OWS byte before it is a comma (or the list's start, or nothing but
+/// OWS since the previous block's last comma): that "last event was a
+/// comma" flag is carried forward through runs of OWS with a Kogge–Stone
+/// prefix scan (six shift steps), as a carry through propagate bits.
 fn count_members(list: &str) -> usize {
+    let bytes = list.as_bytes();
     let (mut n, mut in_member) = (0usize, false);
-    for &b in list.as_bytes() {
+    let mut blocks = bytes.chunks_exact(64);
+    for block in &mut blocks {
+        let (commas, ows) = masks(block);
+        let content = !(commas | ows);
+        // `after_comma` bit p: the last non-OWS byte before p is a comma.
+        let mut after_comma = (commas << 1) | u64::from(!in_member);
+        let mut through = ows << 1;
+        for shift in [1, 2, 4, 8, 16, 32] {
+            after_comma |= through & (after_comma << shift);
+            through &= through << shift;
+        }
+        n += (content & after_comma).count_ones() as usize;
+        let last = |mask: u64| mask >> 63 == 1;
+        in_member = last(content) || (last(ows) && !last(after_comma));
+    }
+    for &b in blocks.remainder() {
         let comma = b == b',';
         let starts = !comma && b != b' ' && b != b'\t' && !in_member;
         n += usize::from(starts);
         in_member = (in_member || starts) && !comma;
     }
     n
+}
+
+/// Bit i of the result: byte i of the 64-byte `block` is a comma, or
+/// optional whitespace (space, tab).
+#[cfg(target_arch = "x86_64")]
+fn masks(block: &[u8]) -> (u64, u64) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    debug_assert_eq!(block.len(), 64);
+    let (mut commas, mut ows) = (0u64, 0u64);
+    for (i, lane) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of every x86_64 target; `lane` is 16 bytes,
+        // read unaligned (`loadu`) and only within the slice.
+        let (c, w) = unsafe {
+            let v = _mm_loadu_si128(lane.as_ptr().cast());
+            let c = _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8));
+            let w = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\t' as i8)),
+            );
+            (_mm_movemask_epi8(c), _mm_movemask_epi8(w))
+        };
+        // `movemask` sets the low 16 bits only.
+        commas |= u64::from(c as u16) << (16 * i);
+        ows |= u64::from(w as u16) << (16 * i);
+    }
+    (commas, ows)
+}
+
+/// Bit i of the result: byte i of the 64-byte `block` is a comma, or
+/// optional whitespace (space, tab).
+#[cfg(not(target_arch = "x86_64"))]
+fn masks(block: &[u8]) -> (u64, u64) {
+    let (mut commas, mut ows) = (0u64, 0u64);
+    for (i, &b) in block.iter().enumerate() {
+        commas |= u64::from(b == b',') << i;
+        ows |= u64::from(b == b' ' || b == b'\t') << i;
+    }
+    (commas, ows)
 }
 
 /// Writes the `baggage` header; returns how many items were left out (keys
@@ -187,11 +250,23 @@ mod tests {
 
     #[test]
     fn counting_the_refused_rest_matches_the_list_grammar() {
-        let alphabet = [",", " ", "\t", "a", "=", "b", ";", "%20", "é"];
+        let alphabet = [
+            ",",
+            " ",
+            "\t",
+            "a",
+            "=",
+            "b",
+            ";",
+            "%20",
+            "é",
+            "abcdefgh,",
+            ",,,,,,,,",
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..20_000 {
+        for _ in 0..50_000 {
             let mut list = String::new();
-            for _ in 0..(seed % 24) {
+            for _ in 0..(seed % 100) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;

@@ -180,30 +180,30 @@ pub(crate) fn parse_tracestate(value: &str) -> Option<Vec<(&str, &str)>> {
     list.finish()
 }
 
-/// The lines of a list header, kept in place for the first few (no
-/// allocation for a request that sends each header once or twice).
+/// The first lines of a list header seen in the carrier pass, and how
+/// many there were. Two are kept in place; a request that repeats the
+/// header more often is read again, line by line, from the carrier (no
+/// allocation in proportion to hostile input).
 #[derive(Default)]
 struct Lines<'a> {
     first: [Option<&'a str>; 2],
-    /// How many of `first` are used.
-    len: usize,
-    /// Lines past the first two, rare.
-    more: Vec<Option<&'a str>>,
+    count: usize,
 }
 
 impl<'a> Lines<'a> {
     fn push(&mut self, line: Option<&'a str>) {
-        match self.first.get_mut(self.len) {
-            Some(slot) => {
-                *slot = line;
-                self.len += 1;
-            }
-            None => self.more.push(line),
+        if let Some(slot) = self.first.get_mut(self.count) {
+            *slot = line;
         }
+        self.count += 1;
     }
 
-    fn iter(&self) -> impl Iterator<Item = Option<&'a str>> + '_ {
-        self.first[..self.len].iter().chain(&self.more).copied()
+    /// Calls `f` with every line, in order.
+    fn for_each(&self, carrier: &'a dyn Carrier, name: &str, mut f: impl FnMut(Option<&'a str>)) {
+        match self.first.get(..self.count) {
+            Some(kept) => kept.iter().for_each(|&line| f(line)),
+            None => carrier.for_each_value(name, &mut f),
+        }
     }
 }
 
@@ -246,22 +246,20 @@ pub(crate) fn extract(carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted
     let (trace_id, span_id, sampled, version) = parse_traceparent(tp)?;
     let mut ctx = SpanContext::new(trace_id, span_id, sampled);
     let mut refused = Refused::default();
-    if tracestate.len > 0 {
+    if tracestate.count > 0 {
         let mut list = TraceStateList::new(version);
-        tracestate.iter().for_each(|line| list.add_line(line));
+        tracestate.for_each(carrier, TRACESTATE, |line| list.add_line(line));
         match list.finish() {
             Some(members) => ctx.trace_state = join(members.iter().copied()),
             None => refused.headers += 1,
         }
     }
-    if baggage_lines.len > 0 {
+    if baggage_lines.count > 0 {
         let mut reader = baggage::Reader::new(limits);
-        for line in baggage_lines.iter() {
-            match line {
-                Some(line) => reader.add_line(line, &mut ctx.baggage),
-                None => refused.headers += 1,
-            }
-        }
+        baggage_lines.for_each(carrier, baggage::HEADER, |line| match line {
+            Some(line) => reader.add_line(line, &mut ctx.baggage),
+            None => refused.headers += 1,
+        });
         refused.baggage = reader.refused();
     }
     Ok(Some((ctx, refused)))
