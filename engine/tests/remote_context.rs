@@ -148,3 +148,27 @@ fn children_outlive_the_span_that_joined_and_leaked_spans_stay_valid() {
     assert_eq!(rec.find("c9").unwrap().baggage_item("user"), Some("alice"));
     assert_eq!(rec.find("late").unwrap().baggage.len(), 3);
 }
+
+#[test]
+fn replacing_a_tag_forever_stays_bounded() {
+    let (t, rec) = tracer(SpanLimits {
+        max_tags: 4,
+        max_value_bytes: 100,
+        ..SpanLimits::default()
+    });
+    let mut span = t.start_span("tags");
+    let value = "t".repeat(100);
+    for i in 0..10_000 {
+        span.set_tag(format!("key{}", i % 2), value.as_str());
+    }
+    span.finish();
+    flush(&t);
+    // 4 × 100 bytes of replacements are copied, the rest refused, counted.
+    let got = rec.find("tags").unwrap();
+    assert_eq!(got.tags.len(), 2);
+    assert!(
+        t.stats().limits.tags >= 10_000 - 2 - 4,
+        "{:?}",
+        t.stats().limits
+    );
+}

@@ -76,6 +76,9 @@ pub(crate) struct Ext {
     /// Bytes of baggage values replaced so far (each replacement copies
     /// the new value): bounded by `max_baggage_bytes`, so a span that
     /// replaces one item in a loop cannot grow its arena without end.
+    pub(super) replaced_baggage_bytes: usize,
+    /// The same for tags: bytes copied by replacing tags, bounded by
+    /// `max_tags × max_value_bytes`.
     pub(super) replaced_bytes: usize,
     pub(crate) truncations: Truncations,
     /// Strings callers gave away, freed when the buffer is reset: on the
@@ -111,6 +114,7 @@ impl Ext {
             trace_state: RStr::EMPTY,
             inherited: None,
             baggage_from_block: false,
+            replaced_baggage_bytes: 0,
             replaced_bytes: 0,
             truncations: Truncations::default(),
             owned: Vec::new(),
@@ -163,6 +167,7 @@ impl Ext {
         // The record's `RStr`s into the block are gone with the record.
         self.inherited = None;
         self.baggage_from_block = false;
+        self.replaced_baggage_bytes = 0;
         self.replaced_bytes = 0;
         self.truncations = Truncations::default();
         self.owned.clear();

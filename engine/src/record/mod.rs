@@ -371,10 +371,31 @@ impl SpanRecord {
         };
         let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
         let existing_ext = ext.tags.iter().position(|f| f.key_is(&key));
-        let room = n < inline_limit || n + ext.tags.len() < ext.limits().max_tags;
+        let limits = *ext.limits();
+        let room = n < inline_limit || n + ext.tags.len() < limits.max_tags;
         if existing.is_none() && existing_ext.is_none() && !room {
             ext.truncations.tags += 1;
             return;
+        }
+        if existing.is_some() || existing_ext.is_some() {
+            // A replacement keeps the old copy until the span is recycled:
+            // what replacements may copy is bounded by what a span's tags
+            // can hold at all, so a tag set in a loop cannot grow memory
+            // without end.
+            let copied = match &key {
+                Cow::Owned(k) => k.len(),
+                Cow::Borrowed(_) => 0,
+            } + match &value {
+                Value::Str(s) => s.len(),
+                Value::String(s) => s.len(),
+                _ => 0,
+            };
+            let replaced = ext.replaced_bytes + copied;
+            if replaced > limits.max_tags.saturating_mul(limits.max_value_bytes) {
+                ext.truncations.tags += 1;
+                return;
+            }
+            ext.replaced_bytes = replaced;
         }
         let key = ext.store_str(key, MAX_KEY_BYTES);
         let field = Field::new(key, ext.store_value(value, max_value));
@@ -450,7 +471,7 @@ impl SpanRecord {
         let freed = old.map_or(0, |i| ext.baggage[i].0.len + ext.baggage[i].1.len);
         let items = ext.baggage.len() + usize::from(old.is_none());
         let bytes = ext.baggage_bytes - freed + key.len() + value.len();
-        let replaced = ext.replaced_bytes + old.map_or(0, |_| value.len());
+        let replaced = ext.replaced_baggage_bytes + old.map_or(0, |_| value.len());
         if items > limits.max_baggage_items
             || bytes > limits.max_baggage_bytes
             || replaced > limits.max_baggage_bytes
@@ -458,7 +479,7 @@ impl SpanRecord {
             ext.truncations.baggage += 1;
             return;
         }
-        ext.replaced_bytes = replaced;
+        ext.replaced_baggage_bytes = replaced;
         let value = ext.copy_str(value);
         match old {
             Some(i) => ext.baggage[i].1 = value,
