@@ -32,6 +32,7 @@ pub mod server;
 mod spool;
 
 pub use recorder::{
-    MongoOptions, MongoRecorder, MongoRecorderError, MongoStats, MongoStatsHandle, RedactedUri,
+    default_spool_dir, MongoOptions, MongoRecorder, MongoRecorderError, MongoStats,
+    MongoStatsHandle, RedactedUri,
 };
 pub use spool::SpoolError;

@@ -51,8 +51,12 @@ pub struct MongoOptions {
     pub initial_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
-    /// Directory of the on-disk spool. Default `spanrec-spool/<db>.<coll>`
-    /// under the working directory; put it on durable storage.
+    /// Directory of the on-disk spool: one recorder per directory (it
+    /// holds a lock), created owner-only (`0700`, files `0600`). Default
+    /// [`default_spool_dir`]: `$XDG_STATE_HOME/spanrec/spool/<db>.<coll>`,
+    /// else `$HOME/.local/state/spanrec/spool/<db>.<coll>`, else under the
+    /// working directory at construction — always absolute. Put it on
+    /// durable storage.
     pub spool_dir: PathBuf,
     /// Most bytes the spool may hold; batches beyond it fail (counted).
     pub spool_max_bytes: u64,
@@ -68,7 +72,7 @@ impl MongoOptions {
     pub fn new(database: impl Into<String>, collection: impl Into<String>) -> Self {
         let (database, collection) = (database.into(), collection.into());
         MongoOptions {
-            spool_dir: PathBuf::from("spanrec-spool").join(format!("{database}.{collection}")),
+            spool_dir: default_spool_dir(&database, &collection),
             database,
             collection,
             write_concern: WriteConcern::builder()
@@ -84,6 +88,29 @@ impl MongoOptions {
             probe_interval: Duration::from_secs(1),
             retention: None,
         }
+    }
+}
+
+/// The default spool directory of a collection, absolute:
+/// `$XDG_STATE_HOME/spanrec/spool/<db>.<coll>`, else
+/// `$HOME/.local/state/spanrec/spool/<db>.<coll>` (the XDG default), else
+/// `spanrec-spool/<db>.<coll>` under the current directory.
+pub fn default_spool_dir(database: &str, collection: &str) -> PathBuf {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/state"))
+        });
+    let name = format!("{database}.{collection}");
+    match state {
+        Some(state) => state.join("spanrec").join("spool").join(name),
+        None => std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join("spanrec-spool")
+            .join(name),
     }
 }
 
@@ -595,21 +622,30 @@ impl Writer {
         if segment.corrupt_bytes > 0 {
             Counters::add(&self.counters.spool_corrupt_bytes, segment.corrupt_bytes);
             self.note_error(&format!(
-                "spool segment {} had {} corrupt bytes at its end",
+                "spool segment {} had {} corrupt bytes (skipped; the valid records around them are replayed)",
                 segment.path.display(),
                 segment.corrupt_bytes
             ));
         }
-        for docs in &segment.batches {
+        // Batches delivered before (this run, or before a restart: the
+        // spool's durable progress) are skipped, not delivered and counted
+        // again.
+        for (i, docs) in segment.batches.iter().enumerate().skip(segment.delivered) {
             let attempts = if self.healthy {
                 self.options.max_attempts
             } else {
                 1
             };
             if !self.deliver(docs, true, attempts) {
-                // Still down: keep the segment, try again later. Batches of
-                // it already delivered will come back as duplicates.
+                // Still down: keep the segment, try again later from here.
                 return;
+            }
+            if i + 1 < segment.batches.len() {
+                if let Err(e) = self.spool.lock().mark_delivered(&segment, i + 1) {
+                    // Without progress on disk a restart would deliver
+                    // these batches again (as duplicates); say so.
+                    self.note_error(&e.to_string());
+                }
             }
         }
         let mut spool = self.spool.lock();
