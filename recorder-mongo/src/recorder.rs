@@ -152,13 +152,20 @@ pub struct MongoStats {
     pub spooled: u64,
     /// Of `delivered`: documents that came from the spool.
     pub replayed: u64,
-    /// Documents refused for good (too large, rejected by validation or
-    /// authorization, or the spool was full); see `last_error`.
+    /// Documents refused for good (too large, rejected by validation, or
+    /// the spool was full); see `last_error`. Authentication and
+    /// authorization failures are not among them: those batches are retried
+    /// and spooled until the server accepts them.
     pub failed_permanently: u64,
     /// Bytes now in the spool.
     pub spool_bytes: u64,
     /// Spool bytes discarded because a record was torn or corrupt.
     pub spool_corrupt_bytes: u64,
+    /// Attempts to create the indexes that failed (a user without
+    /// `createIndex`, an index that conflicts with the configured
+    /// `retention`): inserts go on without them, and creation is retried
+    /// every `probe_interval`.
+    pub index_failures: u64,
     /// The last error seen (passwords masked).
     pub last_error: Option<String>,
 }
@@ -173,6 +180,7 @@ struct Counters {
     failed_permanently: AtomicU64,
     spool_bytes: AtomicU64,
     spool_corrupt_bytes: AtomicU64,
+    index_failures: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -211,6 +219,7 @@ impl MongoStatsHandle {
             failed_permanently: l(&c.failed_permanently),
             spool_bytes: l(&c.spool_bytes),
             spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
+            index_failures: l(&c.index_failures),
             last_error: c.last_error.lock().clone(),
         }
     }
@@ -360,6 +369,7 @@ impl MongoRecorder {
             uri: uri.clone(),
             healthy: true,
             indexes_ready: false,
+            last_index_attempt: None,
             last_probe: Instant::now(),
         };
         let writer = std::thread::Builder::new()
@@ -506,6 +516,8 @@ struct Writer {
     /// The last insert or probe succeeded.
     healthy: bool,
     indexes_ready: bool,
+    /// When index creation was last tried (it is retried, never awaited).
+    last_index_attempt: Option<Instant>,
     last_probe: Instant,
 }
 
@@ -515,6 +527,8 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 13388, 234,
 ];
 const DUPLICATE_KEY: i32 = 11000;
+/// `Unauthorized`, `AuthenticationFailed`.
+const AUTH_CODES: &[i32] = &[13, 18];
 
 impl Writer {
     fn run(mut self) {
@@ -659,6 +673,25 @@ impl Writer {
             .store(spool.bytes(), Ordering::Relaxed);
     }
 
+    /// Creates the indexes if they are not there yet — best effort: a
+    /// failure is counted and noted, never blocks an insert, and is tried
+    /// again after `probe_interval`.
+    fn try_indexes(&mut self) {
+        let due = self
+            .last_index_attempt
+            .is_none_or(|at| at.elapsed() >= self.options.probe_interval);
+        if self.indexes_ready || !due {
+            return;
+        }
+        self.last_index_attempt = Some(Instant::now());
+        if let Err(e) = self.ensure_indexes() {
+            Counters::add(&self.counters.index_failures, 1);
+            self.note_error(&format!(
+                "indexes not created (inserts go on without them; retried): {e}"
+            ));
+        }
+    }
+
     fn ensure_indexes(&mut self) -> Result<(), DriverError> {
         if self.indexes_ready {
             return Ok(());
@@ -694,15 +727,13 @@ impl Writer {
                 std::thread::sleep(jitter(backoff));
                 backoff = (backoff * 2).min(self.options.max_backoff);
             }
-            let result = match self.ensure_indexes() {
-                Ok(()) => self
-                    .collection
-                    .insert_many(docs)
-                    .ordered(false)
-                    .run()
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
+            self.try_indexes();
+            let result = self
+                .collection
+                .insert_many(docs)
+                .ordered(false)
+                .run()
+                .map(|_| ());
             let failure = match result {
                 Ok(()) => {
                     self.delivered(n, 0, replay);
@@ -764,12 +795,27 @@ fn classify(e: &DriverError) -> Classified {
             return Classified::Failure(Failure::Transient(message));
         }
         if let Some(errors) = &im.write_errors {
+            if errors.iter().any(|w| AUTH_CODES.contains(&w.code)) {
+                // Not allowed now, perhaps allowed after an operator's fix:
+                // retried and spooled, like an outage.
+                return Classified::Failure(Failure::Transient(message));
+            }
             let duplicates = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
             let failed = errors.len() as u64 - duplicates;
             return Classified::Partial { duplicates, failed };
         }
     }
-    let transient = e.contains_label("RetryableWriteError")
+    // Authentication and authorization failures are an operator's to fix
+    // (credentials rotated, a role changed) and pass: spooled and retried,
+    // never dropped.
+    let auth = matches!(&*e.kind, ErrorKind::Authentication { .. })
+        || matches!(&*e.kind, ErrorKind::Command(c) if AUTH_CODES.contains(&c.code))
+        || matches!(
+            &*e.kind,
+            ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if AUTH_CODES.contains(&w.code)
+        );
+    let transient = auth
+        || e.contains_label("RetryableWriteError")
         || e.contains_label("NetworkError")
         || matches!(
             &*e.kind,

@@ -417,3 +417,49 @@ fn passwords_never_show() {
         MongoRecorder::connect("mongodb://u:s3cr3t-pw@", MongoOptions::new("d", "c")).unwrap_err();
     assert!(!err.to_string().contains("s3cr3t-pw"), "{err}");
 }
+
+#[test]
+fn an_index_that_cannot_be_created_never_stops_inserts() {
+    let _serial = SERIAL.lock();
+    let server = server();
+    let name = unique("indexconflict");
+    // An operator's index named like ours but on another key: creating
+    // ours fails (index options/key conflict), as a changed `retention`
+    // or a user without `createIndex` would make it.
+    let c = collection(server.uri(), &name);
+    c.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "start": -1, "trace_id": 1 })
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name("start".to_string())
+                    .build(),
+            )
+            .build(),
+    )
+    .run()
+    .unwrap();
+    let recorder = MongoRecorder::connect(server.uri(), options(&name)).unwrap();
+    let stats = recorder.stats();
+    let t = tracer(recorder);
+    for i in 0..300 {
+        let mut s = t.start_span("indexless");
+        s.set_tag("i", i);
+        s.finish();
+    }
+    finish_all(&t);
+    wait_delivered(&stats, 300, Duration::from_secs(60));
+    t.shutdown(Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    let s = stats.get();
+    assert_eq!(s.failed_permanently, 0, "{s:?}");
+    assert!(s.index_failures >= 1, "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("indexes not created"),
+        "{s:?}"
+    );
+    assert_eq!(count(server.uri(), &name), 300);
+}
