@@ -26,7 +26,7 @@
 //! second, which a server with no spare core paid for.
 
 use crate::record::SpanRecord;
-use crate::recorder::{Batch, Recorder, RecorderError};
+use crate::recorder::{Batch, FlushWaker, Recorder, RecorderError};
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::thread_slots::FlusherSlot;
@@ -50,6 +50,7 @@ pub(crate) fn spawn(
                 batch_since: None,
                 last_pass: Instant::now(),
                 flush_done: 0,
+                flush_pending: None,
                 late: Vec::new(),
             }
             .run()
@@ -76,6 +77,9 @@ struct Flusher {
     /// pushed after it began.
     last_pass: Instant,
     flush_done: u64,
+    /// The flush ticket a recorder is finishing elsewhere (its
+    /// `start_flush` returned `None`); completed when `poll_flush` says so.
+    flush_pending: Option<u64>,
     late: Vec<SpanRecord>,
 }
 
@@ -121,10 +125,21 @@ impl Flusher {
                 self.shut_down();
                 return;
             }
-            if flush_now {
-                self.call("flush", |r| r.flush());
-                self.flush_done = flush_wanted;
-                self.shared.control.complete(flush_wanted);
+            // A flush the recorder finishes elsewhere (`start_flush`) does
+            // not hold this thread: rings keep draining until it is done.
+            if flush_now && self.flush_pending.is_none() {
+                let waker = FlushWaker::current();
+                if self.call_flush(|r| r.start_flush(waker)) {
+                    self.complete_flush(flush_wanted);
+                } else {
+                    self.flush_pending = Some(flush_wanted);
+                }
+            }
+            if let Some(ticket) = self.flush_pending {
+                if self.call_flush(|r| r.poll_flush()) {
+                    self.flush_pending = None;
+                    self.complete_flush(ticket);
+                }
             }
             self.last_pass = pass_start;
             if pass.pressed {
@@ -313,6 +328,28 @@ impl Flusher {
     }
 
     /// Calls a recorder method other than `record`, catching panics.
+    fn complete_flush(&mut self, ticket: u64) {
+        self.flush_done = ticket;
+        self.shared.control.complete(ticket);
+    }
+
+    /// Calls `start_flush` or `poll_flush`: whether the flush is done (an
+    /// error or a panic counts as done, and is counted).
+    fn call_flush(
+        &mut self,
+        f: impl FnOnce(&mut dyn Recorder) -> Option<Result<(), RecorderError>>,
+    ) -> bool {
+        let mut done = true;
+        self.call("flush", |r| match f(r) {
+            Some(result) => result,
+            None => {
+                done = false;
+                Ok(())
+            }
+        });
+        done
+    }
+
     fn call(&mut self, what: &str, f: impl FnOnce(&mut dyn Recorder) -> Result<(), RecorderError>) {
         let recorder = &mut *self.recorder;
         let counters = &self.shared.flusher_counters;
@@ -357,6 +394,10 @@ impl Flusher {
         }
         self.deliver();
         self.call("shutdown", |r| r.shutdown());
+        // `shutdown` finishes what a pending flush covered.
+        if let Some(ticket) = self.flush_pending.take() {
+            self.complete_flush(ticket);
+        }
         let slots = std::mem::take(&mut self.slots)
             .into_iter()
             .map(|s| s.inner)

@@ -114,8 +114,8 @@ pub use env::EnvError;
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
 pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
 pub use recorder::{
-    Batch, FinishedLog, FinishedSpan, InMemoryRecorder, NullRecorder, OwnedValue, Recorder,
-    RecorderError,
+    Batch, FinishedLog, FinishedSpan, FlushWaker, InMemoryRecorder, NullRecorder, OwnedValue,
+    Recorder, RecorderError,
 };
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
 pub use stats::{DropCounts, DropReason, LimitCounts, Stats};

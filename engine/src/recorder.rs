@@ -23,14 +23,58 @@ pub trait Recorder: Send + 'static {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError>;
 
     /// Called by [`Tracer::flush`](crate::Tracer::flush) after the last
-    /// batch it covers: finish delivering what `record` accepted.
+    /// batch it covers: finish delivering what `record` accepted. The
+    /// flusher waits in it, draining no ring meanwhile: a recorder whose
+    /// flush waits on a network implements [`start_flush`](Self::start_flush)
+    /// instead.
     fn flush(&mut self) -> Result<(), RecorderError> {
         Ok(())
+    }
+
+    /// Starts what [`flush`](Self::flush) does without waiting for it:
+    /// `Some` when it is already done, `None` when it goes on elsewhere (a
+    /// writer thread). The flusher then keeps draining rings and delivering
+    /// batches, and calls [`poll_flush`](Self::poll_flush) on its next
+    /// passes; `waker` wakes it when the flush is done, so it need not
+    /// poll on a timer. Batches recorded after this call are not covered.
+    /// The default calls `flush`.
+    fn start_flush(&mut self, waker: FlushWaker) -> Option<Result<(), RecorderError>> {
+        drop(waker);
+        Some(self.flush())
+    }
+
+    /// After [`start_flush`](Self::start_flush) returned `None`: whether
+    /// that flush is done (`Some`), or still going (`None`).
+    fn poll_flush(&mut self) -> Option<Result<(), RecorderError>> {
+        Some(Ok(()))
     }
 
     /// Called once, after the final batch, when the tracer shuts down.
     fn shutdown(&mut self) -> Result<(), RecorderError> {
         self.flush()
+    }
+}
+
+/// Wakes the flusher when a flush started by [`Recorder::start_flush`] is
+/// done; callable from any thread, any number of times.
+#[derive(Debug, Clone)]
+pub struct FlushWaker {
+    flusher: std::thread::Thread,
+}
+
+impl FlushWaker {
+    /// A waker for the calling thread (the flusher's own).
+    pub(crate) fn current() -> Self {
+        FlushWaker {
+            flusher: std::thread::current(),
+        }
+    }
+
+    /// Wakes the flusher: it calls [`Recorder::poll_flush`] on its next
+    /// pass. (An `unpark`: a wake that comes before the flusher sleeps is
+    /// kept, never lost.)
+    pub fn wake(&self) {
+        self.flusher.unpark();
     }
 }
 

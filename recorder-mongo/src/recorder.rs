@@ -14,7 +14,7 @@ use crate::encode::{encode_span_into, MAX_DOCUMENT_BYTES};
 use crate::spool::{Spool, SpoolError};
 use bson::doc;
 use bson::raw::RawDocumentBuf;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::{
     Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern,
@@ -22,10 +22,10 @@ use mongodb::options::{
 use mongodb::sync::{Client, Collection};
 use mongodb::IndexModel;
 use parking_lot::Mutex;
-use spanrec::{Batch, Recorder, RecorderError};
+use spanrec::{Batch, FlushWaker, Recorder, RecorderError};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,6 +62,11 @@ pub struct MongoOptions {
     pub spool_max_bytes: u64,
     /// How often to try the database again while it is down.
     pub probe_interval: Duration,
+    /// The longest [`Recorder::shutdown`] (and so `Drop`) waits for the
+    /// writer to deliver what it holds. Past it the writer stops retrying
+    /// and spools the rest (durable, replayed at the next start), so a
+    /// shutdown ends within this plus one insert attempt.
+    pub shutdown_timeout: Duration,
     /// Delete records this long after their start time (a TTL index on
     /// `start`). `None` keeps them forever.
     pub retention: Option<Duration>,
@@ -86,6 +91,7 @@ impl MongoOptions {
             max_backoff: Duration::from_secs(5),
             spool_max_bytes: 1 << 30,
             probe_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
             retention: None,
         }
     }
@@ -276,8 +282,18 @@ impl fmt::Debug for RedactedUri {
 
 enum Job {
     Batch(Vec<RawDocumentBuf>),
-    Flush(Sender<()>),
+    /// Acknowledge once every earlier batch is delivered or spooled; wake
+    /// the flusher if it is not waiting.
+    Flush(Sender<()>, Option<FlushWaker>),
     Stop,
+}
+
+/// A flush the flusher started and does not wait for.
+enum PendingFlush {
+    /// The writer's queue was full: the request is sent on a later poll.
+    Unsent(FlushWaker),
+    /// Sent: the writer acknowledges on this channel.
+    Sent(Receiver<()>),
 }
 
 /// The audit-grade MongoDB recorder. See the crate docs.
@@ -289,6 +305,11 @@ pub struct MongoRecorder {
     counters: Arc<Counters>,
     writer: Option<JoinHandle<()>>,
     uri: RedactedUri,
+    /// A flush the flusher started and polls (`start_flush`).
+    pending_flush: Option<PendingFlush>,
+    /// Tells the writer to spool instead of retrying (a late shutdown).
+    stop_now: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
 }
 
 impl fmt::Debug for MongoRecorder {
@@ -359,6 +380,8 @@ impl MongoRecorder {
         // Two batches of spare buffers are enough to keep the flusher from
         // allocating; the writer drops buffers beyond that.
         let (spent_tx, spent) = bounded(2);
+        let stop_now = Arc::new(AtomicBool::new(false));
+        let shutdown_timeout = options.shutdown_timeout;
         let writer = Writer {
             collection,
             spent: spent_tx,
@@ -371,6 +394,7 @@ impl MongoRecorder {
             indexes_ready: false,
             last_index_attempt: None,
             last_probe: Instant::now(),
+            stop_now: stop_now.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("spanrec-mongo-writer".into())
@@ -383,6 +407,9 @@ impl MongoRecorder {
             counters,
             writer: Some(writer),
             uri,
+            pending_flush: None,
+            stop_now,
+            shutdown_timeout,
         })
     }
 
@@ -400,7 +427,7 @@ impl MongoRecorder {
     fn wait_for_writer(&self) -> Result<(), RecorderError> {
         let (ack, done) = bounded(1);
         self.jobs
-            .send(Job::Flush(ack))
+            .send(Job::Flush(ack, None))
             .map_err(|_| RecorderError::new("the MongoDB writer thread has stopped"))?;
         done.recv()
             .map_err(|_| RecorderError::new("the MongoDB writer thread has stopped"))
@@ -448,8 +475,72 @@ impl Recorder for MongoRecorder {
         self.wait_for_writer()
     }
 
+    /// The flusher does not wait for the writer (which may be retrying
+    /// an insert for seconds): it sends the flush request and keeps
+    /// draining rings; the writer wakes it when every earlier batch is
+    /// delivered or spooled.
+    fn start_flush(&mut self, waker: FlushWaker) -> Option<Result<(), RecorderError>> {
+        self.pending_flush = Some(PendingFlush::Unsent(waker));
+        self.poll_flush()
+    }
+
+    fn poll_flush(&mut self) -> Option<Result<(), RecorderError>> {
+        let stopped = || {
+            Some(Err(RecorderError::new(
+                "the MongoDB writer thread has stopped",
+            )))
+        };
+        match self.pending_flush.take()? {
+            PendingFlush::Unsent(waker) => {
+                let (ack, done) = bounded(1);
+                match self.jobs.try_send(Job::Flush(ack, Some(waker))) {
+                    Ok(()) => {
+                        self.pending_flush = Some(PendingFlush::Sent(done));
+                        None
+                    }
+                    Err(TrySendError::Full(Job::Flush(_, Some(waker)))) => {
+                        // The writer's queue is full: ask again on the next
+                        // pass (which the queue draining does not signal:
+                        // the flusher's own timer brings it).
+                        self.pending_flush = Some(PendingFlush::Unsent(waker));
+                        None
+                    }
+                    Err(_) => stopped(),
+                }
+            }
+            PendingFlush::Sent(done) => match done.try_recv() {
+                Ok(()) => Some(Ok(())),
+                Err(TryRecvError::Empty) => {
+                    self.pending_flush = Some(PendingFlush::Sent(done));
+                    None
+                }
+                Err(TryRecvError::Disconnected) => stopped(),
+            },
+        }
+    }
+
     fn shutdown(&mut self) -> Result<(), RecorderError> {
-        let flushed = self.wait_for_writer();
+        self.pending_flush = None;
+        let (ack, done) = bounded(1);
+        let flushed = match self.jobs.send(Job::Flush(ack, None)) {
+            Err(_) => Err(RecorderError::new("the MongoDB writer thread has stopped")),
+            Ok(()) => match done.recv_timeout(self.shutdown_timeout) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    // Still retrying: spool the rest instead (durable,
+                    // replayed at the next start), then stop.
+                    // ORDERING: Relaxed: a hint the writer polls; the
+                    // acknowledgement below is the hand-off.
+                    self.stop_now.store(true, Ordering::Relaxed);
+                    let _ = done.recv();
+                    Err(RecorderError::new(format!(
+                        "shutdown: the database did not take every batch within {:?}; \
+                         the rest is in the spool, replayed at the next start",
+                        self.shutdown_timeout
+                    )))
+                }
+            },
+        };
         let _ = self.jobs.send(Job::Stop);
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -519,6 +610,8 @@ struct Writer {
     /// When index creation was last tried (it is retried, never awaited).
     last_index_attempt: Option<Instant>,
     last_probe: Instant,
+    /// Set by a shutdown past its timeout: spool instead of retrying.
+    stop_now: Arc<AtomicBool>,
 }
 
 /// Server error codes that mean "try again" (network, elections, shutdown,
@@ -549,8 +642,11 @@ impl Writer {
             };
             match self.jobs.recv_timeout(wait) {
                 Ok(Job::Batch(docs)) => self.write_or_spool(docs),
-                Ok(Job::Flush(ack)) => {
+                Ok(Job::Flush(ack, waker)) => {
                     let _ = ack.send(());
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
                 }
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     self.drain_spool_before_exit();
@@ -564,7 +660,11 @@ impl Writer {
     /// At shutdown, replays what the spool holds while the database keeps
     /// answering; whatever is left stays on disk for the next start.
     fn drain_spool_before_exit(&mut self) {
-        while self.healthy && !self.spool.lock().is_empty() {
+        // ORDERING: Relaxed, see `shutdown`.
+        while self.healthy
+            && !self.stop_now.load(Ordering::Relaxed)
+            && !self.spool.lock().is_empty()
+        {
             let before = self.spool.lock().bytes();
             self.replay_oldest();
             if self.spool.lock().bytes() >= before {
@@ -594,7 +694,9 @@ impl Writer {
     fn deliver_or_spool(&mut self, docs: &[RawDocumentBuf]) {
         // While the database is known to be down and the spool is not
         // empty, go straight to disk; the replay loop probes for recovery.
-        let known_down = !self.healthy && !self.spool.lock().is_empty();
+        // ORDERING: Relaxed, see `shutdown`.
+        let known_down = (!self.healthy && !self.spool.lock().is_empty())
+            || self.stop_now.load(Ordering::Relaxed);
         if !known_down {
             let size = self.options.insert_batch_size;
             let attempts = self.options.max_attempts;
@@ -722,6 +824,11 @@ impl Writer {
         let n = docs.len() as u64;
         let mut backoff = self.options.initial_backoff;
         for attempt in 0..attempts {
+            // ORDERING: Relaxed, see `shutdown`.
+            if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
+                // A late shutdown: the caller spools the batch.
+                return false;
+            }
             if attempt > 0 {
                 Counters::add(&self.counters.retries, 1);
                 std::thread::sleep(jitter(backoff));

@@ -463,3 +463,54 @@ fn an_index_that_cannot_be_created_never_stops_inserts() {
     );
     assert_eq!(count(server.uri(), &name), 300);
 }
+
+#[test]
+fn a_flush_during_an_outage_does_not_stall_the_flusher() {
+    let _serial = SERIAL.lock();
+    let mut server = server();
+    if !server.is_managed() {
+        panic!(
+            "this test stops and restarts the server; unset SPANREC_MONGO_URI to let it start one"
+        );
+    }
+    let name = unique("flushoutage");
+    let recorder = MongoRecorder::connect(server.uri(), options(&name)).unwrap();
+    let stats = recorder.stats();
+    let t = Tracer::builder()
+        .service_name("itest")
+        .ring_capacity(256)
+        .overflow(OverflowPolicy::DropNewest)
+        .recorder(recorder)
+        .build()
+        .unwrap();
+    let mut first = t.start_span("before");
+    first.set_tag("i", 0);
+    first.finish();
+    finish_all(&t);
+    server.kill();
+    // A flush that cannot finish while the database is down: the caller
+    // waits (until its deadline), the flusher does not.
+    let flushing = {
+        let t = t.clone();
+        std::thread::spawn(move || t.flush(Instant::now() + Duration::from_secs(3)))
+    };
+    let began = Instant::now();
+    let mut i = 0;
+    while began.elapsed() < Duration::from_secs(4) {
+        let mut s = t.start_span("during");
+        s.set_tag("i", i);
+        s.finish();
+        i += 1;
+        if i % 32 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let _ = flushing.join().unwrap();
+    let s = t.stats();
+    assert_eq!(s.dropped.total(), 0, "the rings kept draining: {s:?}");
+    server.restart().unwrap();
+    wait_delivered(&stats, i as u64 + 1, Duration::from_secs(120));
+    t.shutdown(Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(count(server.uri(), &name), i as u64 + 1);
+}
