@@ -50,6 +50,7 @@ pub(crate) fn spawn(
                 batch_since: None,
                 last_pass: Instant::now(),
                 flush_done: 0,
+                reports_durability: false,
                 flush_pending: None,
                 late: Vec::new(),
             }
@@ -77,6 +78,8 @@ struct Flusher {
     /// pushed after it began.
     last_pass: Instant,
     flush_done: u64,
+    /// The recorder reports durability through the ledger itself.
+    reports_durability: bool,
     /// The flush ticket a recorder is finishing elsewhere (its
     /// `start_flush` returned `None`); completed when `poll_flush` says so.
     flush_pending: Option<u64>,
@@ -108,6 +111,10 @@ const IDLE_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 
 impl Flusher {
     fn run(mut self) {
+        let ledger = self.shared.ledger.clone();
+        let recorder = &mut self.recorder;
+        self.reports_durability =
+            catch_unwind(AssertUnwindSafe(|| recorder.attach_ledger(ledger))).unwrap_or(false);
         let interval = self.shared.config.flush_interval;
         loop {
             let pass_start = Instant::now();
@@ -291,7 +298,12 @@ impl Flusher {
             };
             let recorder = &mut self.recorder;
             match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
-                Ok(Ok(())) => counters.recorded.add(n),
+                Ok(Ok(())) => {
+                    counters.recorded.add(n);
+                    if !self.reports_durability {
+                        self.shared.ledger.durable(n);
+                    }
+                }
                 Ok(Err(e)) => {
                     counters.recorder_errors.incr();
                     counters.recorder_error_drops.add(n);

@@ -118,7 +118,7 @@ pub use recorder::{
     Recorder, RecorderError,
 };
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
-pub use stats::{DropCounts, DropReason, LimitCounts, Stats};
+pub use stats::{DropCounts, DropReason, Ledger, LimitCounts, Stats};
 pub use tracer::{FlushError, Tracer, DROP_SHUTDOWN_TIMEOUT};
 #[cfg(feature = "tracing")]
 pub use tracing_layer::SpanrecLayer;

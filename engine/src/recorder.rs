@@ -2,6 +2,7 @@
 
 use crate::config::Process;
 use crate::record::{Reference, SpanRecord, Truncations, ValueRef};
+use crate::stats::Ledger;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 
@@ -47,6 +48,16 @@ pub trait Recorder: Send + 'static {
     /// that flush is done (`Some`), or still going (`None`).
     fn poll_flush(&mut self) -> Option<Result<(), RecorderError>> {
         Some(Ok(()))
+    }
+
+    /// Called once, before the first batch, with the tracer's [`Ledger`].
+    /// Return `true` to report durability yourself: the spans `record`
+    /// accepts then count as in flight until you report them
+    /// [`durable`](Ledger::durable) (or [`rejected`](Ledger::rejected)).
+    /// The default, `false`: a span is durable when `record` accepts it.
+    fn attach_ledger(&mut self, ledger: Ledger) -> bool {
+        drop(ledger);
+        false
     }
 
     /// Called once, after the final batch, when the tracer shuts down.

@@ -11,7 +11,7 @@ use crate::flush_requests::{FlushControl, WaitError};
 use crate::flusher;
 use crate::record::SpanRecord;
 use crate::recorder::Recorder;
-use crate::stats::{FlusherCounters, Stats, ThreadCounters};
+use crate::stats::{FlusherCounters, Ledger, Stats, ThreadCounters};
 use crate::sync::Mutex;
 use crate::sync::{next_tracer_id, Arc, AtomicBool, AtomicU64, Ordering};
 use crate::thread_slots::{FlusherSlot, SlotState};
@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) closed: Arc<AtomicBool>,
     registry: Mutex<Registry>,
     pub(crate) flusher_counters: FlusherCounters,
+    /// What the recorder reports after accepting spans (durable, rejected).
+    pub(crate) ledger: Ledger,
     pub(crate) control: FlushControl,
     /// How span-finishing threads wake the sleeping flusher.
     pub(crate) doorbell: Doorbell,
@@ -100,6 +102,7 @@ impl Shared {
             closed: Arc::new(AtomicBool::new(false)),
             registry: Mutex::new(Registry::default()),
             flusher_counters: FlusherCounters::default(),
+            ledger: Ledger::new(),
             control: FlushControl::new(),
             doorbell: Doorbell::new(),
             ring_budget: Budget::new(ring_blocks),
@@ -286,6 +289,7 @@ impl Shared {
             stats.doorbells += r.doorbells;
         }
         self.flusher_counters.add_to(&mut stats);
+        self.ledger.add_to(&mut stats);
         // ORDERING: Relaxed: counts only, see `propagation::count`.
         stats.propagation_errors = self.propagation_errors.load(Ordering::Relaxed);
         stats.baggage_not_propagated = self.baggage_not_propagated.load(Ordering::Relaxed);

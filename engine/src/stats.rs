@@ -58,6 +58,10 @@ pub enum DropReason {
     Shutdown,
     /// The recorder returned an error (or panicked) for the span's batch.
     RecorderError,
+    /// The recorder accepted the span, then its store refused it for good
+    /// (too large, invalid) or could not keep it (its spool full): reported
+    /// through the [`Ledger`].
+    Rejected,
 }
 
 /// Spans dropped, by reason.
@@ -73,12 +77,19 @@ pub struct DropCounts {
     pub shutdown: u64,
     /// See [`DropReason::RecorderError`].
     pub recorder_error: u64,
+    /// See [`DropReason::Rejected`].
+    pub rejected: u64,
 }
 
 impl DropCounts {
     /// All dropped spans.
     pub fn total(&self) -> u64 {
-        self.ring_full + self.block_timeout + self.unsampled + self.shutdown + self.recorder_error
+        self.ring_full
+            + self.block_timeout
+            + self.unsampled
+            + self.shutdown
+            + self.recorder_error
+            + self.rejected
     }
 
     /// The count for one reason.
@@ -89,6 +100,7 @@ impl DropCounts {
             DropReason::Unsampled => self.unsampled,
             DropReason::Shutdown => self.shutdown,
             DropReason::RecorderError => self.recorder_error,
+            DropReason::Rejected => self.rejected,
         }
     }
 }
@@ -121,8 +133,17 @@ pub struct Stats {
     pub started: u64,
     /// Spans finished (sampled or not).
     pub finished: u64,
-    /// Spans handed to the recorder, which accepted them.
+    /// Spans handed to the recorder, which accepted them (and has not
+    /// reported them [`Rejected`](DropReason::Rejected) since).
+    /// `recorded + dropped.total() + in_flight() == finished`.
     pub recorded: u64,
+    /// Of `recorded`: spans durably stored. A recorder that reports
+    /// durability through its [`Ledger`] (the MongoDB recorder: acknowledged
+    /// with the configured write concern, or synced into its spool) moves
+    /// them here when they are; for any other recorder a span is durable
+    /// when `record` accepts it. `durable + dropped.total() + in_flight()
+    /// == finished`.
+    pub durable: u64,
     /// Finished spans not recorded, by reason.
     pub dropped: DropCounts,
     /// What the span limits cut off.
@@ -167,10 +188,64 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Finished spans neither recorded nor dropped yet.
+    /// Finished spans neither durable nor dropped yet: in a ring, in the
+    /// flusher's batch, or accepted by the recorder and not yet durable.
     pub fn in_flight(&self) -> u64 {
         self.finished
-            .saturating_sub(self.recorded + self.dropped.total())
+            .saturating_sub(self.durable + self.dropped.total())
+    }
+}
+
+/// What a recorder reports after it accepted spans, from any thread.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerCounts {
+    durable: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A recorder's handle on the tracer's ledger (see
+/// [`Recorder::attach_ledger`](crate::Recorder::attach_ledger)): it reports
+/// what became of the spans it accepted, so that [`Stats`] says how many
+/// are durable, in flight, or lost and why. Cheap to clone; usable from
+/// any thread (a writer thread, say).
+#[derive(Debug, Clone)]
+pub struct Ledger(crate::sync::Arc<LedgerCounts>);
+
+impl Ledger {
+    pub(crate) fn new() -> Self {
+        Ledger(crate::sync::Arc::new(LedgerCounts::default()))
+    }
+
+    /// `n` accepted spans are now durably stored.
+    pub fn durable(&self, n: u64) {
+        // ORDERING: Relaxed: counts read by `stats`, which promises no
+        // instant ordering between different counters (`in_flight` is
+        // computed as the remainder).
+        self.0.durable.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` accepted spans (not reported durable) are lost for good:
+    /// refused by the store, or not kept. Counted under
+    /// [`DropReason::Rejected`].
+    pub fn rejected(&self, n: u64) {
+        // ORDERING: Relaxed, as in `durable`.
+        self.0.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` spans reported durable (kept in a spool, say) were then lost
+    /// for good (the store refused them on replay).
+    pub fn rejected_after_durable(&self, n: u64) {
+        // ORDERING: Relaxed, as in `durable`.
+        self.0.durable.fetch_sub(n, Ordering::Relaxed);
+        self.0.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_to(&self, stats: &mut Stats) {
+        // ORDERING: Relaxed, as in `durable`.
+        let rejected = self.0.rejected.load(Ordering::Relaxed);
+        stats.durable += self.0.durable.load(Ordering::Relaxed);
+        stats.dropped.rejected += rejected;
+        stats.recorded = stats.recorded.saturating_sub(rejected);
     }
 }
 

@@ -85,6 +85,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mongo.delivered
     );
     println!(
+        "spans durable         {} (in flight {})",
+        stats.durable,
+        stats.in_flight()
+    );
+    println!(
         "spans dropped         {} {:?}",
         stats.dropped.total(),
         stats.dropped

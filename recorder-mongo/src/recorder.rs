@@ -22,7 +22,7 @@ use mongodb::options::{
 use mongodb::sync::{Client, Collection};
 use mongodb::IndexModel;
 use parking_lot::Mutex;
-use spanrec::{Batch, FlushWaker, Recorder, RecorderError};
+use spanrec::{Batch, FlushWaker, Ledger, Recorder, RecorderError};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -188,9 +188,36 @@ struct Counters {
     spool_corrupt_bytes: AtomicU64,
     index_failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The tracer's ledger, once attached: what becomes durable (inserted
+    /// with the write concern, or synced into the spool) and what is lost.
+    ledger: std::sync::OnceLock<Ledger>,
 }
 
 impl Counters {
+    /// `n` documents are durable: in the collection, or in the spool.
+    fn durable(&self, n: u64) {
+        if let Some(l) = self.ledger.get() {
+            l.durable(n);
+        }
+    }
+
+    /// `n` documents, not durable yet, are lost for good (counted in
+    /// `failed_permanently` too).
+    fn lost(&self, n: u64) {
+        Counters::add(&self.failed_permanently, n);
+        if let Some(l) = self.ledger.get() {
+            l.rejected(n);
+        }
+    }
+
+    /// `n` spooled (durable) documents were then refused by the server.
+    fn lost_after_spool(&self, n: u64) {
+        Counters::add(&self.failed_permanently, n);
+        if let Some(l) = self.ledger.get() {
+            l.rejected_after_durable(n);
+        }
+    }
+
     fn add(c: &AtomicU64, n: u64) {
         // ORDERING: Relaxed: statistics only; readers that need exact totals
         // read them after `Recorder::flush`/`shutdown`, whose channel
@@ -420,7 +447,7 @@ impl MongoRecorder {
     }
 
     fn fail(&self, n: u64, message: String) {
-        Counters::add(&self.counters.failed_permanently, n);
+        self.counters.lost(n);
         *self.counters.last_error.lock() = Some(self.uri.scrub(&message));
     }
 
@@ -473,6 +500,13 @@ impl Recorder for MongoRecorder {
     /// spooled.
     fn flush(&mut self) -> Result<(), RecorderError> {
         self.wait_for_writer()
+    }
+
+    /// Reports durability: a span counts as durable in the tracer's
+    /// `Stats` once it is inserted with the write concern or synced into
+    /// the spool, and as `Rejected` when the server refuses it for good.
+    fn attach_ledger(&mut self, ledger: Ledger) -> bool {
+        self.counters.ledger.set(ledger).is_ok()
     }
 
     /// The flusher does not wait for the writer (which may be retrying
@@ -571,6 +605,7 @@ fn spool_and_count(
     match spool.append(docs) {
         Ok(()) => {
             Counters::add(&counters.spooled, n);
+            counters.durable(n);
             // ORDERING: Relaxed, see `Counters::add`.
             counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
             Ok(())
@@ -578,7 +613,7 @@ fn spool_and_count(
         Err(e) => {
             drop(spool);
             let message = format!("{n} spans lost: {e}");
-            Counters::add(&counters.failed_permanently, n);
+            counters.lost(n);
             *counters.last_error.lock() = Some(uri.scrub(&message));
             Err(message)
         }
@@ -849,7 +884,11 @@ impl Writer {
                 Err(e) => match classify(&e) {
                     Classified::Partial { duplicates, failed } => {
                         if failed > 0 {
-                            Counters::add(&self.counters.failed_permanently, failed);
+                            if replay {
+                                self.counters.lost_after_spool(failed);
+                            } else {
+                                self.counters.lost(failed);
+                            }
                             self.note_error(&e.to_string());
                         }
                         self.delivered(n - failed, duplicates, replay);
@@ -864,7 +903,11 @@ impl Writer {
                     self.healthy = false;
                 }
                 Failure::Permanent(message) => {
-                    Counters::add(&self.counters.failed_permanently, n);
+                    if replay {
+                        self.counters.lost_after_spool(n);
+                    } else {
+                        self.counters.lost(n);
+                    }
                     self.note_error(&message);
                     return true;
                 }
@@ -876,6 +919,10 @@ impl Writer {
     fn delivered(&mut self, n: u64, duplicates: u64, replay: bool) {
         self.healthy = true;
         Counters::add(&self.counters.delivered, n);
+        // Replayed documents became durable when they were spooled.
+        if !replay {
+            self.counters.durable(n);
+        }
         Counters::add(&self.counters.duplicates, duplicates);
         if replay {
             Counters::add(&self.counters.replayed, n);
