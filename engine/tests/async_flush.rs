@@ -1,8 +1,9 @@
 //! A recorder whose flush goes on elsewhere (`Recorder::start_flush`)
 //! does not hold the flusher: rings keep draining while it waits, and the
 //! caller's `flush` returns when the recorder says it is done.
-//! (Teeth: with the default, blocking `flush`, this test loses all but
-//! ~1,000 of its 20,000 spans.)
+//! (Teeth: the same recorder waiting for its gate inside a blocking
+//! `flush` holds the flusher, and all but ~1,000 of the 20,000 spans are
+//! lost to `ring_full`.)
 
 use spanrec::{Batch, FlushWaker, OverflowPolicy, Recorder, RecorderError, Tracer};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
