@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Every command takes `--json` (one JSON document on stdout; `tail` prints
-//! one per line) and `--uri` (default `$SPANREC_MONGO_URI`, else
+//! one per line) and `--uri` or `--uri-file` (default `$SPANREC_MONGO_URI`, else
 //! `mongodb://127.0.0.1:27017`), `--database`, `--collection`.
 //! Exit status: 0 ok, 1 nothing found, 2 bad input or unreachable database.
 
@@ -44,7 +44,10 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct DbArgs {
-    /// MongoDB connection string.
+    /// MongoDB connection string. One with credentials is better given
+    /// through $SPANREC_MONGO_URI or --uri-file: an argument is visible to
+    /// other users in the process list and stays in the shell's history.
+    /// Secrets are masked in every message.
     #[arg(
         long,
         global = true,
@@ -53,6 +56,10 @@ struct DbArgs {
         hide_env_values = true
     )]
     uri: String,
+    /// Read the connection string from this file (its first line) instead
+    /// of --uri or $SPANREC_MONGO_URI.
+    #[arg(long, global = true, value_name = "PATH")]
+    uri_file: Option<std::path::PathBuf>,
     /// Database the recorder writes to.
     #[arg(long, global = true, default_value = "spanrec")]
     database: String,
@@ -145,13 +152,27 @@ impl CliError {
     }
 }
 
+/// The connection string: `--uri-file`'s first line, else `--uri` (or
+/// `$SPANREC_MONGO_URI`).
+fn connection_string(db: &DbArgs) -> Result<String, CliError> {
+    match &db.uri_file {
+        None => Ok(db.uri.clone()),
+        Some(path) => std::fs::read_to_string(path)
+            .map(|text| text.lines().next().unwrap_or_default().trim().to_string())
+            .map_err(|e| {
+                CliError::Input(format!("cannot read --uri-file {}: {e}", path.display()))
+            }),
+    }
+}
+
 fn connect(db: &DbArgs) -> Result<Collection<Document>, CliError> {
-    let uri = RedactedUri::new(&db.uri);
+    let uri_text = connection_string(db)?;
+    let uri = RedactedUri::new(&uri_text);
     let unreachable = |e: mongodb::error::Error| CliError::Unreachable {
         uri: uri.clone(),
         message: uri.scrub(&e.to_string()),
     };
-    let mut options = ClientOptions::parse(&db.uri).run().map_err(|e| {
+    let mut options = ClientOptions::parse(uri.expose()).run().map_err(|e| {
         CliError::Input(format!(
             "bad connection string {uri}: {}",
             uri.scrub(&e.to_string())

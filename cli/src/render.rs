@@ -7,10 +7,33 @@ use std::fmt::Write as _;
 /// Width of the waterfall bar, in characters.
 const BAR: usize = 40;
 
+/// A stored string made safe for a terminal: stored values are remote
+/// input, so control characters (ESC sequences, CR/LF that would forge
+/// lines, C1 controls) and invisible bidi overrides are shown escaped
+/// (`\u{1b}`), never written raw.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn pairs(items: &[(String, serde_json::Value)]) -> String {
     items
         .iter()
-        .map(|(k, v)| format!("{k}={}", show(v)))
+        .map(|(k, v)| format!("{}={}", clean(k), clean(&show(v))))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -69,11 +92,11 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
     let _ = writeln!(
         out,
         "trace {}  {} span{}  {}  service {}",
-        spans[0].trace_id,
+        clean(&spans[0].trace_id),
         spans.len(),
         if spans.len() == 1 { "" } else { "s" },
         human_duration(total),
-        services.join(", ")
+        clean(&services.join(", "))
     );
     // (index, prefix for the name, prefix for detail lines)
     let mut rows: Vec<(usize, String, String)> = Vec::new();
@@ -100,12 +123,12 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
     walk(None, "", &children, &mut rows);
     let width = rows
         .iter()
-        .map(|(i, p, _)| p.chars().count() + spans[*i].name.chars().count())
+        .map(|(i, p, _)| p.chars().count() + clean(&spans[*i].name).chars().count())
         .max()
         .unwrap_or(0);
     for (i, prefix, detail) in &rows {
         let s = &spans[*i];
-        let label = format!("{prefix}{}", s.name);
+        let label = format!("{prefix}{}", clean(&s.name));
         let pad = width - label.chars().count();
         let _ = writeln!(
             out,
@@ -123,13 +146,17 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
                 out,
                 "{detail}    log +{} {}{}{}",
                 human_duration(log.time_ns - s.start_ns),
-                log.event,
+                clean(&log.event),
                 if log.fields.is_empty() { "" } else { " " },
                 pairs(&log.fields)
             );
         }
         if !s.baggage.is_empty() {
-            let b: Vec<String> = s.baggage.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let b: Vec<String> = s
+                .baggage
+                .iter()
+                .map(|(k, v)| format!("{}={}", clean(k), clean(v)))
+                .collect();
             let _ = writeln!(out, "{detail}    baggage: {}", b.join(" "));
         }
     }
@@ -141,9 +168,9 @@ pub fn span_line(s: &SpanDoc) -> String {
     format!(
         "{}  {}  {}  {:<24} {:>9}{}{}",
         crate::time::format_unix_nanos(s.start_ns),
-        s.trace_id,
-        s.span_id,
-        s.name,
+        clean(&s.trace_id),
+        clean(&s.span_id),
+        clean(&s.name),
         human_duration(s.duration_ns),
         if s.is_error() { "  ERROR" } else { "" },
         if s.tags.is_empty() {
@@ -206,7 +233,7 @@ pub fn stats_table(stats: &[OperationStats]) -> String {
         let _ = writeln!(
             out,
             "{:<32} {:>8} {:>7} {:>10} {:>10} {:>10}",
-            s.name,
+            clean(&s.name),
             s.count,
             s.errors,
             human_duration(s.p50_ns),
@@ -234,6 +261,26 @@ mod tests {
             logs: vec![],
             baggage: vec![],
         }
+    }
+
+    #[test]
+    fn stored_control_characters_never_reach_the_terminal() {
+        let mut evil = span("a", None, "GET \u{1b}[2J\rroot\n", 0, 10);
+        evil.tags
+            .push(("k\u{1b}".into(), serde_json::json!("v\u{9b}31m\u{202e}x")));
+        evil.baggage.push(("b".into(), "\u{7}bell".into()));
+        for text in [trace_tree(&[evil.clone()]), span_line(&evil)] {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+                "{text:?}"
+            );
+            assert!(text.contains("\\u{1b}"), "{text:?}");
+        }
+        // The tree's own line breaks only: the stored newline is escaped.
+        assert_eq!(span_line(&evil).lines().count(), 1);
+        assert_eq!(clean("plain ünïcode"), "plain ünïcode");
     }
 
     #[test]

@@ -65,14 +65,26 @@ pub fn parse_time(s: &str, now_ns: i64) -> Result<i64, String> {
                 'h' => 3600,
                 _ => 86_400,
             };
-            return Ok(now_ns - n.max(0) * secs * 1_000_000_000);
+            // Checked: `99999999999d` is out of range, an error (not an
+            // overflow panic); so is a time before 1677 (i64 nanoseconds).
+            return n
+                .max(0)
+                .checked_mul(secs * 1_000_000_000)
+                .and_then(|ago| now_ns.checked_sub(ago))
+                .ok_or_else(|| format!("out of range: {s:?} (too far in the past)"));
         }
     }
     let b = s.as_bytes();
     if b.len() < 20 || !s.ends_with(['Z', 'z']) || !s.is_ascii() {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
+    let num = |r: std::ops::Range<usize>| {
+        let digits = &s[r];
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        digits.parse::<i64>().map_err(|_| bad())
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
@@ -84,14 +96,22 @@ pub fn parse_time(s: &str, now_ns: i64) -> Result<i64, String> {
     let frac = &s[19..s.len() - 1];
     let nanos = match frac.strip_prefix('.') {
         None if frac.is_empty() => 0,
-        Some(digits) if !digits.is_empty() && digits.len() <= 9 => {
+        Some(digits)
+            if !digits.is_empty()
+                && digits.len() <= 9
+                && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             let v: i64 = digits.parse().map_err(|_| bad())?;
             v * 10i64.pow(9 - digits.len() as u32)
         }
         _ => return Err(bad()),
     };
     let days = days_from_civil(y, mo, d);
-    Ok(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos)
+    // Nanoseconds in an i64 span 1677..2262: later dates are out of range.
+    (days * 86_400 + h * 3600 + mi * 60 + se)
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nanos))
+        .ok_or_else(|| format!("out of range: {s:?} (times must be between 1677 and 2262)"))
 }
 
 #[cfg(test)]
@@ -127,8 +147,14 @@ mod tests {
             "15x",
             "2026-13-01T00:00:00Z",
             "2026-11-26T07:00:00",
+            "+026-11-26T07:00:00Z",
+            "2026-11-26T07:00:00.+5Z",
+            // Out of range: errors, never an overflow.
+            "99999999999d",
+            "9223372036854775807s",
+            "9999-12-31T23:59:59Z",
         ] {
-            assert!(parse_time(s, 0).is_err(), "{s}");
+            assert!(parse_time(s, now_unix_nanos()).is_err(), "{s}");
         }
     }
 }

@@ -203,3 +203,55 @@ fn friendly_errors() {
     assert!(!err.contains("s3cret-pw"), "{err}");
     assert!(err.contains("****"), "{err}");
 }
+
+#[test]
+fn no_secret_in_any_message_and_times_out_of_range_are_errors() {
+    // Credentials in the query string, given every way a user can.
+    let uri = "mongodb://reader:s3cret-pw@127.0.0.1:1/?serverSelectionTimeoutMS=500\
+               &tlsCertificateKeyFilePassword=hunter2\
+               &authMechanismProperties=AWS_SESSION_TOKEN:tok3n";
+    let file = std::env::temp_dir().join(format!("spanrec-cli-uri-{}", std::process::id()));
+    std::fs::write(&file, format!("{uri}\n")).unwrap();
+    let runs = [
+        spanrec(uri, "c", &["find", "--since", "1h"]),
+        Command::new(env!("CARGO_BIN_EXE_spanrec"))
+            .args(["--uri-file", file.to_str().unwrap(), "find"])
+            .env_remove("SPANREC_MONGO_URI")
+            .output()
+            .unwrap(),
+        Command::new(env!("CARGO_BIN_EXE_spanrec"))
+            .args(["stats"])
+            .env("SPANREC_MONGO_URI", uri)
+            .output()
+            .unwrap(),
+        // A connection string the driver refuses is quoted, masked.
+        spanrec(
+            "mongodb://u:s3cret-pw@h/?tlsCertificateKeyFilePassword=hunter2&bogusOption=\u{1}",
+            "c",
+            &["find"],
+        ),
+    ];
+    for out in &runs {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        for secret in ["s3cret-pw", "hunter2", "tok3n"] {
+            assert!(!all.contains(secret), "{secret} shown: {all}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    // Out-of-range times: bad input, not a panic.
+    for since in [
+        "99999999999d",
+        "9999-12-31T23:59:59Z",
+        "+026-11-26T00:00:00Z",
+    ] {
+        let out = spanrec("mongodb://127.0.0.1:1", "c", &["find", "--since", since]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{since}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -34,7 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = requests / WORKERS * WORKERS;
     println!("starting MongoDB (SPANREC_MONGO_URI, else mongod, else SecantusDB)...");
     let server = LocalServer::start()?;
-    println!("server: {:?} at {}", server.kind(), server.uri());
+    println!(
+        "server: {:?} at {}",
+        server.kind(),
+        spanrec_mongo::RedactedUri::new(server.uri())
+    );
 
     let collection = format!("demo_{}", std::process::id());
     let mut options = MongoOptions::new("spanrec_demo", &collection);

@@ -28,11 +28,13 @@
 
 pub mod encode;
 mod recorder;
+mod redact;
 pub mod server;
 mod spool;
 
 pub use recorder::{
     default_spool_dir, MongoOptions, MongoRecorder, MongoRecorderError, MongoStats,
-    MongoStatsHandle, RedactedUri,
+    MongoStatsHandle,
 };
+pub use redact::{RedactedUri, SECRET_OPTIONS};
 pub use spool::SpoolError;

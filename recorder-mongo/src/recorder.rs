@@ -11,6 +11,7 @@
 //! ```
 
 use crate::encode::{encode_span_into, MAX_DOCUMENT_BYTES};
+use crate::redact::RedactedUri;
 use crate::spool::{Spool, SpoolError};
 use bson::doc;
 use bson::raw::RawDocumentBuf;
@@ -255,55 +256,6 @@ impl MongoStatsHandle {
             index_failures: l(&c.index_failures),
             last_error: c.last_error.lock().clone(),
         }
-    }
-}
-
-/// A connection string whose password never reaches `Debug`, `Display`, a
-/// log or an error.
-#[derive(Clone)]
-pub struct RedactedUri {
-    uri: String,
-    password: Option<String>,
-}
-
-impl RedactedUri {
-    /// Wraps `uri`.
-    pub fn new(uri: &str) -> Self {
-        let password = uri
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split_once('@'))
-            .and_then(|(userinfo, _)| userinfo.split_once(':'))
-            .map(|(_, pw)| pw.to_string())
-            .filter(|pw| !pw.is_empty());
-        RedactedUri {
-            uri: uri.to_string(),
-            password,
-        }
-    }
-
-    /// The real connection string, for the driver only.
-    pub fn expose(&self) -> &str {
-        &self.uri
-    }
-
-    /// `text` with every occurrence of the password masked.
-    pub fn scrub(&self, text: &str) -> String {
-        match &self.password {
-            Some(pw) => text.replace(pw.as_str(), "****"),
-            None => text.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for RedactedUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.scrub(&self.uri))
-    }
-}
-
-impl fmt::Debug for RedactedUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedactedUri({self})")
     }
 }
 

@@ -82,7 +82,7 @@ pub enum ServerKind {
 }
 
 /// A running server; stopped and cleaned up on drop (unless external).
-#[derive(Debug)]
+/// Its `Debug` masks the connection string's secrets.
 pub struct LocalServer {
     kind: ServerKind,
     uri: String,
@@ -91,6 +91,18 @@ pub struct LocalServer {
     /// Parent of the data directory and the log; removed on drop.
     dir: Option<PathBuf>,
     program: Option<(PathBuf, Vec<String>)>,
+}
+
+impl std::fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalServer")
+            .field("kind", &self.kind)
+            .field("uri", &crate::RedactedUri::new(&self.uri))
+            .field("port", &self.port)
+            .field("managed", &self.child.is_some())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalServer {
