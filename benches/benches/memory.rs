@@ -35,16 +35,22 @@ const SPANS: u64 = 10_000_000;
 /// spans, a little over 1 M spans/s, a tenth of what one producer makes.
 const PAUSE_PER_BATCH: Duration = Duration::from_micros(900);
 
-/// Peak resident set (VmHWM) of this process, in KiB.
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` figure of this process, in KiB (`VmHWM:` the
+/// peak resident set, `VmRSS:` the current one).
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Peak resident set (VmHWM) of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
 }
 
 struct Slow(u64);
@@ -206,14 +212,7 @@ fn threads_run(threads: usize, spans: u64, traced: bool) -> String {
 
 /// Resident set (VmRSS) of this process now, in KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    status_kib("VmRSS:")
 }
 
 /// Children of one request kept alive at once (`memory/remote_context`).
