@@ -26,15 +26,18 @@
 //!
 //! [`server::LocalServer`] provisions a server for tests and the demo.
 
+mod classify;
 pub mod encode;
+mod mongo_stats;
+mod options;
 mod recorder;
 mod redact;
 pub mod server;
 mod spool;
+mod writer;
 
-pub use recorder::{
-    default_spool_dir, MongoOptions, MongoRecorder, MongoRecorderError, MongoStats,
-    MongoStatsHandle,
-};
+pub use mongo_stats::{MongoStats, MongoStatsHandle};
+pub use options::{default_spool_dir, MongoOptions, MongoRecorderError};
+pub use recorder::MongoRecorder;
 pub use redact::{RedactedUri, SECRET_OPTIONS};
 pub use spool::SpoolError;

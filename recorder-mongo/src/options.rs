@@ -1,0 +1,119 @@
+//! Settings of a `MongoRecorder` and why one could not be created.
+
+use crate::spool::SpoolError;
+use mongodb::options::{Acknowledgment, WriteConcern};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of a [`MongoRecorder`].
+#[derive(Debug, Clone)]
+pub struct MongoOptions {
+    /// Database name.
+    pub database: String,
+    /// Collection name.
+    pub collection: String,
+    /// Write concern of every insert. Default: `w: 1, j: true` (journaled on
+    /// the primary); use `Acknowledgment::Majority` on a replica set.
+    pub write_concern: WriteConcern,
+    /// Most documents per `insert_many` call; a larger batch from the tracer
+    /// is inserted in chunks of this size, one at a time.
+    pub insert_batch_size: usize,
+    /// Encoded batches waiting for the writer; beyond it batches are spooled.
+    pub queue_batches: usize,
+    /// Insert attempts per batch before it is spooled (transient errors).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with ±50 % jitter.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Directory of the on-disk spool: one recorder per directory (it
+    /// holds a lock), created owner-only (`0700`, files `0600`). Default
+    /// [`default_spool_dir`]: `$XDG_STATE_HOME/spanrec/spool/<db>.<coll>`,
+    /// else `$HOME/.local/state/spanrec/spool/<db>.<coll>`, else under the
+    /// working directory at construction — always absolute. Put it on
+    /// durable storage.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; batches beyond it fail (counted).
+    pub spool_max_bytes: u64,
+    /// How often to try the database again while it is down.
+    pub probe_interval: Duration,
+    /// The longest [`Recorder::shutdown`](spanrec::Recorder::shutdown) (and so `Drop`) waits for the
+    /// writer to deliver what it holds. Past it the writer stops retrying
+    /// and spools the rest (durable, replayed at the next start), so a
+    /// shutdown ends within this plus one insert attempt.
+    pub shutdown_timeout: Duration,
+    /// Delete records this long after their start time (a TTL index on
+    /// `start`). `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+impl MongoOptions {
+    /// Defaults for `database` and `collection`.
+    pub fn new(database: impl Into<String>, collection: impl Into<String>) -> Self {
+        let (database, collection) = (database.into(), collection.into());
+        MongoOptions {
+            spool_dir: default_spool_dir(&database, &collection),
+            database,
+            collection,
+            write_concern: WriteConcern::builder()
+                .w(Acknowledgment::Nodes(1))
+                .journal(true)
+                .build(),
+            insert_batch_size: 1024,
+            queue_batches: 8,
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            spool_max_bytes: 1 << 30,
+            probe_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+            retention: None,
+        }
+    }
+}
+
+/// The default spool directory of a collection, absolute:
+/// `$XDG_STATE_HOME/spanrec/spool/<db>.<coll>`, else
+/// `$HOME/.local/state/spanrec/spool/<db>.<coll>` (the XDG default), else
+/// `spanrec-spool/<db>.<coll>` under the current directory.
+pub fn default_spool_dir(database: &str, collection: &str) -> PathBuf {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/state"))
+        });
+    let name = format!("{database}.{collection}");
+    match state {
+        Some(state) => state.join("spanrec").join("spool").join(name),
+        None => std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join("spanrec-spool")
+            .join(name),
+    }
+}
+
+/// Why a [`MongoRecorder`] could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MongoRecorderError {
+    /// The connection string is malformed (the password is never shown).
+    #[error("invalid MongoDB connection string {uri}: {message}")]
+    Uri {
+        /// The connection string with its password masked.
+        uri: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The spool directory could not be opened.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+    /// A setting is out of range.
+    #[error("invalid option: {0}")]
+    Option(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}

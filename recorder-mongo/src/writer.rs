@@ -1,0 +1,352 @@
+//! The writer thread of a `MongoRecorder`: inserts batches with retries,
+//! spools what the database cannot take, replays the spool, finishes
+//! flushes, and reports what became durable.
+
+use crate::redact::RedactedUri;
+use crate::spool::Spool;
+use bson::doc;
+use bson::raw::RawDocumentBuf;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mongodb::error::Error as DriverError;
+use mongodb::options::IndexOptions;
+use mongodb::sync::Collection;
+use mongodb::IndexModel;
+use parking_lot::Mutex;
+use spanrec::FlushWaker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::classify::{classify, jitter, Classified, Failure};
+use crate::mongo_stats::Counters;
+use crate::options::MongoOptions;
+
+/// What the recorder asks of its writer thread, in order.
+pub(crate) enum Job {
+    Batch(Vec<RawDocumentBuf>),
+    /// Acknowledge once every earlier batch is delivered or spooled; wake
+    /// the flusher if it is not waiting.
+    Flush(Sender<()>, Option<FlushWaker>),
+    Stop,
+}
+
+/// Appends a batch to the spool and counts it as spooled; when the spool
+/// refuses it, counts the documents as failed for good, records the error
+/// and returns its message.
+pub(crate) fn spool_and_count(
+    spool: &Mutex<Spool>,
+    counters: &Counters,
+    uri: &RedactedUri,
+    docs: &[RawDocumentBuf],
+) -> Result<(), String> {
+    let n = docs.len() as u64;
+    let mut spool = spool.lock();
+    match spool.append(docs) {
+        Ok(()) => {
+            Counters::add(&counters.spooled, n);
+            counters.durable(n);
+            // ORDERING: Relaxed, see `Counters::add`.
+            counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            drop(spool);
+            let message = format!("{n} spans lost: {e}");
+            counters.lost(n);
+            *counters.last_error.lock() = Some(uri.scrub(&message));
+            Err(message)
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) collection: Collection<RawDocumentBuf>,
+    /// Where the buffers of inserted (or spooled) documents go back to the
+    /// recorder for reuse.
+    pub(crate) spent: Sender<Vec<Vec<u8>>>,
+    pub(crate) options: MongoOptions,
+    pub(crate) jobs: Receiver<Job>,
+    pub(crate) spool: Arc<Mutex<Spool>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) uri: RedactedUri,
+    /// The last insert or probe succeeded.
+    pub(crate) healthy: bool,
+    pub(crate) indexes_ready: bool,
+    /// When index creation was last tried (it is retried, never awaited).
+    pub(crate) last_index_attempt: Option<Instant>,
+    pub(crate) last_probe: Instant,
+    /// Set by a shutdown past its timeout: spool instead of retrying.
+    pub(crate) stop_now: Arc<AtomicBool>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        loop {
+            let spooled = !self.spool.lock().is_empty();
+            if spooled && (self.healthy || self.last_probe.elapsed() >= self.options.probe_interval)
+            {
+                // Replay one segment (a single insert attempt per batch while
+                // the database is down: it doubles as the recovery probe),
+                // then serve the queue before the next one.
+                self.replay_oldest();
+                self.last_probe = Instant::now();
+            }
+            let wait = if spooled && self.healthy {
+                Duration::ZERO
+            } else {
+                self.options.probe_interval
+            };
+            match self.jobs.recv_timeout(wait) {
+                Ok(Job::Batch(docs)) => self.write_or_spool(docs),
+                Ok(Job::Flush(ack, waker)) => {
+                    let _ = ack.send(());
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                }
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.drain_spool_before_exit();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// At shutdown, replays what the spool holds while the database keeps
+    /// answering; whatever is left stays on disk for the next start.
+    fn drain_spool_before_exit(&mut self) {
+        // ORDERING: Relaxed, see `shutdown`.
+        while self.healthy
+            && !self.stop_now.load(Ordering::Relaxed)
+            && !self.spool.lock().is_empty()
+        {
+            let before = self.spool.lock().bytes();
+            self.replay_oldest();
+            if self.spool.lock().bytes() >= before {
+                return;
+            }
+        }
+    }
+
+    fn note_error(&self, message: &str) {
+        *self.counters.last_error.lock() = Some(self.uri.scrub(message));
+    }
+
+    fn write_or_spool(&mut self, docs: Vec<RawDocumentBuf>) {
+        self.deliver_or_spool(&docs);
+        // Documents larger than this are rare; their buffers are freed
+        // rather than kept around.
+        const REUSED_BYTES: usize = 64 * 1024;
+        let buffers = docs
+            .into_iter()
+            .map(RawDocumentBuf::into_bytes)
+            .filter(|b| b.capacity() <= REUSED_BYTES)
+            .collect();
+        // Full means the recorder has spares already.
+        let _ = self.spent.try_send(buffers);
+    }
+
+    fn deliver_or_spool(&mut self, docs: &[RawDocumentBuf]) {
+        // While the database is known to be down and the spool is not
+        // empty, go straight to disk; the replay loop probes for recovery.
+        // ORDERING: Relaxed, see `shutdown`.
+        let known_down = (!self.healthy && !self.spool.lock().is_empty())
+            || self.stop_now.load(Ordering::Relaxed);
+        if !known_down {
+            let size = self.options.insert_batch_size;
+            let attempts = self.options.max_attempts;
+            let mut done = 0;
+            while done < docs.len() {
+                let end = (done + size).min(docs.len());
+                if !self.deliver(&docs[done..end], false, attempts) {
+                    break;
+                }
+                done = end;
+            }
+            // Spool what is left; delivered chunks need not be written twice.
+            self.spool_batch(&docs[done..]);
+        } else {
+            self.spool_batch(docs);
+        }
+    }
+
+    fn spool_batch(&mut self, docs: &[RawDocumentBuf]) {
+        if docs.is_empty() {
+            return;
+        }
+        // A failure is already counted and recorded as the last error.
+        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, docs);
+    }
+
+    /// Replays the oldest spool segment; deletes it once all its batches
+    /// are delivered.
+    fn replay_oldest(&mut self) {
+        let segment = match self.spool.lock().oldest() {
+            Ok(Some(segment)) => segment,
+            Ok(None) => return,
+            Err(e) => {
+                self.note_error(&e.to_string());
+                self.healthy = false;
+                return;
+            }
+        };
+        if segment.corrupt_bytes > 0 {
+            Counters::add(&self.counters.spool_corrupt_bytes, segment.corrupt_bytes);
+            self.note_error(&format!(
+                "spool segment {} had {} corrupt bytes (skipped; the valid records around them are replayed)",
+                segment.path.display(),
+                segment.corrupt_bytes
+            ));
+        }
+        // Batches delivered before (this run, or before a restart: the
+        // spool's durable progress) are skipped, not delivered and counted
+        // again.
+        for (i, docs) in segment.batches.iter().enumerate().skip(segment.delivered) {
+            let attempts = if self.healthy {
+                self.options.max_attempts
+            } else {
+                1
+            };
+            if !self.deliver(docs, true, attempts) {
+                // Still down: keep the segment, try again later from here.
+                return;
+            }
+            if i + 1 < segment.batches.len() {
+                if let Err(e) = self.spool.lock().mark_delivered(&segment, i + 1) {
+                    // Without progress on disk a restart would deliver
+                    // these batches again (as duplicates); say so.
+                    self.note_error(&e.to_string());
+                }
+            }
+        }
+        let mut spool = self.spool.lock();
+        if let Err(e) = spool.remove(&segment) {
+            drop(spool);
+            self.note_error(&e.to_string());
+            return;
+        }
+        self.counters
+            .spool_bytes
+            .store(spool.bytes(), Ordering::Relaxed);
+    }
+
+    /// Creates the indexes if they are not there yet — best effort: a
+    /// failure is counted and noted, never blocks an insert, and is tried
+    /// again after `probe_interval`.
+    fn try_indexes(&mut self) {
+        let due = self
+            .last_index_attempt
+            .is_none_or(|at| at.elapsed() >= self.options.probe_interval);
+        if self.indexes_ready || !due {
+            return;
+        }
+        self.last_index_attempt = Some(Instant::now());
+        if let Err(e) = self.ensure_indexes() {
+            Counters::add(&self.counters.index_failures, 1);
+            self.note_error(&format!(
+                "indexes not created (inserts go on without them; retried): {e}"
+            ));
+        }
+    }
+
+    fn ensure_indexes(&mut self) -> Result<(), DriverError> {
+        if self.indexes_ready {
+            return Ok(());
+        }
+        let mut indexes = vec![IndexModel::builder()
+            .keys(doc! { "trace_id": 1 })
+            .options(IndexOptions::builder().name("trace_id".to_string()).build())
+            .build()];
+        let mut start = IndexOptions::builder().name("start".to_string()).build();
+        if let Some(retention) = self.options.retention {
+            start.expire_after = Some(retention);
+            start.name = Some("start_ttl".into());
+        }
+        indexes.push(
+            IndexModel::builder()
+                .keys(doc! { "start": 1 })
+                .options(start)
+                .build(),
+        );
+        self.collection.create_indexes(indexes).run()?;
+        self.indexes_ready = true;
+        Ok(())
+    }
+
+    /// Inserts one batch, retrying transient failures with backoff. Returns
+    /// false when the database stayed unreachable (the caller spools).
+    fn deliver(&mut self, docs: &[RawDocumentBuf], replay: bool, attempts: u32) -> bool {
+        let n = docs.len() as u64;
+        let mut backoff = self.options.initial_backoff;
+        for attempt in 0..attempts {
+            // ORDERING: Relaxed, see `shutdown`.
+            if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
+                // A late shutdown: the caller spools the batch.
+                return false;
+            }
+            if attempt > 0 {
+                Counters::add(&self.counters.retries, 1);
+                std::thread::sleep(jitter(backoff));
+                backoff = (backoff * 2).min(self.options.max_backoff);
+            }
+            self.try_indexes();
+            let result = self
+                .collection
+                .insert_many(docs)
+                .ordered(false)
+                .run()
+                .map(|_| ());
+            let failure = match result {
+                Ok(()) => {
+                    self.delivered(n, 0, replay);
+                    return true;
+                }
+                Err(e) => match classify(&e) {
+                    Classified::Partial { duplicates, failed } => {
+                        if failed > 0 {
+                            if replay {
+                                self.counters.lost_after_spool(failed);
+                            } else {
+                                self.counters.lost(failed);
+                            }
+                            self.note_error(&e.to_string());
+                        }
+                        self.delivered(n - failed, duplicates, replay);
+                        return true;
+                    }
+                    Classified::Failure(f) => f,
+                },
+            };
+            match failure {
+                Failure::Transient(message) => {
+                    self.note_error(&message);
+                    self.healthy = false;
+                }
+                Failure::Permanent(message) => {
+                    if replay {
+                        self.counters.lost_after_spool(n);
+                    } else {
+                        self.counters.lost(n);
+                    }
+                    self.note_error(&message);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn delivered(&mut self, n: u64, duplicates: u64, replay: bool) {
+        self.healthy = true;
+        Counters::add(&self.counters.delivered, n);
+        // Replayed documents became durable when they were spooled.
+        if !replay {
+            self.counters.durable(n);
+        }
+        Counters::add(&self.counters.duplicates, duplicates);
+        if replay {
+            Counters::add(&self.counters.replayed, n);
+        }
+    }
+}
