@@ -138,6 +138,10 @@ impl AtomicU64 {
     pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
         self.rmw(order, |a| a.fetch_add(v, order))
     }
+
+    pub(crate) fn fetch_sub(&self, v: u64, order: Ordering) -> u64 {
+        self.rmw(order, |a| a.fetch_sub(v, order))
+    }
 }
 
 impl AtomicUsize {
