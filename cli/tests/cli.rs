@@ -3,8 +3,8 @@
 //! `MongoRecorder` with explicit times, then read back by every command.
 
 use spanrec::{OverflowPolicy, Tracer, Value};
-use spanrec_mongo::server::LocalServer;
 use spanrec_mongo::{MongoOptions, MongoRecorder};
+use spanrec_testkit::LocalServer;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 

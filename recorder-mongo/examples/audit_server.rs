@@ -12,13 +12,13 @@
 //! `cargo run --release -p spanrec-mongo --example audit_server [requests]`
 //!
 //! Uses `SPANREC_MONGO_URI` if set; otherwise starts a local server (see
-//! `spanrec_mongo::server`), which it stops and removes at the end.
+//! `spanrec_testkit`), which it stops and removes at the end.
 
 use bson::{doc, Document};
 use spanrec::{OverflowPolicy, SpanContext, Tracer};
 use spanrec_mongo::encode::unescape_key;
-use spanrec_mongo::server::LocalServer;
 use spanrec_mongo::{MongoOptions, MongoRecorder};
+use spanrec_testkit::LocalServer;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

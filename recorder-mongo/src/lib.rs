@@ -23,8 +23,6 @@
 //! println!("{:?}", stats.get());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//!
-//! [`server::LocalServer`] provisions a server for tests and the demo.
 
 mod classify;
 pub mod encode;
@@ -32,7 +30,6 @@ mod mongo_stats;
 mod options;
 mod recorder;
 mod redact;
-pub mod server;
 mod spool;
 mod writer;
 

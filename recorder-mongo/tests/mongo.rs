@@ -1,5 +1,5 @@
 //! Integration tests against a real server process, provisioned by
-//! `spanrec_mongo::server::LocalServer` (`SPANREC_MONGO_URI`, else `mongod`,
+//! `spanrec_testkit::LocalServer` (`SPANREC_MONGO_URI`, else `mongod`,
 //! else SecantusDB in the workspace's virtualenv). A missing server fails
 //! these tests with the reason; they never skip.
 
@@ -7,8 +7,8 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use spanrec::{OverflowPolicy, SpanLimits, Tracer, Value};
 use spanrec_mongo::encode::{decimal128_to_u64, document_id};
-use spanrec_mongo::server::LocalServer;
 use spanrec_mongo::{MongoOptions, MongoRecorder, MongoStatsHandle};
+use spanrec_testkit::LocalServer;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -228,16 +228,7 @@ fn hundred_thousand_spans_round_trip_exactly() {
 }
 
 fn fail_point(uri: &str, data: Document, times: i32) {
-    let client = mongodb::sync::Client::with_uri_str(uri).unwrap();
-    client
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": times },
-            "data": data,
-        })
-        .run()
-        .unwrap();
+    spanrec_testkit::fail_point::times(uri, data, times).unwrap();
 }
 
 #[test]

@@ -97,7 +97,7 @@ impl std::fmt::Debug for LocalServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalServer")
             .field("kind", &self.kind)
-            .field("uri", &crate::RedactedUri::new(&self.uri))
+            .field("uri", &spanrec_mongo::RedactedUri::new(&self.uri))
             .field("port", &self.port)
             .field("managed", &self.child.is_some())
             .field("dir", &self.dir)
