@@ -7,93 +7,11 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use spanrec::{OverflowPolicy, SpanLimits, Tracer, Value};
 use spanrec_mongo::encode::{decimal128_to_u64, document_id};
-use spanrec_mongo::{MongoOptions, MongoRecorder, MongoStatsHandle};
-use spanrec_testkit::LocalServer;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use spanrec_mongo::{MongoOptions, MongoRecorder};
 use std::time::{Duration, Instant};
 
-/// One server at a time: SecantusDB is single-threaded and this machine has
-/// two cores.
-static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
-
-fn server() -> LocalServer {
-    LocalServer::start().unwrap_or_else(|e| panic!("no MongoDB server could be provisioned: {e}"))
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn spool_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spanrec-test-spool-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn options(collection: &str) -> MongoOptions {
-    let mut o = MongoOptions::new("spanrec_test", collection);
-    o.spool_dir = spool_dir(collection);
-    o.max_attempts = 3;
-    o.initial_backoff = Duration::from_millis(50);
-    o.max_backoff = Duration::from_millis(500);
-    o.probe_interval = Duration::from_millis(300);
-    o
-}
-
-fn tracer(recorder: MongoRecorder) -> Tracer {
-    Tracer::builder()
-        .service_name("itest")
-        .process_tag("host", "ci")
-        .overflow(OverflowPolicy::Block {
-            timeout: Duration::from_secs(30),
-        })
-        .recorder(recorder)
-        .build()
-        .unwrap()
-}
-
-fn collection(uri: &str, name: &str) -> mongodb::sync::Collection<Document> {
-    mongodb::sync::Client::with_uri_str(uri)
-        .unwrap()
-        .database("spanrec_test")
-        .collection(name)
-}
-
-fn count(uri: &str, name: &str) -> u64 {
-    collection(uri, name)
-        .count_documents(doc! {})
-        .run()
-        .unwrap()
-}
-
-/// Waits until everything handed to the recorder is in the database (spool
-/// empty, `delivered` reaching `n`), or fails after `limit`.
-fn wait_delivered(stats: &MongoStatsHandle, n: u64, limit: Duration) {
-    let begun = Instant::now();
-    loop {
-        let s = stats.get();
-        if s.delivered >= n && s.spool_bytes == 0 {
-            return;
-        }
-        assert!(
-            begun.elapsed() < limit,
-            "not delivered after {limit:?}: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn finish_all(t: &Tracer) {
-    let begun = Instant::now();
-    t.flush(Instant::now() + Duration::from_secs(120)).unwrap();
-    eprintln!("flush took {:?}", begun.elapsed()); // shows outage stalls in --nocapture runs
-}
+mod common;
+use common::*;
 
 #[test]
 fn hundred_thousand_spans_round_trip_exactly() {
