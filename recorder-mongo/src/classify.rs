@@ -23,10 +23,11 @@ pub(crate) const DUPLICATE_KEY: i32 = 11000;
 pub(crate) const AUTH_CODES: &[i32] = &[13, 18];
 
 pub(crate) enum Classified {
-    /// The insert ran; some documents hit errors: duplicates (delivered
-    /// earlier) and `failed` others refused for good.
+    /// The insert ran; some documents hit errors: duplicate keys (the
+    /// positions in the batch: delivered earlier, or a different span
+    /// under the same `_id`) and `failed` others refused for good.
     Partial {
-        duplicates: u64,
+        duplicates: Vec<usize>,
         failed: u64,
     },
     Failure(Failure),
@@ -46,8 +47,12 @@ pub(crate) fn classify(e: &DriverError) -> Classified {
                 // retried and spooled, like an outage.
                 return Classified::Failure(Failure::Transient(message));
             }
-            let duplicates = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
-            let failed = errors.len() as u64 - duplicates;
+            let duplicates: Vec<usize> = errors
+                .iter()
+                .filter(|w| w.code == DUPLICATE_KEY)
+                .map(|w| w.index)
+                .collect();
+            let failed = (errors.len() - duplicates.len()) as u64;
             return Classified::Partial { duplicates, failed };
         }
     }

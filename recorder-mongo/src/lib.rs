@@ -25,6 +25,7 @@
 //! ```
 
 mod classify;
+mod duplicates;
 pub mod encode;
 mod mongo_stats;
 mod options;

@@ -13,9 +13,15 @@ pub struct MongoStats {
     /// Documents confirmed in the collection (inserted, or already there:
     /// see `duplicates`), directly or from the spool.
     pub delivered: u64,
-    /// Of `delivered`: documents whose insert hit a duplicate key, i.e. an
-    /// earlier attempt had already written them.
+    /// Of `delivered`: documents whose insert hit a duplicate key and whose
+    /// stored copy has the same content hash, i.e. an earlier attempt had
+    /// already written them.
     pub duplicates: u64,
+    /// Documents whose `_id` was taken by a *different* stored span (a
+    /// forked process repeating ids, or chance): stored under a
+    /// disambiguated `_id` (the 24 id bytes + the 8-byte content hash), and
+    /// counted in `delivered` once stored.
+    pub collisions: u64,
     /// Insert attempts repeated after a transient error.
     pub retries: u64,
     /// Documents written to the spool.
@@ -44,6 +50,7 @@ pub struct MongoStats {
 pub(crate) struct Counters {
     pub(crate) delivered: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) collisions: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) spooled: AtomicU64,
     pub(crate) replayed: AtomicU64,
@@ -110,6 +117,7 @@ impl MongoStatsHandle {
         MongoStats {
             delivered: l(&c.delivered),
             duplicates: l(&c.duplicates),
+            collisions: l(&c.collisions),
             retries: l(&c.retries),
             spooled: l(&c.spooled),
             replayed: l(&c.replayed),

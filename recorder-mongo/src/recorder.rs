@@ -202,7 +202,7 @@ impl Recorder for MongoRecorder {
             Err(TrySendError::Full(Job::Batch(docs))) => {
                 // The writer is behind (slow or unreachable database): keep
                 // the flusher moving by putting the batch on disk.
-                spool_and_count(&self.spool, &self.counters, &self.uri, &docs)
+                spool_and_count(&self.spool, &self.counters, &self.uri, &docs, true)
                     .map_err(RecorderError::new)
             }
             Err(_) => Err(RecorderError::new("the MongoDB writer thread has stopped")),

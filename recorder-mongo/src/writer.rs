@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::classify::{classify, jitter, Classified, Failure};
+use crate::duplicates::collisions;
 use crate::mongo_stats::Counters;
 use crate::options::MongoOptions;
 
@@ -33,18 +34,24 @@ pub(crate) enum Job {
 /// Appends a batch to the spool and counts it as spooled; when the spool
 /// refuses it, counts the documents as failed for good, records the error
 /// and returns its message.
+///
+/// `newly_durable`: false for documents the ledger counted as durable
+/// before (spooled once, replayed, and spooled again).
 pub(crate) fn spool_and_count(
     spool: &Mutex<Spool>,
     counters: &Counters,
     uri: &RedactedUri,
     docs: &[RawDocumentBuf],
+    newly_durable: bool,
 ) -> Result<(), String> {
     let n = docs.len() as u64;
     let mut spool = spool.lock();
     match spool.append(docs) {
         Ok(()) => {
             Counters::add(&counters.spooled, n);
-            counters.durable(n);
+            if newly_durable {
+                counters.durable(n);
+            }
             // ORDERING: Relaxed, see `Counters::add`.
             counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
             Ok(())
@@ -52,7 +59,11 @@ pub(crate) fn spool_and_count(
         Err(e) => {
             drop(spool);
             let message = format!("{n} spans lost: {e}");
-            counters.lost(n);
+            if newly_durable {
+                counters.lost(n);
+            } else {
+                counters.lost_after_spool(n);
+            }
             *counters.last_error.lock() = Some(uri.scrub(&message));
             Err(message)
         }
@@ -176,7 +187,7 @@ impl Writer {
             return;
         }
         // A failure is already counted and recorded as the last error.
-        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, docs);
+        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, docs, true);
     }
 
     /// Replays the oldest spool segment; deletes it once all its batches
@@ -277,6 +288,18 @@ impl Writer {
     /// Inserts one batch, retrying transient failures with backoff. Returns
     /// false when the database stayed unreachable (the caller spools).
     fn deliver(&mut self, docs: &[RawDocumentBuf], replay: bool, attempts: u32) -> bool {
+        self.deliver_checked(docs, replay, attempts, true)
+    }
+
+    /// [`deliver`](Self::deliver); `resolve`: a collision is re-keyed
+    /// (false for documents re-keyed already).
+    fn deliver_checked(
+        &mut self,
+        docs: &[RawDocumentBuf],
+        replay: bool,
+        attempts: u32,
+        resolve: bool,
+    ) -> bool {
         let n = docs.len() as u64;
         let mut backoff = self.options.initial_backoff;
         for attempt in 0..attempts {
@@ -304,15 +327,35 @@ impl Writer {
                 }
                 Err(e) => match classify(&e) {
                     Classified::Partial { duplicates, failed } => {
-                        if failed > 0 {
-                            if replay {
-                                self.counters.lost_after_spool(failed);
-                            } else {
-                                self.counters.lost(failed);
+                        // The same span delivered before, or a different
+                        // one under its `_id`? (See `duplicates.rs`.)
+                        let collided = if duplicates.is_empty() {
+                            Vec::new()
+                        } else {
+                            match collisions(&self.collection, docs, &duplicates) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    // Unchecked: insert again (what landed
+                                    // now comes back as duplicates).
+                                    self.note_error(&e.to_string());
+                                    self.healthy = false;
+                                    continue;
+                                }
                             }
+                        };
+                        if failed > 0 {
+                            self.lose(failed, replay);
                             self.note_error(&e.to_string());
                         }
-                        self.delivered(n - failed, duplicates, replay);
+                        let collided_n = collided.len() as u64;
+                        self.delivered(
+                            n - failed - collided_n,
+                            duplicates.len() as u64 - collided_n,
+                            replay,
+                        );
+                        if !collided.is_empty() {
+                            self.store_collisions(collided, replay, resolve);
+                        }
                         return true;
                     }
                     Classified::Failure(f) => f,
@@ -324,17 +367,67 @@ impl Writer {
                     self.healthy = false;
                 }
                 Failure::Permanent(message) => {
-                    if replay {
-                        self.counters.lost_after_spool(n);
-                    } else {
-                        self.counters.lost(n);
-                    }
+                    self.lose(n, replay);
                     self.note_error(&message);
                     return true;
                 }
             }
         }
         false
+    }
+
+    /// `n` documents refused for good (durable already when replayed).
+    fn lose(&self, n: u64, replay: bool) {
+        if replay {
+            self.counters.lost_after_spool(n);
+        } else {
+            self.counters.lost(n);
+        }
+    }
+
+    /// Stores spans that collided with a different stored span under their
+    /// disambiguated `_id`s; spools them if the database stays down.
+    fn store_collisions(
+        &mut self,
+        collided: Vec<Result<RawDocumentBuf, ()>>,
+        replay: bool,
+        resolve: bool,
+    ) {
+        let (docs, unkeyed): (Vec<_>, Vec<_>) = collided.into_iter().partition(Result::is_ok);
+        let docs: Vec<RawDocumentBuf> = docs.into_iter().flatten().collect();
+        Counters::add(
+            &self.counters.collisions,
+            (docs.len() + unkeyed.len()) as u64,
+        );
+        if !resolve || !unkeyed.is_empty() {
+            // A collision of a disambiguated `_id` (a stored document that
+            // is not what its own `_id` says), or a document not from this
+            // encoder: nothing left to key it by.
+            let n = if resolve {
+                unkeyed.len()
+            } else {
+                unkeyed.len() + docs.len()
+            };
+            self.lose(n as u64, replay);
+            self.note_error(&format!(
+                "{n} spans collided with different stored spans and could not be re-keyed"
+            ));
+            if !resolve {
+                return;
+            }
+        }
+        if docs.is_empty() {
+            return;
+        }
+        let attempts = self.options.max_attempts;
+        if !self.deliver_checked(&docs, replay, attempts, false) {
+            if replay {
+                // Durable already (counted when first spooled).
+                let _ = spool_and_count(&self.spool, &self.counters, &self.uri, &docs, false);
+            } else {
+                self.spool_batch(&docs);
+            }
+        }
     }
 
     fn delivered(&mut self, n: u64, duplicates: u64, replay: bool) {

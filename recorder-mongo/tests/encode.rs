@@ -14,6 +14,7 @@ impl Recorder for Encoded {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
         for span in batch.iter() {
             let raw = encode_span(span, batch.process());
+            check_content_hash(raw.as_bytes());
             let doc = raw
                 .to_document()
                 .map_err(|e| RecorderError::with_source("invalid BSON", e))?;
@@ -21,6 +22,20 @@ impl Recorder for Encoded {
         }
         Ok(())
     }
+}
+
+/// docs/mongo-schema.md: the last field is `hash`, an Int64 whose high 32
+/// bits are the CRC-32 (IEEE) of the bytes of every element before it and
+/// whose low 32 bits are their length.
+fn check_content_hash(doc: &[u8]) {
+    const HASH_ELEMENT: usize = 1 + 5 + 8; // type, "hash\0", i64
+    let end = doc.len() - 1; // the document's trailing NUL
+    let element = &doc[end - HASH_ELEMENT..end];
+    assert_eq!(&element[..6], b"\x12hash\0", "hash is the last field");
+    let value = i64::from_le_bytes(element[6..].try_into().unwrap()) as u64;
+    let before = &doc[4..end - HASH_ELEMENT];
+    assert_eq!(value >> 32, u64::from(crc32fast::hash(before)));
+    assert_eq!(value & 0xffff_ffff, before.len() as u64);
 }
 
 #[test]

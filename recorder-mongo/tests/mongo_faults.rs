@@ -298,3 +298,61 @@ fn a_second_process_on_the_same_spool_gets_a_clear_error() {
     assert_eq!(report, "opened");
     let _ = std::fs::remove_dir_all(&o.spool_dir);
 }
+
+#[test]
+fn a_different_span_under_a_taken_id_is_kept_under_a_disambiguated_id() {
+    use bson::spec::BinarySubtype;
+    use bson::Binary;
+    use spanrec_mongo::encode::document_id;
+    let _serial = SERIAL.lock();
+    let server = server();
+    let name = unique("collision");
+    let recorder = MongoRecorder::connect(server.uri(), options(&name)).unwrap();
+    let stats = recorder.stats();
+    let t = tracer(recorder);
+    let mut s = t.start_span("mine");
+    let id = document_id(s.trace_id(), s.span_id());
+    // Another process (a forked child repeating ids) stored a different
+    // span under the same `_id` first.
+    let c = collection(server.uri(), &name);
+    c.insert_one(doc! {
+        "_id": Binary { subtype: BinarySubtype::Generic, bytes: id.to_vec() },
+        "name": "theirs",
+        "hash": 1i64,
+    })
+    .run()
+    .unwrap();
+    s.set_tag("i", 1);
+    s.finish();
+    emit(&t, "plain", 10);
+    finish_all(&t);
+    t.shutdown(Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    let m = stats.get();
+    assert_eq!(
+        (
+            m.collisions,
+            m.duplicates,
+            m.delivered,
+            m.failed_permanently
+        ),
+        (1, 0, 11, 0),
+        "{m:?}"
+    );
+    assert_eq!(count(server.uri(), &name), 12);
+    let theirs = c
+        .find_one(doc! { "name": "theirs" })
+        .run()
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.get_binary_generic("_id").unwrap(), &id.to_vec());
+    let mine = c.find_one(doc! { "name": "mine" }).run().unwrap().unwrap();
+    let mine_id = mine.get_binary_generic("_id").unwrap();
+    assert_eq!((mine_id.len(), &mine_id[..24]), (32, &id[..]));
+    assert_eq!(
+        mine_id[24..],
+        mine.get_i64("hash").unwrap().to_be_bytes(),
+        "the disambiguated _id ends with the content hash"
+    );
+    assert_eq!(assert_settled(&t).durable, 11);
+}
