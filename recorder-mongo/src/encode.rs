@@ -435,10 +435,7 @@ fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process) {
     // Last: the content hash of every element before it (see
     // `content_hash`). A pass that outgrew the buffer is redone, so its
     // hash does not matter.
-    let hash = w
-        .buf
-        .get(doc + 4..w.at)
-        .map_or(0, |elements| content_hash_of(elements));
+    let hash = w.buf.get(doc + 4..w.at).map_or(0, content_hash_of);
     w.i64("hash", hash);
     w.end(doc);
 }
