@@ -6,6 +6,8 @@
 //!   from the previous batch as `MongoRecorder` reuses them.
 //! - `mongo/e2e_spans_per_sec`: spans through the tracer, flusher, writer
 //!   thread and `insert_many` into the server, until all are acknowledged.
+//! - `mongo/write_ahead_e2e`: the same with `MongoOptions::write_ahead`
+//!   (every batch synced into the spool before it is sent).
 //! - `mongo/raw_insert_many`: the same documents inserted directly with the
 //!   driver in batches of 1,024, one insert in flight — the ceiling.
 //!
@@ -128,30 +130,33 @@ fn mongo(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
 
     let mut run = 0u64;
-    group.bench_function(BenchmarkId::new("e2e_spans_per_sec", N), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                run += 1;
-                let coll = format!("e2e_{}_{run}", std::process::id());
-                let mut o = MongoOptions::new("spanrec_bench", &coll);
-                o.spool_dir = std::env::temp_dir().join(format!("spanrec-bench-spool-{coll}"));
-                let recorder = MongoRecorder::connect(server.uri(), o).expect("recorder");
-                let stats = recorder.stats();
-                let t = Tracer::builder()
-                    .recorder(recorder)
-                    .build()
-                    .expect("tracer");
-                let began = Instant::now();
-                emit(&t, N);
-                t.shutdown(Instant::now() + Duration::from_secs(600))
-                    .expect("shutdown");
-                total += began.elapsed();
-                assert_eq!(stats.get().delivered, N, "{:?}", stats.get());
-            }
-            total
-        })
-    });
+    for (id, write_ahead) in [("e2e_spans_per_sec", false), ("write_ahead_e2e", true)] {
+        group.bench_function(BenchmarkId::new(id, N), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    run += 1;
+                    let coll = format!("e2e_{}_{run}", std::process::id());
+                    let mut o = MongoOptions::new("spanrec_bench", &coll);
+                    o.spool_dir = std::env::temp_dir().join(format!("spanrec-bench-spool-{coll}"));
+                    o.write_ahead = write_ahead;
+                    let recorder = MongoRecorder::connect(server.uri(), o).expect("recorder");
+                    let stats = recorder.stats();
+                    let t = Tracer::builder()
+                        .recorder(recorder)
+                        .build()
+                        .expect("tracer");
+                    let began = Instant::now();
+                    emit(&t, N);
+                    t.shutdown(Instant::now() + Duration::from_secs(600))
+                        .expect("shutdown");
+                    total += began.elapsed();
+                    assert_eq!(stats.get().delivered, N, "{:?}", stats.get());
+                }
+                total
+            })
+        });
+    }
 
     // The same documents, inserted directly.
     let keeper = EncodeTimer::default();

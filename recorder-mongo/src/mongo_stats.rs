@@ -33,6 +33,9 @@ pub struct MongoStats {
     /// authorization failures are not among them: those batches are retried
     /// and spooled until the server accepts them.
     pub failed_permanently: u64,
+    /// With `write_ahead`: documents the spool refused (a full disk), sent
+    /// the usual way instead (durable once inserted).
+    pub write_ahead_bypassed: u64,
     /// Bytes now in the spool.
     pub spool_bytes: u64,
     /// Spool bytes discarded because a record was torn or corrupt.
@@ -55,6 +58,7 @@ pub(crate) struct Counters {
     pub(crate) spooled: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) failed_permanently: AtomicU64,
+    pub(crate) write_ahead_bypassed: AtomicU64,
     pub(crate) spool_bytes: AtomicU64,
     pub(crate) spool_corrupt_bytes: AtomicU64,
     pub(crate) index_failures: AtomicU64,
@@ -122,6 +126,7 @@ impl MongoStatsHandle {
             spooled: l(&c.spooled),
             replayed: l(&c.replayed),
             failed_permanently: l(&c.failed_permanently),
+            write_ahead_bypassed: l(&c.write_ahead_bypassed),
             spool_bytes: l(&c.spool_bytes),
             spool_corrupt_bytes: l(&c.spool_corrupt_bytes),
             index_failures: l(&c.index_failures),

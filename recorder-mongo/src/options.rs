@@ -42,6 +42,16 @@ pub struct MongoOptions {
     /// and spools the rest (durable, replayed at the next start), so a
     /// shutdown ends within this plus one insert attempt.
     pub shutdown_timeout: Duration,
+    /// Write-ahead: every batch is appended to the spool and synced
+    /// (`fsync`) on the flusher thread *before* it is sent, and the writer
+    /// inserts from the spool. A crash or `kill -9` of the application then
+    /// loses at most what the tracer's rings held and the one batch being
+    /// encoded (`Stats::in_flight` at that instant); without it, also up to
+    /// `queue_batches` encoded batches waiting for the writer. Costs one
+    /// `fsync` per batch on the flusher (`mongo/write_ahead_e2e`). If the
+    /// spool refuses a batch (full disk), it is sent the usual way and
+    /// counted in `MongoStats::write_ahead_bypassed`. Default: off.
+    pub write_ahead: bool,
     /// Delete records this long after their start time (a TTL index on
     /// `start`). `None` keeps them forever.
     pub retention: Option<Duration>,
@@ -67,6 +77,7 @@ impl MongoOptions {
             spool_max_bytes: 1 << 30,
             probe_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            write_ahead: false,
             retention: None,
         }
     }

@@ -9,6 +9,9 @@
 //!              └──────────▶ spool (disk) ◀─────┘
 //!                              └── replayed, oldest first, when MongoDB answers
 //! ```
+//!
+//! With `MongoOptions::write_ahead` every batch takes the spool path first
+//! (synced before it is sent) and the writer inserts it from there.
 
 use crate::encode::{encode_span_into, MAX_DOCUMENT_BYTES};
 use crate::mongo_stats::{Counters, MongoStatsHandle};
@@ -50,6 +53,10 @@ pub struct MongoRecorder {
     /// Tells the writer to spool instead of retrying (a late shutdown).
     stop_now: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    /// `MongoOptions::write_ahead`.
+    write_ahead: bool,
+    /// Write-ahead: the buffers of the last spooled batch, to encode into.
+    spare: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for MongoRecorder {
@@ -122,6 +129,7 @@ impl MongoRecorder {
         let (spent_tx, spent) = bounded(2);
         let stop_now = Arc::new(AtomicBool::new(false));
         let shutdown_timeout = options.shutdown_timeout;
+        let write_ahead = options.write_ahead;
         let writer = Writer {
             collection,
             spent: spent_tx,
@@ -150,6 +158,8 @@ impl MongoRecorder {
             pending_flush: None,
             stop_now,
             shutdown_timeout,
+            write_ahead,
+            spare: Vec::new(),
         })
     }
 
@@ -177,7 +187,11 @@ impl MongoRecorder {
 impl Recorder for MongoRecorder {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
         let mut docs = Vec::with_capacity(batch.len());
-        let mut buffers = self.spent.try_recv().unwrap_or_default();
+        let mut buffers = if self.spare.is_empty() {
+            self.spent.try_recv().unwrap_or_default()
+        } else {
+            std::mem::take(&mut self.spare)
+        };
         for span in batch.iter() {
             let doc = encode_span_into(span, batch.process(), buffers.pop().unwrap_or_default());
             if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
@@ -196,6 +210,29 @@ impl Recorder for MongoRecorder {
         }
         if docs.is_empty() {
             return Ok(());
+        }
+        if self.write_ahead {
+            let appended = self.spool.lock().append(&docs);
+            match appended {
+                Ok(()) => {
+                    Counters::add(&self.counters.spooled, docs.len() as u64);
+                    self.counters.durable(docs.len() as u64);
+                    self.counters
+                        .spool_bytes
+                        .store(self.spool.lock().bytes(), Ordering::Relaxed);
+                    // Full: the writer has work queued and replays anyway.
+                    let _ = self.jobs.try_send(Job::Spooled);
+                    self.spare = docs.into_iter().map(RawDocumentBuf::into_bytes).collect();
+                    return Ok(());
+                }
+                Err(e) => {
+                    Counters::add(&self.counters.write_ahead_bypassed, docs.len() as u64);
+                    *self.counters.last_error.lock() = Some(self.uri.scrub(&format!(
+                        "write-ahead: {} spans sent without the spool: {e}",
+                        docs.len()
+                    )));
+                }
+            }
         }
         match self.jobs.try_send(Job::Batch(docs)) {
             Ok(()) => Ok(()),

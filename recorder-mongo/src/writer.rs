@@ -28,6 +28,8 @@ pub(crate) enum Job {
     /// Acknowledge once every earlier batch is delivered or spooled; wake
     /// the flusher if it is not waiting.
     Flush(Sender<()>, Option<FlushWaker>),
+    /// Write-ahead: a batch is in the spool; replay it.
+    Spooled,
     Stop,
 }
 
@@ -109,6 +111,7 @@ impl Writer {
             };
             match self.jobs.recv_timeout(wait) {
                 Ok(Job::Batch(docs)) => self.write_or_spool(docs),
+                Ok(Job::Spooled) => {}
                 Ok(Job::Flush(ack, waker)) => {
                     let _ = ack.send(());
                     if let Some(waker) = waker {

@@ -356,3 +356,129 @@ fn a_different_span_under_a_taken_id_is_kept_under_a_disambiguated_id() {
     );
     assert_eq!(assert_settled(&t).durable, 11);
 }
+
+/// Set in the child process of the application-kill test: `URI|COLLECTION|SPOOL|WA`.
+const CHILD_WORKLOAD: &str = "SPANREC_TEST_CHILD_WORKLOAD";
+
+/// The child: the demo-like workload, printing after every 500 spans how
+/// many it finished and how many of them are not durable yet, until killed.
+fn workload_child(spec: &str) {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [uri, collection, spool, write_ahead] = parts[..] else {
+        panic!("bad {CHILD_WORKLOAD}: {spec}");
+    };
+    let mut o = options(collection);
+    o.spool_dir = PathBuf::from(spool);
+    o.write_ahead = write_ahead == "1";
+    let recorder = MongoRecorder::connect(uri, o).unwrap();
+    let t = tracer(recorder);
+    for n in 0u64.. {
+        let mut root = t.start_span("ApiServer.Call");
+        root.set_tag("n", n as i64);
+        root.set_tag("user", "alice");
+        root.finish();
+        if n % 500 == 499 {
+            let s = t.stats();
+            println!(
+                "CHILD: finished={} not_durable={}",
+                s.finished,
+                s.in_flight()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Kills the workload child with SIGKILL once it reports `at_least`
+/// finished spans; returns (finished, not durable) from its last report.
+fn run_and_kill(uri: &str, collection: &str, spool: &Path, write_ahead: bool) -> (u64, u64) {
+    use std::io::BufRead;
+    let spec = format!(
+        "{uri}|{collection}|{}|{}",
+        spool.display(),
+        u8::from(write_ahead)
+    );
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_application_killed_mid_stream_loses_at_most_what_was_not_durable",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_WORKLOAD, spec)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let begun = Instant::now();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let Some((_, report)) = line.split_once("CHILD: ") else {
+            continue;
+        };
+        let field = |name: &str| -> u64 {
+            report
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (finished, not_durable) = (field("finished"), field("not_durable"));
+        if finished >= 20_000 || begun.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap(); // SIGKILL, at once after this report
+            child.wait().unwrap();
+            return (finished, not_durable);
+        }
+    }
+    panic!("the workload child ended before it was killed");
+}
+
+#[test]
+fn an_application_killed_mid_stream_loses_at_most_what_was_not_durable() {
+    if let Ok(spec) = std::env::var(CHILD_WORKLOAD) {
+        workload_child(&spec);
+        return;
+    }
+    let _serial = SERIAL.lock();
+    let server = server();
+    for write_ahead in [true, false] {
+        let name = unique(if write_ahead {
+            "killed_wa"
+        } else {
+            "killed_plain"
+        });
+        // Not `spool_dir(&name)`: `options(&name)` empties that one.
+        let spool = std::env::temp_dir().join(format!("spanrec-test-kill-{name}"));
+        let (finished, not_durable) = run_and_kill(server.uri(), &name, &spool, write_ahead);
+        // Started again with the same spool: what was spooled is replayed.
+        let mut o = options(&name);
+        o.spool_dir = spool.clone();
+        let recorder = MongoRecorder::connect(server.uri(), o).unwrap();
+        let stats = recorder.stats();
+        let t = tracer(recorder);
+        t.shutdown(Instant::now() + Duration::from_secs(120))
+            .unwrap();
+        let m = stats.get();
+        assert_eq!(m.spool_bytes, 0, "{m:?}");
+        let stored = collection(server.uri(), &name)
+            .count_documents(doc! { "tags.n": { "$lt": finished as i64 } })
+            .run()
+            .unwrap();
+        let lost = finished - stored;
+        eprintln!(
+            "application kill -9 (write_ahead={write_ahead}): {finished} finished before the \
+             last report, {not_durable} of them not durable then; {lost} lost"
+        );
+        assert!(
+            lost <= not_durable,
+            "lost {lost} > not durable {not_durable}: {m:?}"
+        );
+        if write_ahead {
+            // Rings (1,024 per thread by default, the tracer's batch) and
+            // the one batch being encoded: never the writer's queue.
+            assert!(not_durable <= 8_192, "{not_durable}");
+        }
+        let _ = std::fs::remove_dir_all(&spool);
+    }
+}
