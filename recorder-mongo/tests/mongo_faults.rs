@@ -431,7 +431,8 @@ fn run_and_kill(uri: &str, collection: &str, spool: &Path, write_ahead: bool) ->
             return (finished, not_durable);
         }
     }
-    panic!("the workload child ended before it was killed");
+    let status = child.wait().unwrap();
+    panic!("the workload child ended ({status}) before it was killed");
 }
 
 #[test]
