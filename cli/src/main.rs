@@ -5,16 +5,20 @@
 //! spanrec find [--since 15m] [--operation N] [--tag k=v] [--status error] [--limit 50] [--skip 0]
 //! spanrec tail [--operation N] [--interval-ms 1000] [--max N]
 //! spanrec stats [--since 1h]               counts and latency percentiles per operation
+//! spanrec verify [--checkpoint F] [--head [CHAIN:]SEQ:HASH] [--key-file F]
+//!                                          check the hash chain: unaltered and complete
 //! ```
 //!
 //! Every command takes `--json` (one JSON document on stdout; `tail` prints
 //! one per line) and `--uri` or `--uri-file` (default `$SPANREC_MONGO_URI`, else
 //! `mongodb://127.0.0.1:27017`), `--database`, `--collection`.
-//! Exit status: 0 ok, 1 nothing found, 2 bad input or unreachable database.
+//! Exit status: 0 ok, 1 nothing found (`verify`: the log is not intact),
+//! 2 bad input or unreachable database.
 
 mod model;
 mod render;
 mod time;
+mod verify;
 
 use bson::{doc, Bson, Document};
 use clap::{Args, Parser, Subcommand};
@@ -97,6 +101,10 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Check the tamper-evident chain: every record's hash, MAC and link,
+    /// every batch's Merkle root, checkpoints; report gaps and violations.
+    /// Exit 0 only for an intact log.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -141,12 +149,14 @@ enum CliError {
     Query(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("the log is not intact: {0} violations")]
+    NotIntact(usize),
 }
 
 impl CliError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::NotFound(_) => ExitCode::from(1),
+            CliError::NotFound(_) | CliError::NotIntact(_) => ExitCode::from(1),
             _ => ExitCode::from(2),
         }
     }
@@ -166,6 +176,10 @@ fn connection_string(db: &DbArgs) -> Result<String, CliError> {
 }
 
 fn connect(db: &DbArgs) -> Result<Collection<Document>, CliError> {
+    Ok(connect_database(db)?.collection(&db.collection))
+}
+
+fn connect_database(db: &DbArgs) -> Result<mongodb::sync::Database, CliError> {
     let uri_text = connection_string(db)?;
     let uri = RedactedUri::new(&uri_text);
     let unreachable = |e: mongodb::error::Error| CliError::Unreachable {
@@ -192,7 +206,7 @@ fn connect(db: &DbArgs) -> Result<Collection<Document>, CliError> {
         .run_command(doc! { "ping": 1 })
         .run()
         .map_err(unreachable)?;
-    Ok(database.collection(&db.collection))
+    Ok(database)
 }
 
 /// A tag filter value as BSON: integers and booleans are matched by type
@@ -406,6 +420,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 }));
             } else {
                 print!("{}", render::stats_table(&stats));
+            }
+        }
+        Command::Verify(args) => {
+            let database = connect_database(&cli.db)?;
+            let report = verify::run(&cli.db, &database, args)?;
+            if cli.json {
+                print_json(&verify::to_json(&report));
+            } else {
+                print!("{}", verify::to_text(&report));
+            }
+            if !report.intact() {
+                return Err(CliError::NotIntact(report.violations.len()));
             }
         }
     }

@@ -288,6 +288,7 @@ impl Flusher {
             return;
         }
         let max_batch = self.shared.config.max_batch_size;
+        let dropped = self.reports_durability.then(|| self.shared.stats().dropped);
         for records in self.batch.chunks(max_batch) {
             let n = records.len() as u64;
             let counters = &self.shared.flusher_counters;
@@ -295,6 +296,7 @@ impl Flusher {
             let batch = Batch {
                 records,
                 process: &self.shared.config.process,
+                dropped,
             };
             let recorder = &mut self.recorder;
             match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {

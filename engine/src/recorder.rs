@@ -2,7 +2,7 @@
 
 use crate::config::Process;
 use crate::record::{Reference, SpanRecord, Truncations, ValueRef};
-use crate::stats::Ledger;
+use crate::stats::{DropCounts, Ledger};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 
@@ -93,6 +93,8 @@ impl FlushWaker {
 pub struct Batch<'a> {
     pub(crate) records: &'a [SpanRecord],
     pub(crate) process: &'a Process,
+    /// The tracer's drops so far, for recorders that report durability.
+    pub(crate) dropped: Option<DropCounts>,
 }
 
 impl<'a> Batch<'a> {
@@ -100,6 +102,16 @@ impl<'a> Batch<'a> {
     /// (the tracer's [`Config::process`](crate::Config::process)).
     pub fn process(&self) -> &'a Process {
         self.process
+    }
+
+    /// For a recorder that reports durability (one whose
+    /// [`Recorder::attach_ledger`] returned true): the tracer's drops so
+    /// far, by reason, read when the flusher handed over this batch — what
+    /// an audit log records as gaps between its batches. `None` for other
+    /// recorders (reading them costs the flusher a pass over all threads'
+    /// counters).
+    pub fn dropped(&self) -> Option<DropCounts> {
+        self.dropped
     }
 
     /// Number of spans.

@@ -28,7 +28,7 @@ pub(crate) enum Classified {
     /// under the same `_id`) and `failed` others refused for good.
     Partial {
         duplicates: Vec<usize>,
-        failed: u64,
+        failed: Vec<usize>,
     },
     Failure(Failure),
 }
@@ -52,7 +52,11 @@ pub(crate) fn classify(e: &DriverError) -> Classified {
                 .filter(|w| w.code == DUPLICATE_KEY)
                 .map(|w| w.index)
                 .collect();
-            let failed = (errors.len() - duplicates.len()) as u64;
+            let failed: Vec<usize> = errors
+                .iter()
+                .filter(|w| w.code != DUPLICATE_KEY)
+                .map(|w| w.index)
+                .collect();
             return Classified::Partial { duplicates, failed };
         }
     }
@@ -86,6 +90,14 @@ pub(crate) fn classify(e: &DriverError) -> Classified {
     } else {
         Classified::Failure(Failure::Permanent(message))
     }
+}
+
+/// A single-document write refused as a duplicate key.
+pub(crate) fn is_duplicate_key(e: &DriverError) -> bool {
+    matches!(
+        &*e.kind,
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY
+    )
 }
 
 /// `d` scaled by a factor in [0.5, 1.5), from a cheap per-call hash.

@@ -92,6 +92,27 @@ fn disambiguated(doc: &RawDocument, hash: i64) -> Option<RawDocumentBuf> {
     RawDocumentBuf::from_bytes(out).ok()
 }
 
+/// The document as the encoder wrote it: a disambiguated (32-byte) `_id`
+/// back to its first 24 bytes; any other document unchanged. What the
+/// chain's leaf hash covers.
+pub(crate) fn as_written(doc: &RawDocument) -> std::borrow::Cow<'_, [u8]> {
+    let bytes = doc.as_bytes();
+    const LONG_ID: usize = 1 + 4 + 4 + 1 + 32;
+    match bytes.get(4..4 + LONG_ID) {
+        Some(e) if e[..5] == *b"\x05_id\0" && e[5..9] == 32i32.to_le_bytes() && e[9] == 0 => {
+            let mut out = Vec::with_capacity(bytes.len() - 8);
+            out.extend_from_slice(&((bytes.len() - 8) as i32).to_le_bytes());
+            out.extend_from_slice(b"\x05_id\0");
+            out.extend_from_slice(&24i32.to_le_bytes());
+            out.push(0);
+            out.extend_from_slice(&e[10..34]);
+            out.extend_from_slice(&bytes[4 + LONG_ID..]);
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +134,8 @@ mod tests {
         assert_eq!(d.get_binary("_id").unwrap().bytes, &want[..]);
         assert_eq!(d.get_str("name").unwrap(), "x");
         assert_eq!(d.get_i64("hash").unwrap(), 42);
+        assert_eq!(&*as_written(&d), original.as_bytes());
+        assert_eq!(&*as_written(&original), original.as_bytes());
         // Not an encoder's `_id`: refused, not mangled.
         let other = RawDocumentBuf::from_bytes(bson::to_vec(&doc! { "_id": 1 }).unwrap()).unwrap();
         assert!(disambiguated(&other, 1).is_none());

@@ -1,6 +1,7 @@
 //! A finished span as a MongoDB document, encoded straight to raw BSON on the
 //! flusher thread (no serde, no JSON). The schema is `docs/mongo-schema.md`.
 
+use crate::chain::ChainPos;
 use bson::raw::RawDocumentBuf;
 use bson::Decimal128;
 use spanrec::{hex, Process, ReferenceKind, SpanRecord, ValueRef};
@@ -311,7 +312,18 @@ const TYPICAL_DOCUMENT_BYTES: usize = 512;
 /// inserted documents' buffers back here, so steady-state encoding
 /// allocates nothing (fresh buffers cost more than the encoding itself: page
 /// faults as the heap grows and shrinks by a batch at a time).
-pub fn encode_span_into(span: &SpanRecord, process: &Process, mut buf: Vec<u8>) -> RawDocumentBuf {
+pub fn encode_span_into(span: &SpanRecord, process: &Process, buf: Vec<u8>) -> RawDocumentBuf {
+    encode_span_at(span, process, None, buf)
+}
+
+/// [`encode_span_into`], with the span's place in the audit chain (fields
+/// `chain`, `seq`, `pos`, before `hash`; see `docs/audit-integrity.md`).
+pub fn encode_span_at(
+    span: &SpanRecord,
+    process: &Process,
+    at: Option<ChainPos<'_>>,
+    mut buf: Vec<u8>,
+) -> RawDocumentBuf {
     let mut size = buf.capacity().max(TYPICAL_DOCUMENT_BYTES);
     loop {
         // Only bytes past the previous document's length are zeroed.
@@ -320,7 +332,7 @@ pub fn encode_span_into(span: &SpanRecord, process: &Process, mut buf: Vec<u8>) 
             buf: &mut buf,
             at: 0,
         };
-        write_span(&mut w, span, process);
+        write_span(&mut w, span, process, at);
         let needed = w.at;
         if needed <= size {
             buf.truncate(needed);
@@ -332,7 +344,7 @@ pub fn encode_span_into(span: &SpanRecord, process: &Process, mut buf: Vec<u8>) 
     }
 }
 
-fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process) {
+fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process, at: Option<ChainPos<'_>>) {
     let doc = w.begin();
     // Binary: length 24, subtype 0 (generic), the bytes.
     let mut id = [0u8; 29];
@@ -432,6 +444,15 @@ fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process) {
         }
         w.end(d);
     }
+    if let Some(at) = at {
+        w.string("chain", at.chain);
+        w.i64("seq", i64_of(at.seq));
+        w.element(
+            INT32,
+            "pos",
+            &i32::try_from(at.pos).unwrap_or(i32::MAX).to_le_bytes(),
+        );
+    }
     // Last: the content hash of every element before it (see
     // `content_hash`). A pass that outgrew the buffer is redone, so its
     // hash does not matter.
@@ -445,7 +466,7 @@ fn write_span(w: &mut Writer<'_>, span: &SpanRecord, process: &Process) {
 /// length in the low 32. Equal for the same span encoded by the same
 /// version (a retry, a replay); different, with probability 1 − 2⁻³², for
 /// a different span under the same `_id` (a collision).
-fn content_hash_of(elements: &[u8]) -> i64 {
+pub(crate) fn content_hash_of(elements: &[u8]) -> i64 {
     let crc = u64::from(crc32fast::hash(elements));
     ((crc << 32) | (elements.len() as u64 & 0xffff_ffff)) as i64
 }

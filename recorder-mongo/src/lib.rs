@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod chain;
 mod classify;
 mod duplicates;
 pub mod encode;
@@ -32,6 +33,7 @@ mod options;
 mod recorder;
 mod redact;
 mod spool;
+pub mod verify;
 mod writer;
 
 pub use mongo_stats::{MongoStats, MongoStatsHandle};

@@ -1,5 +1,6 @@
 //! Settings of a `MongoRecorder` and why one could not be created.
 
+use crate::chain::ChainKey;
 use crate::spool::SpoolError;
 use mongodb::options::{Acknowledgment, WriteConcern};
 use std::path::PathBuf;
@@ -52,6 +53,22 @@ pub struct MongoOptions {
     /// spool refuses a batch (full disk), it is sent the usual way and
     /// counted in `MongoStats::write_ahead_bypassed`. Default: off.
     pub write_ahead: bool,
+    /// The tamper-evident chain (`docs/audit-integrity.md`): every batch
+    /// gets a record in `<collection>.chain` with the Merkle root of its
+    /// documents and the hash of the record before it; each document
+    /// carries `chain`, `seq`, `pos`; lost spans get gap records. Checked
+    /// by `spanrec verify`. Default: on.
+    pub chain: bool,
+    /// Signs every chain record (HMAC-SHA-256) so that only the key's
+    /// holder can extend the chain. Never printed. Default: none.
+    pub chain_key: Option<ChainKey>,
+    /// A file outside the database where the chain's head (`chain seq
+    /// hash`) is appended every `checkpoint_every` records and at shutdown:
+    /// keep it where whoever controls the database cannot rewrite it, and
+    /// give it to `spanrec verify --checkpoint`. Default: none.
+    pub checkpoint_file: Option<PathBuf>,
+    /// Records between checkpoints. Default: 64.
+    pub checkpoint_every: u64,
     /// Delete records this long after their start time (a TTL index on
     /// `start`). `None` keeps them forever.
     pub retention: Option<Duration>,
@@ -78,6 +95,10 @@ impl MongoOptions {
             probe_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             write_ahead: false,
+            chain: true,
+            chain_key: None,
+            checkpoint_file: None,
+            checkpoint_every: 64,
             retention: None,
         }
     }

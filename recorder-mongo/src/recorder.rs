@@ -13,12 +13,13 @@
 //! With `MongoOptions::write_ahead` every batch takes the spool path first
 //! (synced before it is sent) and the writer inserts it from there.
 
-use crate::encode::{encode_span_into, MAX_DOCUMENT_BYTES};
+use crate::chain::{leaf_hash, ChainPos, ChainShared, ChainState, Hash};
+use crate::encode::{encode_span_at, MAX_DOCUMENT_BYTES};
 use crate::mongo_stats::{Counters, MongoStatsHandle};
 use crate::options::{MongoOptions, MongoRecorderError};
 use crate::redact::RedactedUri;
 use crate::spool::Spool;
-use crate::writer::{spool_and_count, Job, Writer};
+use crate::writer::{span_count, spool_and_count, Job, Writer};
 use bson::raw::RawDocumentBuf;
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use mongodb::options::{ClientOptions, CollectionOptions};
@@ -57,6 +58,9 @@ pub struct MongoRecorder {
     write_ahead: bool,
     /// Write-ahead: the buffers of the last spooled batch, to encode into.
     spare: Vec<Vec<u8>>,
+    /// The chain this recorder extends (`MongoOptions::chain`).
+    chain: Option<Arc<ChainShared>>,
+    checkpoint_every: u64,
 }
 
 impl fmt::Debug for MongoRecorder {
@@ -123,6 +127,27 @@ impl MongoRecorder {
         counters
             .spool_bytes
             .store(spool.lock().bytes(), Ordering::Relaxed);
+        // After the spool's lock: one process per spool reads its chain head.
+        let chain = options.chain.then(|| {
+            let (state, start) = ChainState::start(
+                &options.spool_dir,
+                options.chain_key.clone(),
+                options.checkpoint_file.clone(),
+            );
+            Arc::new(ChainShared {
+                state: parking_lot::Mutex::new(state),
+                pending: parking_lot::Mutex::new(vec![start]),
+            })
+        });
+        let checkpoint_every = options.checkpoint_every.max(1);
+        let chain_collection = client
+            .database(&options.database)
+            .collection_with_options::<RawDocumentBuf>(
+                &format!("{}.chain", options.collection),
+                CollectionOptions::builder()
+                    .write_concern(options.write_concern.clone())
+                    .build(),
+            );
         let (jobs, rx) = bounded(options.queue_batches);
         // Two batches of spare buffers are enough to keep the flusher from
         // allocating; the writer drops buffers beyond that.
@@ -132,6 +157,8 @@ impl MongoRecorder {
         let write_ahead = options.write_ahead;
         let writer = Writer {
             collection,
+            chain_collection,
+            chain: chain.clone(),
             spent: spent_tx,
             options,
             jobs: rx,
@@ -160,6 +187,8 @@ impl MongoRecorder {
             shutdown_timeout,
             write_ahead,
             spare: Vec::new(),
+            chain,
+            checkpoint_every,
         })
     }
 
@@ -186,15 +215,26 @@ impl MongoRecorder {
 
 impl Recorder for MongoRecorder {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
-        let mut docs = Vec::with_capacity(batch.len());
+        let mut docs = Vec::with_capacity(batch.len() + 1);
         let mut buffers = if self.spare.is_empty() {
             self.spent.try_recv().unwrap_or_default()
         } else {
             std::mem::take(&mut self.spare)
         };
+        let chain = self.chain.clone();
+        let mut chain = chain.as_ref().map(|c| c.state.lock());
+        let seq = chain.as_ref().map_or(0, |c| c.next_seq());
+        let mut pos = 0u32;
+        let mut oversized = 0u64;
         for span in batch.iter() {
-            let doc = encode_span_into(span, batch.process(), buffers.pop().unwrap_or_default());
+            let at = chain.as_ref().map(|c| ChainPos {
+                chain: &c.id,
+                seq,
+                pos,
+            });
+            let doc = encode_span_at(span, batch.process(), at, buffers.pop().unwrap_or_default());
             if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
+                oversized += 1;
                 self.fail(
                     1,
                     format!(
@@ -206,8 +246,40 @@ impl Recorder for MongoRecorder {
                 );
                 continue;
             }
+            pos += 1;
             docs.push(doc);
         }
+        if let Some(c) = chain.as_mut() {
+            // What went missing since the previous record: the tracer's
+            // drops by reason (its `rejected` are the recorder's own, named
+            // by gap records or, for oversized spans, here).
+            let mut drops = [0u64; 6];
+            if let Some(d) = batch.dropped() {
+                let now = [
+                    d.ring_full,
+                    d.block_timeout,
+                    d.unsampled,
+                    d.shutdown,
+                    d.recorder_error,
+                ];
+                for (i, n) in now.into_iter().enumerate() {
+                    drops[i] = n.saturating_sub(c.named_drops[i]);
+                    c.named_drops[i] = c.named_drops[i].max(n);
+                }
+            }
+            drops[5] = oversized;
+            if !docs.is_empty() || drops.iter().any(|&n| n > 0) {
+                let leaves: Vec<Hash> = docs.iter().map(|d| leaf_hash(d.as_bytes())).collect();
+                docs.push(c.batch(&leaves, drops));
+                if c.next_seq() % self.checkpoint_every == 0 {
+                    if let Err(e) = c.checkpoint() {
+                        *self.counters.last_error.lock() =
+                            Some(format!("chain checkpoint not written: {e}"));
+                    }
+                }
+            }
+        }
+        drop(chain);
         if docs.is_empty() {
             return Ok(());
         }
@@ -215,8 +287,9 @@ impl Recorder for MongoRecorder {
             let appended = self.spool.lock().append(&docs);
             match appended {
                 Ok(()) => {
-                    Counters::add(&self.counters.spooled, docs.len() as u64);
-                    self.counters.durable(docs.len() as u64);
+                    let n = span_count(&docs);
+                    Counters::add(&self.counters.spooled, n);
+                    self.counters.durable(n);
                     self.counters
                         .spool_bytes
                         .store(self.spool.lock().bytes(), Ordering::Relaxed);
@@ -226,7 +299,7 @@ impl Recorder for MongoRecorder {
                     return Ok(());
                 }
                 Err(e) => {
-                    Counters::add(&self.counters.write_ahead_bypassed, docs.len() as u64);
+                    Counters::add(&self.counters.write_ahead_bypassed, span_count(&docs));
                     *self.counters.last_error.lock() = Some(self.uri.scrub(&format!(
                         "write-ahead: {} spans sent without the spool: {e}",
                         docs.len()
@@ -239,8 +312,18 @@ impl Recorder for MongoRecorder {
             Err(TrySendError::Full(Job::Batch(docs))) => {
                 // The writer is behind (slow or unreachable database): keep
                 // the flusher moving by putting the batch on disk.
-                spool_and_count(&self.spool, &self.counters, &self.uri, &docs, true)
-                    .map_err(RecorderError::new)
+                // A batch the spool refuses is counted as rejected through
+                // the ledger (and named in a gap record): accepted, then
+                // lost — not a recorder error, which would count it twice.
+                let _ = spool_and_count(
+                    &self.spool,
+                    &self.counters,
+                    &self.uri,
+                    &docs,
+                    true,
+                    self.chain.as_deref(),
+                );
+                Ok(())
             }
             Err(_) => Err(RecorderError::new("the MongoDB writer thread has stopped")),
         }
@@ -325,6 +408,12 @@ impl Recorder for MongoRecorder {
                 }
             },
         };
+        if let Some(c) = &self.chain {
+            if let Err(e) = c.state.lock().checkpoint() {
+                *self.counters.last_error.lock() =
+                    Some(format!("chain checkpoint not written: {e}"));
+            }
+        }
         let _ = self.jobs.send(Job::Stop);
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();

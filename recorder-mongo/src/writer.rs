@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::classify::{classify, jitter, Classified, Failure};
+use crate::chain::{is_record, ChainShared};
+use crate::classify::{classify, is_duplicate_key, jitter, Classified, Failure};
 use crate::duplicates::collisions;
 use crate::mongo_stats::Counters;
 use crate::options::MongoOptions;
@@ -45,8 +46,9 @@ pub(crate) fn spool_and_count(
     uri: &RedactedUri,
     docs: &[RawDocumentBuf],
     newly_durable: bool,
+    chain: Option<&ChainShared>,
 ) -> Result<(), String> {
-    let n = docs.len() as u64;
+    let n = span_count(docs);
     let mut spool = spool.lock();
     match spool.append(docs) {
         Ok(()) => {
@@ -66,14 +68,25 @@ pub(crate) fn spool_and_count(
             } else {
                 counters.lost_after_spool(n);
             }
+            if let Some(chain) = chain {
+                chain.gap_for(docs, "rejected");
+            }
             *counters.last_error.lock() = Some(uri.scrub(&message));
             Err(message)
         }
     }
 }
 
+/// Spans in a batch (its chain record, if any, is not one).
+pub(crate) fn span_count(docs: &[RawDocumentBuf]) -> u64 {
+    docs.iter().filter(|d| !is_record(d)).count() as u64
+}
+
 pub(crate) struct Writer {
     pub(crate) collection: Collection<RawDocumentBuf>,
+    /// `<collection>.chain`: chain records.
+    pub(crate) chain_collection: Collection<RawDocumentBuf>,
+    pub(crate) chain: Option<Arc<ChainShared>>,
     /// Where the buffers of inserted (or spooled) documents go back to the
     /// recorder for reuse.
     pub(crate) spent: Sender<Vec<Vec<u8>>>,
@@ -109,6 +122,7 @@ impl Writer {
             } else {
                 self.options.probe_interval
             };
+            self.deliver_pending_records();
             match self.jobs.recv_timeout(wait) {
                 Ok(Job::Batch(docs)) => self.write_or_spool(docs),
                 Ok(Job::Spooled) => {}
@@ -130,6 +144,15 @@ impl Writer {
     /// At shutdown, replays what the spool holds while the database keeps
     /// answering; whatever is left stays on disk for the next start.
     fn drain_spool_before_exit(&mut self) {
+        self.deliver_pending_records();
+        // Records the database did not take go to the spool, for the next
+        // start.
+        if let Some(chain) = self.chain.clone() {
+            let left = std::mem::take(&mut *chain.pending.lock());
+            if !left.is_empty() {
+                self.spool_records(&left);
+            }
+        }
         // ORDERING: Relaxed, see `shutdown`.
         while self.healthy
             && !self.stop_now.load(Ordering::Relaxed)
@@ -167,22 +190,26 @@ impl Writer {
         // ORDERING: Relaxed, see `shutdown`.
         let known_down = (!self.healthy && !self.spool.lock().is_empty())
             || self.stop_now.load(Ordering::Relaxed);
-        if !known_down {
-            let size = self.options.insert_batch_size;
-            let attempts = self.options.max_attempts;
-            let mut done = 0;
-            while done < docs.len() {
-                let end = (done + size).min(docs.len());
-                if !self.deliver(&docs[done..end], false, attempts) {
-                    break;
-                }
-                done = end;
-            }
-            // Spool what is left; delivered chunks need not be written twice.
-            self.spool_batch(&docs[done..]);
-        } else {
+        if known_down {
             self.spool_batch(docs);
+            return;
         }
+        // The batch's chain record (last) goes in after its documents.
+        let spans = docs.len() - docs.iter().rev().take_while(|d| is_record(d)).count();
+        let size = self.options.insert_batch_size;
+        let attempts = self.options.max_attempts;
+        let mut done = 0;
+        while done < spans {
+            let end = (done + size).min(spans);
+            if !self.deliver(&docs[done..end], false, attempts) {
+                // Spool what is left (with the record); delivered chunks
+                // need not be written twice.
+                self.spool_batch(&docs[done..]);
+                return;
+            }
+            done = end;
+        }
+        self.deliver_or_spool_records(&docs[spans..]);
     }
 
     fn spool_batch(&mut self, docs: &[RawDocumentBuf]) {
@@ -190,7 +217,93 @@ impl Writer {
             return;
         }
         // A failure is already counted and recorded as the last error.
-        let _ = spool_and_count(&self.spool, &self.counters, &self.uri, docs, true);
+        let _ = spool_and_count(
+            &self.spool,
+            &self.counters,
+            &self.uri,
+            docs,
+            true,
+            self.chain.as_deref(),
+        );
+    }
+
+    /// Chain records alone (no spans: nothing to count) into the spool.
+    fn spool_records(&mut self, records: &[RawDocumentBuf]) {
+        if let Err(e) = self.spool.lock().append(records) {
+            self.note_error(&format!(
+                "{} chain records lost (the chain shows a break): {e}",
+                records.len()
+            ));
+        }
+    }
+
+    /// Inserts chain records into `<collection>.chain`; spools those the
+    /// database does not take.
+    fn deliver_or_spool_records(&mut self, records: &[RawDocumentBuf]) {
+        for (i, record) in records.iter().enumerate() {
+            if !self.deliver_record(record) {
+                self.spool_records(&records[i..]);
+                return;
+            }
+        }
+    }
+
+    /// The start record and gap records the recorder and this writer
+    /// queued: inserted now, or kept for the next pass while the database
+    /// is down.
+    fn deliver_pending_records(&mut self) {
+        let Some(chain) = self.chain.clone() else {
+            return;
+        };
+        let pending = std::mem::take(&mut *chain.pending.lock());
+        for (i, record) in pending.iter().enumerate() {
+            if !self.healthy || !self.deliver_record(record) {
+                let mut queue = chain.pending.lock();
+                let later = std::mem::take(&mut *queue);
+                queue.extend(pending[i..].iter().cloned());
+                queue.extend(later);
+                return;
+            }
+        }
+    }
+
+    /// One chain record, retried like a batch. A duplicate key is the same
+    /// record (records are deterministic bytes, written once).
+    fn deliver_record(&mut self, record: &RawDocumentBuf) -> bool {
+        let mut backoff = self.options.initial_backoff;
+        for attempt in 0..self.options.max_attempts {
+            // ORDERING: Relaxed, see `shutdown`.
+            if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
+                return false;
+            }
+            if attempt > 0 {
+                Counters::add(&self.counters.retries, 1);
+                std::thread::sleep(jitter(backoff));
+                backoff = (backoff * 2).min(self.options.max_backoff);
+            }
+            let result = self.chain_collection.insert_one(record).run();
+            match result {
+                Ok(_) => {
+                    self.healthy = true;
+                    return true;
+                }
+                Err(e) => match classify(&e) {
+                    Classified::Partial { .. } => return true,
+                    _ if is_duplicate_key(&e) => return true,
+                    Classified::Failure(Failure::Permanent(m)) => {
+                        self.note_error(&format!(
+                            "chain record refused (the chain shows a break): {m}"
+                        ));
+                        return true;
+                    }
+                    Classified::Failure(Failure::Transient(m)) => {
+                        self.note_error(&m);
+                        self.healthy = false;
+                    }
+                },
+            }
+        }
+        false
     }
 
     /// Replays the oldest spool segment; deletes it once all its batches
@@ -222,10 +335,12 @@ impl Writer {
             } else {
                 1
             };
-            if !self.deliver(docs, true, attempts) {
+            let spans = docs.len() - docs.iter().rev().take_while(|d| is_record(d)).count();
+            if spans > 0 && !self.deliver(&docs[..spans], true, attempts) {
                 // Still down: keep the segment, try again later from here.
                 return;
             }
+            self.deliver_or_spool_records(&docs[spans..]);
             if i + 1 < segment.batches.len() {
                 if let Err(e) = self.spool.lock().mark_delivered(&segment, i + 1) {
                     // Without progress on disk a restart would deliver
@@ -346,9 +461,17 @@ impl Writer {
                                 }
                             }
                         };
+                        let failed_docs: Vec<RawDocumentBuf> = failed
+                            .iter()
+                            .filter_map(|&i| docs.get(i).cloned())
+                            .collect();
+                        let failed = failed.len() as u64;
                         if failed > 0 {
                             self.lose(failed, replay);
                             self.note_error(&e.to_string());
+                            if let Some(chain) = &self.chain {
+                                chain.gap_for(&failed_docs, "rejected");
+                            }
                         }
                         let collided_n = collided.len() as u64;
                         self.delivered(
@@ -372,6 +495,9 @@ impl Writer {
                 Failure::Permanent(message) => {
                     self.lose(n, replay);
                     self.note_error(&message);
+                    if let Some(chain) = &self.chain {
+                        chain.gap_for(docs, "rejected");
+                    }
                     return true;
                 }
             }
@@ -426,7 +552,14 @@ impl Writer {
         if !self.deliver_checked(&docs, replay, attempts, false) {
             if replay {
                 // Durable already (counted when first spooled).
-                let _ = spool_and_count(&self.spool, &self.counters, &self.uri, &docs, false);
+                let _ = spool_and_count(
+                    &self.spool,
+                    &self.counters,
+                    &self.uri,
+                    &docs,
+                    false,
+                    self.chain.as_deref(),
+                );
             } else {
                 self.spool_batch(&docs);
             }
