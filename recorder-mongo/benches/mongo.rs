@@ -4,8 +4,13 @@
 //!   log with 2 fields + 1 baggage item), timed per batch inside a recorder
 //!   on the flusher thread, where it runs in production, into buffers reused
 //!   from the previous batch as `MongoRecorder` reuses them.
+//! - `mongo/chain_encode`: the same with the audit chain: each document's
+//!   place in the chain encoded, its leaf hash (SHA-256), one Merkle root
+//!   per batch. Target: ≤ 1.3× `encode_span`.
 //! - `mongo/e2e_spans_per_sec`: spans through the tracer, flusher, writer
 //!   thread and `insert_many` into the server, until all are acknowledged.
+//! - `mongo/e2e_no_chain`: the same without the audit chain (target: the
+//!   chain keeps ≥ 0.9× of this).
 //! - `mongo/write_ahead_e2e`: the same with `MongoOptions::write_ahead`
 //!   (every batch synced into the spool before it is sent).
 //! - `mongo/raw_insert_many`: the same documents inserted directly with the
@@ -17,7 +22,8 @@
 use bson::raw::RawDocumentBuf;
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use spanrec::{Batch, Recorder, RecorderError, Tracer, Value};
-use spanrec_mongo::encode::encode_span_into;
+use spanrec_mongo::chain::{leaf_hash, merkle_root, ChainPos};
+use spanrec_mongo::encode::{encode_span_at, encode_span_into};
 use spanrec_mongo::{MongoOptions, MongoRecorder};
 use spanrec_testkit::LocalServer;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +40,8 @@ struct EncodeTimer {
     /// Buffers of the previous batch, reused as `MongoRecorder` reuses the
     /// buffers its writer has inserted.
     spare: Vec<Vec<u8>>,
+    /// Also place each document in the audit chain and hash it.
+    chained: bool,
 }
 
 impl Recorder for EncodeTimer {
@@ -43,12 +51,34 @@ impl Recorder for EncodeTimer {
         // clock reads per span would add ~50 ns to a ~200 ns measurement.
         let mut docs = Vec::with_capacity(batch.len());
         let t = Instant::now();
-        for span in batch.iter() {
-            docs.push(encode_span_into(
-                span,
-                batch.process(),
-                self.spare.pop().unwrap_or_default(),
-            ));
+        if self.chained {
+            // As `MongoRecorder` with the chain on: place in the chain
+            // encoded, a leaf hash per document, one root per batch.
+            let mut leaves = Vec::with_capacity(batch.len());
+            for (pos, span) in batch.iter().enumerate() {
+                let at = ChainPos {
+                    chain: "0123456789abcdef0123456789abcdef",
+                    seq: 42,
+                    pos: pos as u32,
+                };
+                let doc = encode_span_at(
+                    span,
+                    batch.process(),
+                    Some(at),
+                    self.spare.pop().unwrap_or_default(),
+                );
+                leaves.push(leaf_hash(doc.as_bytes()));
+                docs.push(doc);
+            }
+            std::hint::black_box(merkle_root(&leaves));
+        } else {
+            for span in batch.iter() {
+                docs.push(encode_span_into(
+                    span,
+                    batch.process(),
+                    self.spare.pop().unwrap_or_default(),
+                ));
+            }
         }
         let nanos = t.elapsed().as_nanos() as u64;
         std::hint::black_box(&docs);
@@ -107,22 +137,34 @@ fn mongo(c: &mut Criterion) {
         .overflow(block)
         .build()
         .expect("tracer");
-    group.bench_function("encode_span", |b| {
-        b.iter_custom(|iters| {
-            let (n0, s0) = (
-                timer.nanos.load(Ordering::Relaxed),
-                timer.spans.load(Ordering::Relaxed),
-            );
-            emit(&t, iters);
-            let (n1, s1) = (
-                timer.nanos.load(Ordering::Relaxed),
-                timer.spans.load(Ordering::Relaxed),
-            );
-            assert_eq!(s1 - s0, iters, "every span reached the encoder");
-            Duration::from_nanos(n1 - n0)
-        })
-    });
+    let chained = EncodeTimer {
+        chained: true,
+        ..EncodeTimer::default()
+    };
+    let tc = Tracer::builder()
+        .recorder(chained.clone())
+        .overflow(block)
+        .build()
+        .expect("tracer");
+    for (id, timer, t) in [("encode_span", &timer, &t), ("chain_encode", &chained, &tc)] {
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let (n0, s0) = (
+                    timer.nanos.load(Ordering::Relaxed),
+                    timer.spans.load(Ordering::Relaxed),
+                );
+                emit(t, iters);
+                let (n1, s1) = (
+                    timer.nanos.load(Ordering::Relaxed),
+                    timer.spans.load(Ordering::Relaxed),
+                );
+                assert_eq!(s1 - s0, iters, "every span reached the encoder");
+                Duration::from_nanos(n1 - n0)
+            })
+        });
+    }
     drop(t);
+    drop(tc);
 
     let server = LocalServer::start().unwrap_or_else(|e| panic!("no MongoDB server: {e}"));
     const N: u64 = 2048;
@@ -130,7 +172,11 @@ fn mongo(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
 
     let mut run = 0u64;
-    for (id, write_ahead) in [("e2e_spans_per_sec", false), ("write_ahead_e2e", true)] {
+    for (id, write_ahead, chain) in [
+        ("e2e_spans_per_sec", false, true),
+        ("e2e_no_chain", false, false),
+        ("write_ahead_e2e", true, true),
+    ] {
         group.bench_function(BenchmarkId::new(id, N), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -140,6 +186,7 @@ fn mongo(c: &mut Criterion) {
                     let mut o = MongoOptions::new("spanrec_bench", &coll);
                     o.spool_dir = std::env::temp_dir().join(format!("spanrec-bench-spool-{coll}"));
                     o.write_ahead = write_ahead;
+                    o.chain = chain;
                     let recorder = MongoRecorder::connect(server.uri(), o).expect("recorder");
                     let stats = recorder.stats();
                     let t = Tracer::builder()
