@@ -107,8 +107,9 @@ struct Record {
     prev_chain: Option<ChainHead>,
 }
 
-/// A stored document's position, leaf hash and `_id` (hex).
-type StoredLeaf = (u64, Hash, String);
+/// A stored document's position, leaf hash and the document (its `_id`
+/// is formatted only for a violation).
+type StoredLeaf<'a> = (u64, Hash, &'a RawDocument);
 
 fn hash_of(doc: &RawDocument, key: &str) -> Option<Hash> {
     doc.get_binary(key).ok()?.bytes.try_into().ok()
@@ -314,7 +315,7 @@ pub fn verify<'a>(
         batches
             .entry((chain.to_owned(), seq as u64))
             .or_default()
-            .push((pos as u64, stored_leaf_hash(doc), id_hex(doc)));
+            .push((pos as u64, stored_leaf_hash(doc), doc));
     }
     for (chain, recs) in &chains {
         let (&first, &last) = (
@@ -430,11 +431,11 @@ pub fn verify<'a>(
     let mut leftover: Vec<_> = batches.into_iter().collect();
     leftover.sort_by(|a, b| a.0.cmp(&b.0));
     for ((chain, seq), docs) in leftover {
-        for (_, _, id) in docs {
+        for (_, _, doc) in docs {
             violations.push(v(
                 &chain,
                 Some(seq),
-                Some(id),
+                Some(id_hex(doc)),
                 "a document of a batch that has no record".into(),
             ));
         }
@@ -473,7 +474,7 @@ fn check_batch(
     chain: &str,
     seq: u64,
     r: &Record,
-    mut docs: Vec<StoredLeaf>,
+    mut docs: Vec<StoredLeaf<'_>>,
     lost: Option<&HashMap<u64, Hash>>,
     violations: &mut Vec<Violation>,
     verified: &mut u64,
@@ -487,20 +488,20 @@ fn check_batch(
     docs.sort_by_key(|d| d.0);
     let mut leaves: Vec<Option<Hash>> = vec![None; r.n as usize];
     let mut ok = true;
-    for (pos, leaf, id) in &docs {
+    for (pos, leaf, doc) in &docs {
         match leaves.get_mut(*pos as usize) {
             Some(slot @ None) => *slot = Some(*leaf),
             Some(Some(_)) => {
                 ok = false;
                 violations.push(v(
-                    Some(id.clone()),
+                    Some(id_hex(doc)),
                     format!("a second document at position {pos}"),
                 ));
             }
             None => {
                 ok = false;
                 violations.push(v(
-                    Some(id.clone()),
+                    Some(id_hex(doc)),
                     format!(
                         "position {pos} is past the batch's {} documents (forged)",
                         r.n
