@@ -82,8 +82,10 @@ pub mod flush_requests;
 mod flush_requests;
 mod flusher;
 mod fork;
+pub mod global;
 pub mod hex;
 mod ids;
+mod instrument;
 #[cfg(feature = "tower")]
 pub mod middleware;
 mod prefetch;
@@ -111,6 +113,7 @@ pub use config::{
     RING_MEMORY_BUDGET_RANGE,
 };
 pub use env::EnvError;
+pub use instrument::{InSpan, Instrument, OnReady};
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
 pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
 pub use recorder::{

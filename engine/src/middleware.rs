@@ -19,10 +19,8 @@
 //! The example `http_server` (`cargo run -p spanrec --features tower
 //! --example http_server`) serves with hyper through this layer.
 
-use crate::{Format, Span, SpanContext, Tracer};
-use std::future::Future;
+use crate::{Format, InSpan, Span, SpanContext, Tracer};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// The server gate as a `tower` layer; see the [module docs](self).
@@ -89,10 +87,7 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        ResponseFuture {
-            inner,
-            span: Some(span),
-        }
+        InSpan::new(inner, Some(span), Some(tag_response::<R, S::Error>))
     }
 }
 
@@ -114,45 +109,23 @@ fn static_method(method: &http::Method) -> Option<&'static str> {
     })
 }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`TraceService`]: finishes the request's span
-    /// when the response (or the error) is ready.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        span: Option<Span>,
-    }
-}
+/// The response future of [`TraceService`]: the service's future run inside
+/// the request's span ([`InSpan`]), which is tagged with the status (or
+/// `error`) and finished when the response is ready, or tagged `cancelled`
+/// if the future is dropped first.
+pub type ResponseFuture<F> = InSpan<F>;
 
-impl<F, R, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<http::Response<R>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = {
-            let _entered = this.span.as_ref().map(Span::enter);
-            match this.inner.poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result,
+/// Tags the request's span with the outcome.
+fn tag_response<R, E>(span: &mut Span, result: &Result<http::Response<R>, E>) {
+    match result {
+        Ok(response) => {
+            let status = response.status();
+            span.set_tag("http.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.set_tag("error", true);
             }
-        };
-        if let Some(mut span) = this.span.take() {
-            match &result {
-                Ok(response) => {
-                    let status = response.status();
-                    span.set_tag("http.status_code", i64::from(status.as_u16()));
-                    if status.is_server_error() {
-                        span.set_tag("error", true);
-                    }
-                }
-                Err(_) => span.set_tag("error", true),
-            }
-            span.finish();
         }
-        Poll::Ready(result)
+        Err(_) => span.set_tag("error", true),
     }
 }
 

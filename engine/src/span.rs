@@ -479,6 +479,14 @@ impl Span {
         }
     }
 
+    /// Enters the span on this thread without a guard, for a caller that
+    /// pairs it with `active::leave(token)` itself (the `tracing` layer's
+    /// `on_enter`/`on_exit`). Safe to leak, as `enter`.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn enter_token(&self) -> u64 {
+        active::enter(self.rec())
+    }
+
     /// Finishes the span now.
     #[inline(always)]
     pub fn finish(mut self) {

@@ -22,6 +22,8 @@
 //! |---|---|
 //! | span (name) | span (operation name), started on `on_new_span`, finished on close |
 //! | parent (explicit or current) | `child_of` the parent's spanrec span |
+//! | no parent, inside an entered spanrec span (`Span::enter`, `in_span`) | a child of that span |
+//! | entered (`enter`, `in_scope`, `Instrument`) | its spanrec span entered on the thread: native spans started meanwhile are its children |
 //! | field `traceparent = "00-…"` on a root span | joins that W3C trace (`child_of` the remote context) |
 //! | fields, late fields (`Span::record`) | tags, types kept (i64, u64, f64, bool, str; others by `Debug`) |
 //! | event inside a span | a log: its message as the event name, its fields as fields |
@@ -63,6 +65,12 @@ impl fmt::Debug for SpanrecLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanrecLayer").finish_non_exhaustive()
     }
+}
+
+crate::sync::thread_local! {
+    /// The `tracing` spans entered on this thread through this layer, with
+    /// the tokens of their spanrec entries (`active.rs`), innermost last.
+    static ENTERED: std::cell::RefCell<Vec<(Id, u64)>> = std::cell::RefCell::new(Vec::new());
 }
 
 /// The field that carries a propagated W3C context into a root span.
@@ -221,6 +229,30 @@ where
         if let Some(r) = ext.get::<Recorded>() {
             r.0.lock().log(name, fields.fields);
         }
+    }
+
+    /// Entering a `tracing` span enters its spanrec span on this thread:
+    /// native spans started meanwhile become its children.
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(this) = ctx.span(id) else {
+            return;
+        };
+        let ext = this.extensions();
+        let Some(r) = ext.get::<Recorded>() else {
+            return;
+        };
+        let token = r.0.lock().enter_token();
+        let _ = ENTERED.try_with(|e| e.borrow_mut().push((id.clone(), token)));
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let _ = ENTERED.try_with(|e| {
+            let mut entered = e.borrow_mut();
+            if let Some(i) = entered.iter().rposition(|(entered_id, _)| entered_id == id) {
+                let (_, token) = entered.remove(i);
+                crate::active::leave(token);
+            }
+        });
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {

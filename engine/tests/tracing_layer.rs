@@ -7,13 +7,18 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt;
 
 fn run(f: impl FnOnce()) -> Vec<spanrec::FinishedSpan> {
+    run_with(|_| f())
+}
+
+/// `run`, with the tracer for native spans.
+fn run_with(f: impl FnOnce(&Tracer)) -> Vec<spanrec::FinishedSpan> {
     let recorder = InMemoryRecorder::new();
     let tracer = Tracer::builder()
         .recorder(recorder.clone())
         .build()
         .expect("tracer");
     let subscriber = tracing_subscriber::registry().with(SpanrecLayer::new(tracer.clone()));
-    tracing::subscriber::with_default(subscriber, f);
+    tracing::subscriber::with_default(subscriber, || f(&tracer));
     tracer
         .flush(Instant::now() + Duration::from_secs(10))
         .expect("flush");
@@ -96,4 +101,43 @@ fn a_traceparent_field_joins_the_callers_trace() {
     assert_eq!(s.parent_span_id, Some(0x00f067aa0ba902b7));
     assert_eq!(s.tag("route"), Some(&OwnedValue::Str("/machines".into())));
     assert_eq!(s.tag("traceparent"), None);
+}
+
+#[test]
+fn native_and_tracing_spans_parent_each_other() {
+    let spans = run_with(|t| {
+        // A native span inside an entered `tracing` span is its child.
+        tracing::info_span!("tracing_outer").in_scope(|| {
+            t.start_span("native_inside").finish();
+        });
+        // A `tracing` span inside an entered native span is its child.
+        let native = t.start_span("native_outer");
+        {
+            let _entered = native.enter();
+            tracing::info_span!("tracing_inside").in_scope(|| {
+                t.start_span("native_deepest").finish();
+            });
+        }
+        native.finish();
+        // Nothing stays entered after the scopes.
+        t.start_span("native_after").finish();
+    });
+    let parent_of = |name| by_name(&spans, name).parent_span_id;
+    assert_eq!(
+        parent_of("native_inside"),
+        Some(by_name(&spans, "tracing_outer").span_id)
+    );
+    assert_eq!(
+        parent_of("tracing_inside"),
+        Some(by_name(&spans, "native_outer").span_id)
+    );
+    assert_eq!(
+        parent_of("native_deepest"),
+        Some(by_name(&spans, "tracing_inside").span_id)
+    );
+    assert_eq!(parent_of("native_after"), None);
+    assert_eq!(
+        by_name(&spans, "native_deepest").trace_id,
+        by_name(&spans, "native_outer").trace_id
+    );
 }
