@@ -115,12 +115,16 @@ pub use config::{
 pub use env::EnvError;
 pub use instrument::{InSpan, Instrument, OnReady};
 pub use propagation::{Carrier, ExtractError, ExtractErrorKind, Format};
-pub use record::{LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef};
+pub use record::{
+    AsTag, LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef,
+};
 pub use recorder::{
     Batch, FinishedLog, FinishedSpan, FlushWaker, InMemoryRecorder, NullRecorder, OwnedValue,
     Recorder, RecorderError,
 };
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
+#[cfg(feature = "macros")]
+pub use spanrec_macros::trace;
 pub use stats::{DropCounts, DropReason, Ledger, LimitCounts, Stats};
 pub use tracer::{FlushError, Tracer, DROP_SHUTDOWN_TIMEOUT};
 #[cfg(feature = "tracing")]

@@ -36,7 +36,7 @@ pub(crate) use ext::{Ext, Time};
 pub(crate) use inherited::Inherited;
 pub(crate) use packed::floor_char_boundary;
 pub use read::LogRef;
-pub use value::{Reference, ReferenceKind, Truncations, Value, ValueRef};
+pub use value::{AsTag, Reference, ReferenceKind, Truncations, Value, ValueRef};
 
 use crate::shared::Shared;
 use crate::sync::Arc;

@@ -84,6 +84,81 @@ impl From<Cow<'static, str>> for Value<'_> {
     }
 }
 
+/// A value `#[spanrec::trace]` can record as a typed tag, by reference (the
+/// argument stays usable in the function): integers, floats, booleans and
+/// strings, and references to them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be recorded as a span tag",
+    label = "recorded as a tag by `#[spanrec::trace]`",
+    note = "tags are integers, floats, booleans and strings: add the argument to `skip(..)`, or record part of it with `fields(name = expr)`"
+)]
+pub trait AsTag {
+    /// The value as a tag.
+    fn as_tag(&self) -> Value<'_>;
+}
+
+macro_rules! as_tag_copy {
+    ($($t:ty),*) => {$(
+        impl AsTag for $t {
+            #[inline]
+            fn as_tag(&self) -> Value<'_> {
+                Value::from(*self)
+            }
+        }
+    )*};
+}
+
+as_tag_copy!(i64, i32, i16, i8, u64, u32, u16, u8, usize, f64, f32, bool);
+
+impl AsTag for isize {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        Value::I64(*self as i64)
+    }
+}
+
+impl AsTag for str {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        Value::Str(self)
+    }
+}
+
+impl AsTag for String {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        Value::Str(self)
+    }
+}
+
+impl AsTag for Cow<'_, str> {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        Value::Str(self)
+    }
+}
+
+impl<T: AsTag + ?Sized> AsTag for &T {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        (**self).as_tag()
+    }
+}
+
+impl<T: AsTag + ?Sized> AsTag for &mut T {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        (**self).as_tag()
+    }
+}
+
+impl<T: AsTag + ?Sized> AsTag for Box<T> {
+    #[inline]
+    fn as_tag(&self) -> Value<'_> {
+        (**self).as_tag()
+    }
+}
+
 /// A tag or log field value as a recorder reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRef<'a> {

@@ -1,0 +1,6 @@
+#[spanrec::trace(err)]
+fn handler() -> u32 {
+    1
+}
+
+fn main() {}

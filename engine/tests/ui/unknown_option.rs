@@ -1,0 +1,4 @@
+#[spanrec::trace(level = "info")]
+fn handler() {}
+
+fn main() {}
