@@ -5,6 +5,7 @@
 //! spanrec find [--since 15m] [--operation N] [--tag k=v] [--status error] [--limit 50] [--skip 0]
 //! spanrec tail [--operation N] [--interval-ms 1000] [--max N]
 //! spanrec stats [--since 1h]               counts and latency percentiles per operation
+//! spanrec export [<trace-id>] --format otlp-json|jaeger-json|chrome-trace [-o FILE] [find filters]
 //! spanrec verify [--checkpoint F] [--head [CHAIN:]SEQ:HASH] [--key-file F]
 //!                                          check the hash chain: unaltered and complete
 //! ```
@@ -15,6 +16,7 @@
 //! Exit status: 0 ok, 1 nothing found (`verify`: the log is not intact),
 //! 2 bad input or unreachable database.
 
+mod export;
 mod model;
 mod render;
 mod time;
@@ -101,6 +103,10 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Write spans in a format viewers open: OTLP JSON (collectors,
+    /// Jaeger), Jaeger JSON (Jaeger UI upload), Chrome trace events
+    /// (Perfetto, chrome://tracing).
+    Export(ExportArgs),
     /// Check the tamper-evident chain: every record's hash, MAC and link,
     /// every batch's Merkle root, checkpoints; report gaps and violations.
     /// Exit 0 only for an intact log.
@@ -136,6 +142,20 @@ struct FindArgs {
     /// Spans to skip (for the next page: the previous skip + limit).
     #[arg(long, default_value_t = 0)]
     skip: u64,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// One trace (32 hex digits); without it, the spans the filters find.
+    trace_id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum)]
+    format: export::ExportFormat,
+    /// Write here instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    find: FindArgs,
 }
 
 /// What went wrong, for the user.
@@ -420,6 +440,46 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 }));
             } else {
                 print!("{}", render::stats_table(&stats));
+            }
+        }
+        Command::Export(args) => {
+            let coll = connect(&cli.db)?;
+            let spans = match &args.trace_id {
+                Some(t) => {
+                    let id = parse_trace_id(t)?;
+                    fetch(
+                        &coll,
+                        doc! { "trace_id": &id },
+                        doc! { "start_ns": 1 },
+                        0,
+                        0,
+                    )?
+                }
+                None => {
+                    let mut filter = filter_document(&args.find.filter)?;
+                    let range = time_range(args.find.since.as_deref(), args.find.until.as_deref())?;
+                    if !range.is_empty() {
+                        filter.insert("start_ns", range);
+                    }
+                    fetch(
+                        &coll,
+                        filter,
+                        doc! { "start_ns": 1 },
+                        args.find.skip,
+                        i64::from(args.find.limit),
+                    )?
+                }
+            };
+            if spans.is_empty() {
+                return Err(CliError::NotFound("no matching spans".into()));
+            }
+            let text = serde_json::to_string_pretty(&export::export(&spans, args.format))
+                .unwrap_or_default();
+            match &args.output {
+                Some(path) => std::fs::write(path, text + "\n").map_err(|e| {
+                    CliError::Input(format!("cannot write {}: {e}", path.display()))
+                })?,
+                None => println!("{text}"),
             }
         }
         Command::Verify(args) => {

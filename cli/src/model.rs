@@ -17,6 +17,19 @@ pub struct SpanDoc {
     pub tags: Vec<(String, serde_json::Value)>,
     pub logs: Vec<LogDoc>,
     pub baggage: Vec<(String, String)>,
+    /// Every reference, in order (`parent_span_id` is the first child-of).
+    pub references: Vec<RefDoc>,
+    /// The recording process's tags.
+    pub process: Vec<(String, String)>,
+}
+
+/// One reference of a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefDoc {
+    /// `child_of` or `follows_from`.
+    pub kind: String,
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 /// One log entry.
@@ -75,15 +88,31 @@ impl SpanDoc {
                     .collect()
             })
             .unwrap_or_default();
-        let baggage = doc
-            .get_document("baggage")
-            .map(|b| {
-                b.iter()
-                    .map(|(k, v)| (unescape_key(k), v.as_str().unwrap_or_default().to_owned()))
+        let strings = |key: &str| -> Vec<(String, String)> {
+            doc.get_document(key)
+                .map(|b| {
+                    b.iter()
+                        .map(|(k, v)| (unescape_key(k), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let references = doc
+            .get_array("references")
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(Bson::as_document)
+                    .map(|r| RefDoc {
+                        kind: string(r, "kind"),
+                        trace_id: string(r, "trace_id"),
+                        span_id: string(r, "span_id"),
+                    })
                     .collect()
             })
             .unwrap_or_default();
         SpanDoc {
+            references,
+            process: strings("process"),
             trace_id: string(doc, "trace_id"),
             span_id: string(doc, "span_id"),
             parent_span_id: doc.get_str("parent_span_id").ok().map(str::to_owned),
@@ -93,7 +122,7 @@ impl SpanDoc {
             duration_ns: int(doc, "duration_ns"),
             tags: fields(doc.get_document("tags").ok()),
             logs,
-            baggage,
+            baggage: strings("baggage"),
         }
     }
 

@@ -260,6 +260,8 @@ mod tests {
             tags: vec![],
             logs: vec![],
             baggage: vec![],
+            references: vec![],
+            process: vec![],
         }
     }
 
