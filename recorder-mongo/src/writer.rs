@@ -241,7 +241,7 @@ impl Writer {
     /// database does not take.
     fn deliver_or_spool_records(&mut self, records: &[RawDocumentBuf]) {
         for (i, record) in records.iter().enumerate() {
-            if !self.deliver_record(record) {
+            if !self.deliver_record(record, self.options.max_attempts) {
                 self.spool_records(&records[i..]);
                 return;
             }
@@ -257,7 +257,10 @@ impl Writer {
         };
         let pending = std::mem::take(&mut *chain.pending.lock());
         for (i, record) in pending.iter().enumerate() {
-            if !self.healthy || !self.deliver_record(record) {
+            // One attempt: they stay queued and are tried again on the
+            // next pass (a writer started while the database is down does
+            // not sit in retries before its first batch).
+            if !self.healthy || !self.deliver_record(record, 1) {
                 let mut queue = chain.pending.lock();
                 let later = std::mem::take(&mut *queue);
                 queue.extend(pending[i..].iter().cloned());
@@ -269,9 +272,9 @@ impl Writer {
 
     /// One chain record, retried like a batch. A duplicate key is the same
     /// record (records are deterministic bytes, written once).
-    fn deliver_record(&mut self, record: &RawDocumentBuf) -> bool {
+    fn deliver_record(&mut self, record: &RawDocumentBuf, attempts: u32) -> bool {
         let mut backoff = self.options.initial_backoff;
-        for attempt in 0..self.options.max_attempts {
+        for attempt in 0..attempts {
             // ORDERING: Relaxed, see `shutdown`.
             if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
                 return false;
