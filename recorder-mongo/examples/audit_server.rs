@@ -6,17 +6,20 @@
 //! baggage, and opens child spans for the facade and the database call, with
 //! tags and logs. After a fixed number of requests the tracer shuts down, the
 //! records are read back from MongoDB, and the demo prints what happened to
-//! every span, the hot-path cost, and one trace as a tree. It exits non-zero
-//! if anything was lost.
+//! every span, the hot-path cost, and one trace as a tree, and the audit
+//! chain is verified from what MongoDB holds. It exits non-zero if anything
+//! was lost or the chain does not verify.
 //!
 //! `cargo run --release -p spanrec-mongo --example audit_server [requests]`
 //!
 //! Uses `SPANREC_MONGO_URI` if set; otherwise starts a local server (see
 //! `spanrec_testkit`), which it stops and removes at the end.
 
+use bson::raw::RawDocumentBuf;
 use bson::{doc, Document};
 use spanrec::{OverflowPolicy, SpanContext, Tracer};
 use spanrec_mongo::encode::unescape_key;
+use spanrec_mongo::verify::{verify, VerifyOptions};
 use spanrec_mongo::{MongoOptions, MongoRecorder};
 use spanrec_testkit::LocalServer;
 use std::collections::HashMap;
@@ -128,12 +131,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("\none trace read back from MongoDB ({trace_id}):");
         print_tree(&spans);
     }
+    // The log proves itself: every chain record, link and Merkle root
+    // recomputed from what MongoDB holds (what `spanrec verify` does).
+    let db = mongodb::sync::Client::with_uri_str(server.uri())?.database("spanrec_demo");
+    let read = |name: &str| -> Result<Vec<RawDocumentBuf>, mongodb::error::Error> {
+        db.collection::<RawDocumentBuf>(name)
+            .find(doc! {})
+            .run()?
+            .collect()
+    };
+    let records = read(&format!("{collection}.chain"))?;
+    let docs = read(&collection)?;
+    let report = verify(
+        &records,
+        docs.iter().map(|d| &**d),
+        &VerifyOptions::default(),
+    );
+    println!(
+        "\naudit chain: {} spans verified in {} chain records; {}",
+        report.verified_spans,
+        report.records,
+        if report.intact() {
+            "intact".to_string()
+        } else {
+            format!("{} violations", report.violations.len())
+        }
+    );
     let _ = coll.drop().run();
+    let _ = db
+        .collection::<Document>(&format!("{collection}.chain"))
+        .drop()
+        .run();
+    if !report.intact() || report.verified_spans != stored {
+        eprintln!(
+            "FAILED: the audit chain does not verify: {:?}",
+            report.violations
+        );
+        std::process::exit(1);
+    }
     if stats.dropped.total() > 0 || stored != stats.finished || mongo.failed_permanently > 0 {
         eprintln!("FAILED: {} spans created, {stored} stored", stats.finished);
         std::process::exit(1);
     }
-    println!("\nnothing lost: every span created is in MongoDB exactly once");
+    println!(
+        "\nnothing lost: every span created is in MongoDB exactly once, and the log proves it"
+    );
     Ok(())
 }
 
