@@ -82,6 +82,12 @@ pub(crate) fn span_count(docs: &[RawDocumentBuf]) -> u64 {
     docs.iter().filter(|d| !is_record(d)).count() as u64
 }
 
+/// How many documents of a batch are spans: its chain record, if any, is
+/// last (`docs[spans_end(docs)..]` are records).
+fn spans_end(docs: &[RawDocumentBuf]) -> usize {
+    docs.len() - docs.iter().rev().take_while(|d| is_record(d)).count()
+}
+
 pub(crate) struct Writer {
     pub(crate) collection: Collection<RawDocumentBuf>,
     /// `<collection>.chain`: chain records.
@@ -195,7 +201,7 @@ impl Writer {
             return;
         }
         // The batch's chain record (last) goes in after its documents.
-        let spans = docs.len() - docs.iter().rev().take_while(|d| is_record(d)).count();
+        let spans = spans_end(docs);
         let size = self.options.insert_batch_size;
         let attempts = self.options.max_attempts;
         let mut done = 0;
@@ -270,19 +276,30 @@ impl Writer {
         }
     }
 
+    /// Before insert attempt `attempt` (0-based): after the first, counts
+    /// a retry and sleeps the jittered `backoff`, then doubles it (up to
+    /// `max_backoff`). False when a late shutdown says to stop retrying.
+    fn before_attempt(&self, attempt: u32, backoff: &mut Duration) -> bool {
+        if attempt == 0 {
+            return true;
+        }
+        // ORDERING: Relaxed, see `shutdown`.
+        if self.stop_now.load(Ordering::Relaxed) {
+            return false;
+        }
+        Counters::add(&self.counters.retries, 1);
+        std::thread::sleep(jitter(*backoff));
+        *backoff = (*backoff * 2).min(self.options.max_backoff);
+        true
+    }
+
     /// One chain record, retried like a batch. A duplicate key is the same
     /// record (records are deterministic bytes, written once).
     fn deliver_record(&mut self, record: &RawDocumentBuf, attempts: u32) -> bool {
         let mut backoff = self.options.initial_backoff;
         for attempt in 0..attempts {
-            // ORDERING: Relaxed, see `shutdown`.
-            if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
+            if !self.before_attempt(attempt, &mut backoff) {
                 return false;
-            }
-            if attempt > 0 {
-                Counters::add(&self.counters.retries, 1);
-                std::thread::sleep(jitter(backoff));
-                backoff = (backoff * 2).min(self.options.max_backoff);
             }
             let result = self.chain_collection.insert_one(record).run();
             match result {
@@ -338,7 +355,7 @@ impl Writer {
             } else {
                 1
             };
-            let spans = docs.len() - docs.iter().rev().take_while(|d| is_record(d)).count();
+            let spans = spans_end(docs);
             if spans > 0 && !self.deliver(&docs[..spans], true, attempts) {
                 // Still down: keep the segment, try again later from here.
                 return;
@@ -424,15 +441,9 @@ impl Writer {
         let n = docs.len() as u64;
         let mut backoff = self.options.initial_backoff;
         for attempt in 0..attempts {
-            // ORDERING: Relaxed, see `shutdown`.
-            if attempt > 0 && self.stop_now.load(Ordering::Relaxed) {
+            if !self.before_attempt(attempt, &mut backoff) {
                 // A late shutdown: the caller spools the batch.
                 return false;
-            }
-            if attempt > 0 {
-                Counters::add(&self.counters.retries, 1);
-                std::thread::sleep(jitter(backoff));
-                backoff = (backoff * 2).min(self.options.max_backoff);
             }
             self.try_indexes();
             let result = self
