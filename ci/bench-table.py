@@ -149,7 +149,7 @@ if base:
           f"{'bg CPU/span':>12} {'lost':>6}")
     losses = {}
     p99_changes = {}
-    for v in ["untraced", "spanrec_layer", "spanrec_api", "otel", "fastrace"]:
+    for v in ["untraced", "untraced_again", "spanrec_layer", "spanrec_api", "otel", "fastrace"]:
         c = cpu("server", v)
         if not c:
             continue
@@ -164,10 +164,13 @@ if base:
         p99_changes[v] = change
         spans = c["received"] or 0
         # background CPU of the last saturation run, per span of that run
-        bg = c["background_ns"] / max(1.0, c["rps"] * c["seconds"] * 3) if v != "untraced" else 0
+        bg = c["background_ns"] / max(1.0, c["rps"] * c["seconds"] * 3) if c["created"] else 0
         lost = c["created"] - c["received"]
         print(f"  {v:14} {c['rps']:8.0f} {-loss:+8.1f}% {p99 or 0:7d}us {change:+7.1f}% "
               f"{bg:9.1f} ns {lost:6d}")
+    if "untraced_again" in losses:
+        print(f"    noise floor: a second untraced server measured {-losses['untraced_again']:+.1f} % "
+              f"capacity, p99 at 90 % {p99_changes['untraced_again']:+.1f} %")
     for v in ["spanrec_api", "spanrec_layer"]:
         if v in losses and losses.get("otel"):
             print(f"    {v}: capacity loss {losses[v]:.1f} % (target <= 5), "

@@ -9,9 +9,11 @@
 //! and, on the response, `http.status_code` (`error = true` for 5xx or a
 //! service error); and finishes the span when the response is ready.
 //! While the inner service's future is polled the span is entered, so spans
-//! the handler starts synchronously in that poll are its children; the
-//! request's [`SpanContext`] is also put in the request extensions for
-//! handlers that start spans elsewhere.
+//! the handler starts synchronously in that poll are its children. A
+//! handler that starts spans elsewhere (a spawned task) takes the
+//! request's context with [`Tracer::active_context`] while it is polled.
+//! (Nothing is put in the request's extensions: their first insert
+//! allocates a map, on every request.)
 //!
 //! On the client side, [`inject_current`] writes the entered span's context
 //! into an outgoing request's headers.
@@ -19,7 +21,7 @@
 //! The example `http_server` (`cargo run -p spanrec --features tower
 //! --example http_server`) serves with hyper through this layer.
 
-use crate::{Format, InSpan, Span, SpanContext, Tracer};
+use crate::{Format, InSpan, Span, Tracer};
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
@@ -66,7 +68,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = static_method(request.method());
         let mut span = match method {
             Some(m) => self.tracer.join_or_start(m, request.headers()),
@@ -82,7 +84,6 @@ where
         if let Some(peer) = request.extensions().get::<SocketAddr>() {
             span.set_tag("net.peer.addr", peer.to_string());
         }
-        request.extensions_mut().insert(span.context());
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -140,10 +141,4 @@ pub fn inject_current<B>(tracer: &Tracer, request: &mut http::Request<B>) -> boo
         .copied()
         .unwrap_or(Format::W3c);
     tracer.inject_active(format, request.headers_mut())
-}
-
-/// The request's span context, as [`TraceLayer`] left it in the
-/// extensions.
-pub fn request_context<B>(request: &http::Request<B>) -> Option<&SpanContext> {
-    request.extensions().get::<SpanContext>()
 }

@@ -235,6 +235,14 @@ impl Tracer {
         Ok(found.and_then(|(ctx, refused)| self.count_refused(ctx, refused)))
     }
 
+    /// The context of the innermost span of this tracer entered on this
+    /// thread (see [`Span::enter`]), if any: what a handler behind
+    /// [`middleware::TraceLayer`](crate::middleware) passes to work it
+    /// hands to another task or thread.
+    pub fn active_context(&self) -> Option<SpanContext> {
+        crate::span::active_context(self.shared().id)
+    }
+
     /// Injects the context of the span entered on this thread (see
     /// [`Span::enter`]) — what a client calls before an outgoing request.
     /// Returns `false` (and writes nothing) when no span of this tracer is

@@ -2,7 +2,7 @@
 //! client-side `inject_current`.
 #![cfg(feature = "tower")]
 
-use spanrec::middleware::{inject_current, request_context, TraceLayer};
+use spanrec::middleware::{inject_current, TraceLayer};
 use spanrec::{FinishedSpan, InMemoryRecorder, OwnedValue, Tracer};
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,10 +37,12 @@ fn spans(tracer: &Tracer, recorder: &InMemoryRecorder) -> Vec<FinishedSpan> {
 
 fn serve(tracer: &Tracer, request: http::Request<()>, status: u16) -> http::Response<()> {
     let inner_tracer = tracer.clone();
-    let handler = tower::service_fn(move |req: http::Request<()>| {
+    let handler = tower::service_fn(move |_req: http::Request<()>| {
         // Started while the request span is entered: its child.
         let mut child = inner_tracer.start_span("db.lookup");
-        let ctx = request_context(&req).expect("context in extensions");
+        let ctx = inner_tracer
+            .active_context()
+            .expect("the request's span is entered");
         child.set_tag("request.span", format!("{:016x}", ctx.span_id));
         child.finish();
         let mut response = http::Response::new(());

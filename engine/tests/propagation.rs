@@ -256,6 +256,76 @@ fn http_header_map_is_a_carrier() {
     assert_eq!(back.baggage_item("user"), Some("bob"));
 }
 
+/// The `HeaderMap` carrier scans small maps instead of looking names up:
+/// whatever the map's size, every read must answer what the `http` crate's
+/// own lookup answers (`get_all` of the parsed name: all values, in order),
+/// for names in any case, repeated headers, values that are not text, and
+/// names the map does not hold or that are not header names at all.
+#[cfg(feature = "http")]
+#[test]
+fn http_header_map_reads_agree_with_http_lookups_at_every_size() {
+    use spanrec::propagation::Carrier;
+    let names = [
+        "traceparent",
+        "TraceParent",
+        "tracestate",
+        "baggage",
+        "BAGGAGE",
+        "b3",
+        "x-b3-traceid",
+        "absent",
+        "not a name",
+        "",
+    ];
+    for extra in [0usize, 3, 15, 16, 17, 40] {
+        let mut map = http::HeaderMap::new();
+        for i in 0..extra {
+            map.append(
+                http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap(),
+                http::HeaderValue::from_static("v"),
+            );
+        }
+        map.append("tracestate", http::HeaderValue::from_static("a=1"));
+        map.append("traceparent", http::HeaderValue::from_static("tp"));
+        map.append("tracestate", http::HeaderValue::from_static("b=2"));
+        map.append("baggage", http::HeaderValue::from_bytes(b"k=\xff").unwrap());
+        map.append("b3", http::HeaderValue::from_static("one"));
+        map.append("b3", http::HeaderValue::from_static("two"));
+        let oracle = |name: &str| -> Vec<Option<String>> {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => map
+                    .get_all(n)
+                    .iter()
+                    .map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        for name in names {
+            let want = oracle(name);
+            let mut got = Vec::new();
+            map.for_each_value(name, &mut |v| got.push(v.map(str::to_owned)));
+            assert_eq!(got, want, "for_each_value({name:?}), {} entries", map.len());
+            let first = want.first().cloned().flatten();
+            assert_eq!(
+                Carrier::get(&map, name).map(str::to_owned),
+                first,
+                "get({name:?})"
+            );
+        }
+        let mut got: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+        map.for_each_value_of(&names, &mut |i, v| got[i].push(v.map(str::to_owned)));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(
+                got[i],
+                oracle(name),
+                "for_each_value_of: {name:?}, {} entries",
+                map.len()
+            );
+        }
+    }
+}
+
 /// A caller's "not sampled", in every format that can say it.
 fn not_sampled_carriers() -> Vec<(&'static str, HashMap<String, String>)> {
     let h = |pairs: &[(&str, &str)]| -> HashMap<String, String> {

@@ -15,10 +15,12 @@
 //! core, and the scheduler cannot move the two onto one core mid-run.
 //!
 //! Printed per tracer, and saved for `ci/bench-table.py` under
-//! `target/spanrec-cpu/server/`: requests/s at saturation (5 interleaved
-//! rounds; the capacity change is the median of each round's ratio to
-//! untraced), p50/p99/p99.9 at each fixed rate, the CPU of every
-//! server thread, spans created vs received.
+//! `target/spanrec-cpu/server/`: requests/s at saturation (16 interleaved
+//! rounds, a fresh process per variant and round; the capacity change is
+//! the median of each round's ratio to untraced), p50/p99/p99.9 at each
+//! fixed rate, the CPU of every server thread, spans created vs received.
+//! `untraced_again` is a second untraced server measured like the others:
+//! its "loss" is the noise floor of the run (an A/A comparison).
 //!
 //! `cargo bench -p spanrec-benches --bench server`. Targets (issue 12):
 //! spanrec loses ≤ 5 % capacity against untraced and adds ≤ 5 % to p99 at
@@ -33,20 +35,26 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The tracers compared, in the order they run.
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "untraced",
+    "untraced_again",
     "spanrec_layer",
     "spanrec_api",
     "otel",
     "fastrace",
 ];
-const ROUNDS: usize = 5;
+/// Capacity rounds (latency rounds: `LATENCY_ROUNDS`).
+const ROUNDS: usize = 16;
+const LATENCY_ROUNDS: usize = 5;
 /// The core every thread of the server process runs on (its request
 /// thread and its tracer's background threads share it: no spare core).
 const SERVER_CPU: &str = "0";
 /// The core of the load generator.
 const LOAD_CPU: &str = "1";
-const SATURATION: Duration = Duration::from_millis(1500);
+/// Closed-loop load before each measurement (a fresh process warms its
+/// connections, buffers and pools).
+const WARM_UP: Duration = Duration::from_millis(300);
+const SATURATION: Duration = Duration::from_millis(750);
 const FIXED_RATE: Duration = Duration::from_secs(1);
 
 /// One server process.
@@ -138,9 +146,15 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
 }
 
+/// The median (of an even count, the mean of the middle two).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 /// Per-thread CPU between two readings, as "name=ms" pairs.
@@ -186,29 +200,38 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
-    let servers: Vec<Server> = variants
-        .iter()
-        .map(|v| Server::start(v, iterations))
-        .collect();
-    // Capacity: closed loop, rounds interleaved so drift hits all alike.
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); servers.len()];
+    // Capacity: closed loop, rounds interleaved (each round in a rotated
+    // order) so that drift hits all alike, and a fresh process for every
+    // variant in every round: one process runs a few percent faster or
+    // slower than another running the same code, for its whole life
+    // (where its pages and heap landed), which per-round ratios cannot
+    // cancel but new processes average out.
+    let n = variants.len();
+    let mut servers: Vec<Option<Server>> = variants.iter().map(|_| None).collect();
+    let mut spans = vec![(0u64, 0u64); n];
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); n];
     for round in 0..rounds {
-        for (i, server) in servers.iter().enumerate() {
-            server.resume();
-            if round == 0 {
-                load::closed_loop(server.port, Duration::from_millis(500));
+        for k in 0..n {
+            let i = (k + round) % n;
+            if let Some(old) = servers[i].take() {
+                let (created, received) = old.finish();
+                spans[i].0 += created;
+                spans[i].1 += received;
             }
+            let server = Server::start(variants[i], iterations);
+            server.resume();
+            load::closed_loop(server.port, WARM_UP);
             let before = server.threads_cpu();
             let done = load::closed_loop(server.port, SATURATION);
             let after = server.threads_cpu();
             server.pause();
             rps[i].push(done as f64 / SATURATION.as_secs_f64());
-            if round == rounds - 1 {
-                cpu[i] = cpu_delta(&before, &after);
-            }
+            cpu[i] = cpu_delta(&before, &after);
+            servers[i] = Some(server);
         }
     }
+    let servers: Vec<Server> = servers.into_iter().flatten().collect();
     let capacity: Vec<f64> = rps.iter().map(|r| median(r.clone())).collect();
     let untraced = capacity[0];
     // Capacity relative to untraced: the median over rounds of each round's
@@ -228,7 +251,7 @@ fn main() {
         let rate = untraced * fraction;
         let mut rounds_p99: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
         let mut merged: Vec<Option<Histogram<u64>>> = vec![None; servers.len()];
-        for _ in 0..rounds {
+        for _ in 0..LATENCY_ROUNDS {
             for (i, server) in servers.iter().enumerate() {
                 server.resume();
                 let h = load::open_loop(server.port, rate, FIXED_RATE);
@@ -258,7 +281,9 @@ fn main() {
     let _ = std::fs::create_dir_all(&out_dir);
     for (i, server) in servers.into_iter().enumerate() {
         let variant = server.variant;
-        let (created, received) = server.finish();
+        let (mut created, mut received) = server.finish();
+        created += spans[i].0;
+        received += spans[i].1;
         let threads: Vec<String> = cpu[i]
             .iter()
             .map(|(n, ns)| format!("{n} {:.0} ms", *ns as f64 / 1e6))
@@ -282,7 +307,7 @@ fn main() {
             let pct = (fraction * 100.0) as u32;
             println!(
                 "server/{variant}/at_{pct}pct: {:.0} requests/s offered, {} completed in \
-                 {rounds} rounds, p50 {} µs p99 {} µs p99.9 {} µs; p99 {:+.1} % vs untraced \
+                 {LATENCY_ROUNDS} rounds, p50 {} µs p99 {} µs p99.9 {} µs; p99 {:+.1} % vs untraced \
                  (median of per-round ratios)",
                 untraced * fraction,
                 h.len(),

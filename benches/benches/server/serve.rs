@@ -61,7 +61,7 @@ pub fn run(variant: &str, iterations: u64) {
         println!("port {}", listener.local_addr().expect("addr").port());
         let _ = std::io::stdout().flush();
         let (finish, received): Backend = match variant {
-            "untraced" => {
+            "untraced" | "untraced_again" => {
                 serve(listener, move |_r| async move {
                     work(iterations);
                     Ok::<_, Infallible>(reply())

@@ -2,7 +2,7 @@
 //! that `ci/instructions.sh` tells callgrind to count, for a deterministic
 //! instructions-per-operation figure (`benches/instruction-budgets.txt`).
 //!
-//! `hot_path <root_span|child_span|w3c_inject|w3c_extract|ot_inject|ot_extract> [iterations]`
+//! `hot_path <root_span|child_span|server_request|w3c_inject|w3c_extract|ot_inject|ot_extract> [iterations]`
 
 use spanrec::{Format, SpanContext, Value};
 use spanrec_benches::null_tracer;
@@ -26,6 +26,30 @@ fn measured_child_span(t: &spanrec::Tracer, parent: &spanrec::Span, n: u64) {
         s.set_tag("db.rows", black_box(i as i64));
         s.set_tag("db.op", Value::StaticStr("find"));
         s.finish();
+    }
+}
+
+/// What the `server/spanrec_api` bench's handler asks of spanrec per
+/// request, on its request thread: join the caller's `traceparent` from
+/// the request's headers as hyper hands them over, tag the server span,
+/// enter it, two child spans with two tags each, finish.
+#[inline(never)]
+fn measured_server_request(t: &spanrec::Tracer, headers: &http::HeaderMap, n: u64) {
+    for i in 0..n {
+        let mut server = t.join_or_start("GET /machines", black_box(headers));
+        server.set_tag("http.method", Value::StaticStr("GET"));
+        {
+            let _entered = server.enter();
+            let mut lookup = t.start_span("db.lookup");
+            lookup.set_tag("db.op", Value::StaticStr("find"));
+            lookup.set_tag("db.rows", black_box(i as i64));
+            lookup.finish();
+            let mut render = t.start_span("render");
+            render.set_tag("format", Value::StaticStr("json"));
+            render.set_tag("bytes", 14);
+            render.finish();
+        }
+        server.finish();
     }
 }
 
@@ -117,6 +141,19 @@ fn main() {
     tracer.inject(&ctx, Format::W3c, &mut carrier);
     match op.as_str() {
         "root_span" => measured_root_span(&tracer, n),
+        "server_request" => {
+            // Three spans per request: a third of the iterations keeps
+            // within the warmed pool.
+            let mut headers = http::HeaderMap::new();
+            headers.insert("host", http::HeaderValue::from_static("bench"));
+            headers.insert(
+                "traceparent",
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            measured_server_request(&tracer, &headers, n / 3);
+        }
         "child_span" => {
             let parent = tracer.start_span("parent");
             measured_child_span(&tracer, &parent, n);
@@ -134,7 +171,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown operation {other:?}: root_span, child_span, w3c_inject, w3c_extract, ot_inject, ot_extract"
+                "unknown operation {other:?}: root_span, child_span, server_request, w3c_inject, w3c_extract, ot_inject, ot_extract"
             );
             std::process::exit(2);
         }
