@@ -51,6 +51,9 @@ pub(crate) struct ActiveEntry {
     inherited: Option<Arc<Inherited>>,
     /// The span's baggage is exactly the block's items.
     baggage_is_block: bool,
+    /// A child inherits more than ids (baggage, `tracestate`); when not,
+    /// `inherited`, `items` and `trace_state` are empty.
+    has_context: bool,
     /// Copies of the span's other baggage keys and values.
     text: String,
     /// Invariant: each piece is within `text` or the `inherited` block and
@@ -66,6 +69,16 @@ impl ActiveEntry {
         self.trace_id = r.trace_id();
         self.span_id = r.span_id();
         self.sampled = r.sampled();
+        self.has_context = r.has_context();
+        if !self.has_context {
+            // The common case: ids only.
+            self.inherited = None;
+            self.baggage_is_block = false;
+            self.text.clear();
+            self.items.clear();
+            self.trace_state = Piece::default();
+            return;
+        }
         self.inherited = r.inherited_block().cloned();
         self.baggage_is_block = r.baggage_is_block();
         self.text.clear();
@@ -113,6 +126,13 @@ impl ActiveEntry {
         if self.items.capacity() * std::mem::size_of::<(Piece, Piece)>() > KEEP_BYTES {
             self.items = Vec::new();
         }
+    }
+
+    /// Whether a child inherits more than ids: when not, a child needs
+    /// only [`trace_id`](Self::trace_id) and [`span_id`](Self::span_id).
+    #[inline]
+    pub(crate) fn has_context(&self) -> bool {
+        self.has_context
     }
 
     /// The shared remote context, if the span has one.

@@ -319,6 +319,9 @@ impl Flusher {
                 }
             }
         }
+        // The last home looked up: a batch holds runs of one thread's
+        // spans, and a hit saves hashing the slot id.
+        let mut last_home: Option<(u64, usize)> = None;
         for record in &mut self.batch {
             // The batch is cleared right after: nothing reads the record's
             // strings once its extension is gone.
@@ -333,7 +336,12 @@ impl Flusher {
             // in steady state. An extension whose home is gone, or whose
             // return ring is full (more of its spans in flight than ever
             // before), is freed here, off the hot path.
-            if let Some(&i) = self.homes.get(&ext.home) {
+            let home = match last_home {
+                Some((id, i)) if id == ext.home => Some(i),
+                _ => self.homes.get(&ext.home).copied(),
+            };
+            if let Some(i) = home {
+                last_home = Some((ext.home, i));
                 let _ = self.slots[i].inner.receiver.give_back(ext);
             }
         }

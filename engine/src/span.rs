@@ -250,16 +250,20 @@ fn start_record(
     thread_slots::count_started(shared);
     if !record.has_references() && !ignore_active {
         active::with_active(shared.id, |active| {
-            inherit(
-                record,
-                ReferenceKind::ChildOf,
-                active.trace_id,
-                active.span_id,
-                active.inherited_block(),
-                active.baggage_is_block(),
-                active.baggage(),
-                active.trace_state(),
-            );
+            if active.has_context() {
+                inherit(
+                    record,
+                    ReferenceKind::ChildOf,
+                    active.trace_id,
+                    active.span_id,
+                    active.inherited_block(),
+                    active.baggage_is_block(),
+                    active.baggage(),
+                    active.trace_state(),
+                );
+            } else {
+                record.add_reference(ReferenceKind::ChildOf, active.trace_id, active.span_id);
+            }
             parent_sampled = Some(active.sampled);
         });
     }

@@ -173,6 +173,7 @@ impl Tracer {
     /// Reads a context in `format`: `Ok(None)` when the carrier has none,
     /// `Err` when one is present but corrupted. Baggage beyond the tracer's
     /// limits is left out and counted.
+    #[inline]
     pub fn extract(
         &self,
         format: Format,
@@ -184,6 +185,7 @@ impl Tracer {
 
     /// Counts what an extract left out (baggage items; headers present but
     /// unreadable, such as a dropped `tracestate`), then adopts the context.
+    #[inline]
     fn count_refused(&self, ctx: SpanContext, refused: Refused) -> Option<SpanContext> {
         count(&self.shared().baggage_not_propagated, refused.baggage);
         count(&self.shared().propagation_errors, refused.headers);
@@ -194,6 +196,7 @@ impl Tracer {
     /// [`Config::honor_remote_sampling`](crate::Config) off (the default),
     /// its own sampling decision replaces the caller's, and a decision
     /// without ids is no context at all.
+    #[inline]
     fn adopt(&self, mut ctx: SpanContext) -> Option<SpanContext> {
         if self.config().honor_remote_sampling {
             return Some(ctx);
@@ -208,6 +211,7 @@ impl Tracer {
     /// Tries the configured formats ([`Config::propagation`](crate::Config))
     /// in order; the first present and valid context wins. If none is
     /// valid but one was present and corrupted, that error is returned.
+    #[inline]
     pub fn extract_any(&self, carrier: &dyn Carrier) -> Result<Option<SpanContext>, ExtractError> {
         let mut first_error = None;
         for &format in &self.config().propagation {

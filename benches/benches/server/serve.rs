@@ -62,9 +62,15 @@ pub fn run(variant: &str, iterations: u64) {
         let _ = std::io::stdout().flush();
         let (finish, received): Backend = match variant {
             "untraced" | "untraced_again" => {
-                serve(listener, move |_r| async move {
+                // The request lives until the reply is built, as in the
+                // traced handlers (and any handler that reads its request):
+                // dropped first, its buffers would be the reply's, and the
+                // allocator's fast path would favour the untraced server.
+                serve(listener, move |request| async move {
                     work(iterations);
-                    Ok::<_, Infallible>(reply())
+                    let out = reply();
+                    drop(request);
+                    Ok::<_, Infallible>(out)
                 });
                 (Box::new(|| {}), Arc::new(|| 0))
             }

@@ -269,6 +269,7 @@ pub const BINARY_HEADER: &str = "spanrec-context";
 
 /// Extracts a context in `format`. Baggage beyond `limits` is left out and
 /// counted in the returned number.
+#[inline]
 pub(crate) fn extract(format: Format, carrier: &dyn Carrier, limits: BaggageLimits) -> Extracted {
     match format {
         Format::W3c => w3c::extract(carrier, limits),

@@ -305,6 +305,7 @@ impl SpanRecord {
 
     /// Adds a reference. The first one, made before the span starts, gives
     /// the span its trace id and is held inline.
+    #[inline]
     pub(crate) fn add_reference(&mut self, kind: ReferenceKind, trace_id: u128, span_id: u64) {
         if !self.has_references() && self.span_id == 0 {
             self.flags |= FIRST_REF;
