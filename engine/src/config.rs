@@ -237,6 +237,19 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Spans in one thread's ring from which the flusher is woken: one
+    /// batch (`max_batch_size`), or half the ring if that is less. The
+    /// flusher's CPU then follows batches, not time, and the ring it
+    /// drains stays small enough to sit in the cache (waking at half of
+    /// the default ring, 4,096 spans, streamed 600 KB per wake through it
+    /// and cost a server ~3 % more capacity than waking per batch).
+    pub fn wake_at(&self) -> usize {
+        let half = (self.ring_capacity.max(1).next_power_of_two() / 2).max(1);
+        self.max_batch_size.clamp(1, half)
+    }
+}
+
 /// Largest accepted `ring_capacity` (2^22 spans per thread).
 pub const MAX_RING_CAPACITY: usize = 1 << 22;
 /// Accepted range of `ring_memory_budget`: 64 KiB (8 blocks) to 1 TiB.

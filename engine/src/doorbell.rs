@@ -3,12 +3,12 @@
 //! ring fills up.
 //!
 //! The flusher sleeps until its batch is due (`flusher.rs`); a thread that
-//! fills its ring faster wakes it. A producer that finds its ring at least
-//! half full (`Producer::push_from` calls its `half_full`, once per drain,
+//! fills its ring faster wakes it. A producer that finds its ring holding
+//! `wake_at` spans (`Config::wake_at`: a batch, 1,024 by default, at most
+//! half the ring; `Producer::push_from` calls its `wake`, once per drain,
 //! on its cold path) rings: one fence and one swap of `asleep`, and only when the
 //! flusher was asleep one `unpark` (a futex wake): at most one syscall per
-//! half-filled ring (4,096 spans with the default ring), counted in
-//! `Stats::doorbells`.
+//! `wake_at` spans, counted in `Stats::doorbells`.
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.
@@ -17,17 +17,17 @@
 //!   producer                               flusher
 //!   store ring.tail (Release, the pushes)  swap asleep = true
 //!   fence(SeqCst)                          fence(SeqCst)
-//!   swap asleep = false                    load every ring.tail: any at
-//!                                          least half full? then don't park
+//!   swap asleep = false                    load every ring.tail: any
+//!                                          holding wake_at? then don't park
 //! ```
 //!
 //! The two fences are ordered one way or the other in the single total
 //! order of `SeqCst` operations: if the producer's comes second, its swap
 //! sees `asleep == true` and it wakes the flusher; if the flusher's comes
 //! second, its re-check sees the push and it does not park. Either way no
-//! half-full ring waits for the flusher's timer (a lost wake-up would
+//! ring past `wake_at` waits for the flusher's timer (a lost wake-up would
 //! delay its spans by up to `flush_interval`, the flusher's sleep being
-//! bounded by it, and turn a busy thread's next half ring into `ring_full`
+//! bounded by it, and turn a busy thread's next spans into `ring_full`
 //! drops or `Block` waits). `std`'s park token covers
 //! an `unpark` that lands between the re-check and the park. Modeled by
 //! `loom-tests/tests/doorbell.rs`, with two mutants: the producer's fence
@@ -46,7 +46,7 @@ pub struct Doorbell {
     /// flusher when it wakes, or by the one producer that wakes it.
     ///
     /// Invariant: while the flusher is parked with no wake pending, it is
-    /// `true` and no ring was half full at the flusher's re-check
+    /// `true` and no ring held `wake_at` spans at the flusher's re-check
     /// (or the producer that filled it since will see `true`).
     asleep: AtomicBool,
 }
@@ -58,7 +58,7 @@ impl Doorbell {
     }
 
     /// Flusher side, before parking: announces the sleep. The caller must
-    /// then re-check its rings (any at least half full: [`awake`](Self::awake)
+    /// then re-check its rings (any holding `wake_at`: [`awake`](Self::awake)
     /// and do not park) before it parks, as [`sleep`](Self::sleep) does.
     fn going_to_sleep(&self) {
         // ORDERING: Relaxed, ordered before the re-check's loads by the
@@ -83,12 +83,12 @@ impl Doorbell {
     }
 
     /// Flusher side: announces the sleep, re-checks with `pressed` (is any
-    /// ring at least half full?) and, unless it is, sleeps with `park` (a
+    /// ring holding `wake_at`?) and, unless one does, sleeps with `park` (a
     /// bounded park: the flusher's own deadline). Returns whether it
     /// parked.
     pub fn sleep(&self, pressed: impl FnOnce() -> bool, park: impl FnOnce()) -> bool {
         self.going_to_sleep();
-        // The mutant parks without the re-check: a push that crossed half
+        // The mutant parks without the re-check: a push that crossed `wake_at`
         // before the announcement was visible to it is then missed.
         #[cfg(not(spanrec_loom_mutant = "doorbell_no_recheck"))]
         if pressed() {
@@ -102,7 +102,7 @@ impl Doorbell {
         true
     }
 
-    /// Producer side, after pushes that left its ring at least half full:
+    /// Producer side, after pushes that left its ring holding `wake_at`:
     /// whether the caller must wake the flusher (it was asleep, and this
     /// caller is the one that claimed the wake).
     #[must_use]
@@ -118,7 +118,7 @@ impl Doorbell {
         // load: it reads the latest value in `asleep`'s modification order,
         // and makes one caller the waker when several ring at once. (It
         // writes the shared line, but a producer rings at most once per
-        // half-filled ring.)
+        // ring past `wake_at`.)
         self.asleep.swap(false, Ordering::Relaxed)
     }
 }

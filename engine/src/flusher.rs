@@ -4,19 +4,20 @@
 //!
 //! Its CPU grows with the spans it delivers, not with time. After a pass
 //! it sleeps until the first of:
-//! - **a doorbell**: a request thread that finds its ring half full while
-//!   the flusher sleeps wakes it (`doorbell.rs`: at most one
-//!   wake per half-filled ring, counted in `Stats::doorbells`);
+//! - **a doorbell**: a request thread whose ring holds a batch of spans
+//!   (`Config::wake_at`: `max_batch_size`, at most half the ring) while the
+//!   flusher sleeps wakes it (`doorbell.rs`: at most one wake per
+//!   `wake_at` spans, counted in `Stats::doorbells`);
 //! - **the batch is due**: the oldest span it may hold, collected or still
 //!   in a ring, reaches `flush_interval` (spans still in a ring arrived
 //!   after this pass began, so an idle flusher wakes once per interval, and
 //!   delivers at once whatever it then finds);
 //! - a `flush` or `shutdown` call, which wakes it directly.
 //!
-//! A pass that found a ring at least half full goes round again at once.
-//! So a busy thread costs the flusher one wake per half ring of spans
-//! (4,096 with the default 8,192), however fast it goes, and spans from
-//! threads too slow to fill half a ring within `flush_interval` are picked
+//! A pass that found a ring holding `wake_at` spans goes round again at
+//! once. So a busy thread costs the flusher one wake per batch of spans
+//! (1,024 by default), however fast it goes, and spans from threads too
+//! slow to fill a batch within `flush_interval` are picked
 //! up once per interval: the flusher never spins and never sleeps a fixed
 //! short time (`Stats::flusher_wakeups` counts its wakes). Doorbell rather
 //! than timer: on this project's 2-core VM a thread woken by its own timer
@@ -171,7 +172,7 @@ impl Flusher {
         let shared = &self.shared;
         let slots = &mut self.slots;
         let parked = shared.doorbell.sleep(
-            || slots.iter_mut().any(|s| s.inner.receiver.half_full()) || shared.has_new_work(),
+            || slots.iter_mut().any(|s| s.inner.receiver.wake_due()) || shared.has_new_work(),
             || {
                 let now = Instant::now();
                 if wake_at > now {
@@ -199,7 +200,7 @@ impl Flusher {
         }
         let mut moved = 0;
         let mut pressed = false;
-        let half = self.shared.config.ring_capacity.div_ceil(2);
+        let wake_at = self.shared.config.wake_at();
         while let Some(record) = self.late.pop() {
             self.add(record);
             moved += 1;
@@ -236,7 +237,7 @@ impl Flusher {
                 .ring_high_water
                 .raise_to(n as u64);
             moved += n;
-            pressed |= n >= half;
+            pressed |= n >= wake_at;
             let slot = &mut self.slots[i];
             if n > 0 {
                 slot.idle_since = Some(Instant::now());

@@ -68,15 +68,21 @@ pub struct Drained {
 /// A slot whose queues hold `capacity` and `returns_capacity` values (the
 /// first's blocks beyond its first within `budget`; the returns', small,
 /// are bounded by their capacity only), whose sender refuses values once
-/// `closed` is set.
+/// `closed` is set, and calls its `wake` from `wake_at` values on.
 pub fn slot<T, R>(
     capacity: usize,
+    wake_at: usize,
     returns_capacity: usize,
     budget: Arc<Budget>,
     closed: Arc<AtomicBool>,
 ) -> (SlotSender<T, R>, SlotReceiver<T, R>) {
-    let (spans_tx, spans_rx) = block_ring(capacity, budget);
-    let (returns_tx, returns_rx) = block_ring(returns_capacity, Budget::new(usize::MAX / 2));
+    let (spans_tx, spans_rx) = block_ring(capacity, wake_at, budget);
+    // Nobody waits on the returns queue: its wake threshold is unused.
+    let (returns_tx, returns_rx) = block_ring(
+        returns_capacity,
+        returns_capacity,
+        Budget::new(usize::MAX / 2),
+    );
     let flags = Arc::new(Flags::default());
     (
         SlotSender {
@@ -114,13 +120,13 @@ impl<T, R> SlotSender<T, R> {
     /// [`send`](Self::send) for a value held in place: on success the value
     /// is moved out of `value` with one copy; when refused, `value` is left
     /// as it was (the production path: spans finish this way). Calls
-    /// `half_full` when the ring is at least half full, once per drain
+    /// `wake` when the ring holds at least `wake_at` values, once per drain
     /// (`Producer::push_from`): the moment to ring the flusher's doorbell.
     #[inline(always)]
     pub fn send_from(
         &mut self,
         value: &mut Option<T>,
-        half_full: impl FnOnce(),
+        wake: impl FnOnce(),
     ) -> Result<(), Refused<()>> {
         // ORDERING: Relaxed: a stale `false` lets the value into the ring
         // after the receiver's final drain; the receiver drains closed slots
@@ -137,7 +143,7 @@ impl<T, R> SlotSender<T, R> {
             #[cfg(not(spanrec_loom_mutant = "close_drops_silently"))]
             return Err(Refused::Closed(()));
         }
-        if self.spans.push_from(value, half_full) {
+        if self.spans.push_from(value, wake) {
             Ok(())
         } else {
             Err(Refused::Full(()))
@@ -192,10 +198,10 @@ impl<T, R> SlotReceiver<T, R> {
         drained
     }
 
-    /// Whether the ring holds at least half its capacity now (the
+    /// Whether the ring holds at least `wake_at` values now (the
     /// flusher's re-check before it sleeps, see `doorbell.rs`).
-    pub fn half_full(&mut self) -> bool {
-        self.spans.half_full()
+    pub fn wake_due(&mut self) -> bool {
+        self.spans.wake_due()
     }
 
     /// Frees the span ring's spare block (the flusher calls it for a ring

@@ -146,6 +146,7 @@ fn register(shared: &Arc<Shared>) -> Box<ThreadSlot> {
     // not overflow in steady state.
     let (sender, receiver) = slot(
         capacity,
+        shared.config.wake_at(),
         capacity + shared.config.max_batch_size + SPARE_CAPACITY,
         shared.ring_budget.clone(),
         shared.closed.clone(),
@@ -368,9 +369,9 @@ fn finish_late(mut record: SpanRecord, at: Option<u64>) {
     shared.push_late(record);
 }
 
-/// The thread's ring is at least half full (once per drain): wake the
-/// flusher if it sleeps. The only syscall a finish can make outside
-/// `Block`, at most once per half-filled ring; see `doorbell.rs`.
+/// The thread's ring holds `Config::wake_at` spans (once per drain): wake
+/// the flusher if it sleeps. The only syscall a finish can make outside
+/// `Block`, at most once per `wake_at` spans; see `doorbell.rs`.
 #[cold]
 #[inline(never)]
 fn ring_doorbell(shared: &Shared, state: &SlotState) {
@@ -470,7 +471,7 @@ impl ThreadSlot {
             }
             attempt += 1;
             if attempt == 1 {
-                // Normally rung at half-fill already; a no-op unless the
+                // Normally rung at `wake_at` already; a no-op unless the
                 // flusher sleeps.
                 ring_doorbell(&self.shared, &self.state);
             }

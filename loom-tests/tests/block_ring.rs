@@ -39,7 +39,7 @@ fn values_cross_blocks_and_blocks_circulate() {
     assert_eq!(BLOCK, 2, "loom builds use blocks of 2");
     model("block_ring_cross", || {
         let budget = Budget::new(8);
-        let (mut p, mut c) = block_ring::<Pair>(4, budget);
+        let (mut p, mut c) = block_ring::<Pair>(4, 2, budget);
         let producer = thread::spawn(move || {
             for i in 0..5 {
                 push_spinning(&mut p, Pair(i, i));
@@ -68,7 +68,7 @@ fn values_cross_blocks_and_blocks_circulate() {
 fn a_spent_budget_reuses_the_one_block() {
     model("block_ring_self_link", || {
         let budget = Budget::new(0);
-        let (mut p, mut c) = block_ring::<u64>(4, budget.clone());
+        let (mut p, mut c) = block_ring::<u64>(4, 2, budget.clone());
         let producer = thread::spawn(move || {
             for i in 0..5 {
                 push_spinning(&mut p, i);
@@ -96,7 +96,7 @@ fn a_spent_budget_reuses_the_one_block() {
 fn releasing_spares_races_the_producer_safely() {
     model("block_ring_release_spare", || {
         let budget = Budget::new(8);
-        let (mut p, mut c) = block_ring::<u64>(4, budget.clone());
+        let (mut p, mut c) = block_ring::<u64>(4, 2, budget.clone());
         // Fill and drain two blocks: the consumer's spare list holds the
         // first.
         for i in 0..3 {

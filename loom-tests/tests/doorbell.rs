@@ -39,7 +39,7 @@ fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: 
             }
         }
         bell.sleep(
-            || rx.half_full() || done.load(Ordering::Acquire),
+            || rx.wake_due() || done.load(Ordering::Acquire),
             thread::park,
         );
     }
@@ -56,7 +56,7 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
         const N: u32 = 3;
         let bell = Arc::new(Doorbell::new());
         let done = Arc::new(AtomicBool::new(false));
-        let (mut tx, rx) = block_ring::<u32>(2, Budget::new(8));
+        let (mut tx, rx) = block_ring::<u32>(2, 1, Budget::new(8));
         let f = {
             let (bell, done) = (bell.clone(), done.clone());
             thread::spawn(move || flusher(&bell, rx, &done, N))
@@ -83,13 +83,13 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
     });
 }
 
-/// `push_from` calls `half_full` once per drain: a producer that keeps
+/// `push_from` calls `wake` once per drain: a producer that keeps
 /// pushing into a ring the consumer does not drain rings once, not per
 /// push.
 #[test]
-fn half_full_is_reported_once_per_drain() {
+fn wake_is_reported_once_per_drain() {
     model("doorbell_once_per_drain", || {
-        let (mut tx, mut rx) = block_ring::<u32>(4, Budget::new(8));
+        let (mut tx, mut rx) = block_ring::<u32>(4, 2, Budget::new(8));
         let push = |tx: &mut spanrec::block_ring::Producer<u32>, v| {
             let mut rang = 0;
             assert!(tx.push_from(&mut Some(v), || rang += 1));

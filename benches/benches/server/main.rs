@@ -15,9 +15,10 @@
 //! core, and the scheduler cannot move the two onto one core mid-run.
 //!
 //! Printed per tracer, and saved for `ci/bench-table.py` under
-//! `target/spanrec-cpu/server/`: requests/s at saturation (16 interleaved
-//! rounds, a fresh process per variant and round; the capacity change is
-//! the median of each round's ratio to untraced), p50/p99/p99.9 at each
+//! `target/spanrec-cpu/server/`: requests/s at saturation (30 interleaved
+//! rounds of 0.5 s, a fresh process per variant and round; the capacity
+//! change is the interquartile mean of each round's ratio to untraced),
+//! p50/p99/p99.9 at each
 //! fixed rate, the CPU of every server thread, spans created vs received.
 //! `untraced_again` is a second untraced server measured like the others:
 //! its "loss" is the noise floor of the run (an A/A comparison).
@@ -44,7 +45,7 @@ const VARIANTS: [&str; 6] = [
     "fastrace",
 ];
 /// Capacity rounds (latency rounds: `LATENCY_ROUNDS`).
-const ROUNDS: usize = 16;
+const ROUNDS: usize = 30;
 const LATENCY_ROUNDS: usize = 5;
 /// The core every thread of the server process runs on (its request
 /// thread and its tracer's background threads share it: no spare core).
@@ -53,8 +54,8 @@ const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
 /// Closed-loop load before each measurement (a fresh process warms its
 /// connections, buffers and pools).
-const WARM_UP: Duration = Duration::from_millis(300);
-const SATURATION: Duration = Duration::from_millis(750);
+const WARM_UP: Duration = Duration::from_millis(250);
+const SATURATION: Duration = Duration::from_millis(500);
 const FIXED_RATE: Duration = Duration::from_secs(1);
 
 /// One server process.
@@ -144,6 +145,18 @@ impl Server {
 
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+/// The mean of the middle half (the interquartile mean): on this VM one
+/// measurement of a server's capacity varies by ~5 % (sd) around its
+/// mean, nearly independently from one to the next, with rare stalls far
+/// out; the middle half's mean is robust to those and, on that noise,
+/// needs fewer rounds than the median for the same precision.
+fn interquartile_mean(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let quarter = v.len() / 4;
+    let middle = &v[quarter..v.len() - quarter];
+    middle.iter().sum::<f64>() / middle.len() as f64
 }
 
 /// The median (of an even count, the mean of the middle two).
@@ -244,12 +257,12 @@ fn main() {
     let servers: Vec<Server> = servers.into_iter().flatten().collect();
     let capacity: Vec<f64> = rps.iter().map(|r| median(r.clone())).collect();
     let untraced = capacity[0];
-    // Capacity relative to untraced: the median over rounds of each round's
-    // ratio (the two measured seconds apart), so that the machine's drift
-    // between rounds cancels.
+    // Capacity relative to untraced: the interquartile mean over rounds of
+    // each round's ratio (the two measured seconds apart, so that the
+    // machine's drift between rounds cancels).
     let relative: Vec<f64> = rps
         .iter()
-        .map(|r| median(r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect()))
+        .map(|r| interquartile_mean(r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect()))
         .collect();
 
     // Latency at fixed rates of the untraced capacity, in interleaved
@@ -300,7 +313,7 @@ fn main() {
             .collect();
         println!(
             "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % vs untraced \
-             (median of per-round ratios); CPU in the last {:.1} s saturation run: {}; \
+             (interquartile mean of per-round ratios); CPU in the last {:.1} s saturation run: {}; \
              spans created {created} received {received} lost {}",
             capacity[i],
             rps[i].iter().map(|r| r.round() as u64).collect::<Vec<_>>(),

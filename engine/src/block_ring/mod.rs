@@ -236,9 +236,15 @@ impl<T> Drop for Queue<T> {
 
 /// Creates a queue that holds up to `capacity` values (rounded up to a power
 /// of two, at least 1), whose blocks beyond the first count against
-/// `budget`.
-pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Consumer<T>) {
+/// `budget`, and whose consumer is due a wake-up once it holds `wake_at`
+/// values (kept within 1..=half the capacity).
+pub fn block_ring<T>(
+    capacity: usize,
+    wake_at: usize,
+    budget: Arc<Budget>,
+) -> (Producer<T>, Consumer<T>) {
     let capacity = capacity.max(1).next_power_of_two();
+    let wake_at = wake_at.clamp(1, (capacity / 2).max(1));
     budget.add_queue();
     let first = Block::allocate();
     let queue = Arc::new(Queue {
@@ -257,7 +263,7 @@ pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Cons
             cached_head: 0,
             // Refresh at the first push (sets the real schedule).
             check_at: 0,
-            half: capacity / 2,
+            wake_at,
             reported_at: usize::MAX,
             block: first,
             block_end: BLOCK,
@@ -265,6 +271,7 @@ pub fn block_ring<T>(capacity: usize, budget: Arc<Budget>) -> (Producer<T>, Cons
         },
         Consumer {
             queue,
+            wake_at,
             head: 0,
             cached_tail: 0,
             block: first,
@@ -290,9 +297,10 @@ pub struct Producer<T> {
     /// block_end)` (wrapping), so a `tail` short of it has a free slot in
     /// the current block.
     check_at: usize,
-    /// Half the capacity: from this many values on the queue is half full.
-    half: usize,
-    /// The `head` at which `push_from` last called its `half_full`: at most
+    /// From this many values on the queue the consumer is due a wake-up
+    /// (at most half the capacity).
+    wake_at: usize,
+    /// The `head` at which `push_from` last called its `wake`: at most
     /// once per value of `head`.
     reported_at: usize,
     /// The block that holds `tail` while `tail < block_end`.
@@ -329,14 +337,14 @@ impl<T> Producer<T> {
     /// Moves the value out of `value` into the queue, unless it is full
     /// (then `value` is left as it was and `false` returned): one copy.
     ///
-    /// Calls `half_full` (before the push) when the queue holds at least
-    /// half its capacity, once per drain by the consumer: the doorbell's
-    /// trigger: at most one call per half-fill. The values that filled it
+    /// Calls `wake` (before the push) when the queue holds at least
+    /// `wake_at` values, once per drain by the consumer: the doorbell's
+    /// trigger: at most one call per `wake_at` values. The values that filled it
     /// were published before the call, which is what the doorbell's fence
     /// needs (`doorbell.rs`).
     #[inline(always)]
-    pub fn push_from(&mut self, value: &mut Option<T>, half_full: impl FnOnce()) -> bool {
-        if self.tail == self.check_at && !self.has_room_refreshed(half_full) {
+    pub fn push_from(&mut self, value: &mut Option<T>, wake: impl FnOnce()) -> bool {
+        if self.tail == self.check_at && !self.has_room_refreshed(wake) {
             return false;
         }
         let Some(v) = value.as_ref() else {
@@ -359,14 +367,14 @@ impl<T> Producer<T> {
         true
     }
 
-    /// Refreshes `head`; calls `half_full` if the queue holds at least half
-    /// its capacity and it was not called for this `head` yet; at the end
+    /// Refreshes `head`; calls `wake` if the queue holds at least `wake_at`
+    /// values and it was not called for this `head` yet; at the end
     /// of the block, takes the next one; sets the next `check_at`: where
-    /// the cached view reaches half, if it is below, else `half / 4` pushes
+    /// the cached view reaches `wake_at`, if it is below, else `wake_at / 4` pushes
     /// on (or where the queue could be full), and never past the block.
     #[cold]
     #[inline(never)]
-    fn has_room_refreshed(&mut self, half_full: impl FnOnce()) -> bool {
+    fn has_room_refreshed(&mut self, wake: impl FnOnce()) -> bool {
         // ORDERING: Acquire pairs with the consumer's Release store of
         // `head` in `publish_head`: its reads of the slots before `head`
         // (and of the links it followed) happen before what we do next.
@@ -378,15 +386,15 @@ impl<T> Producer<T> {
         if self.tail == self.block_end && !self.next_block(fill) {
             return false;
         }
-        if fill >= self.half && self.cached_head != self.reported_at {
+        if fill >= self.wake_at && self.cached_head != self.reported_at {
             self.reported_at = self.cached_head;
-            half_full();
+            wake();
         }
-        let check_at = if fill < self.half {
-            self.cached_head.wrapping_add(self.half)
+        let check_at = if fill < self.wake_at {
+            self.cached_head.wrapping_add(self.wake_at)
         } else {
             let to_full = self.queue.mask + 1 - fill;
-            self.tail.wrapping_add(to_full.min(self.half / 4).max(1))
+            self.tail.wrapping_add(to_full.min(self.wake_at / 4).max(1))
         };
         // Both bounds are ahead of `tail` (modulo wrapping): take the nearer.
         self.check_at =
@@ -493,6 +501,8 @@ impl<T> Producer<T> {
 /// The reading end of a queue.
 pub struct Consumer<T> {
     queue: Arc<Queue<T>>,
+    /// The producer's `wake_at`: the fill at which a wake-up is due.
+    wake_at: usize,
     /// Our own copy of `queue.head` (we are its only writer).
     head: usize,
     /// A possibly stale copy of `queue.tail`; never ahead of the real one.
@@ -654,16 +664,16 @@ impl<T> Consumer<T> {
         self.queue.spare.store(old as usize, Ordering::Relaxed);
     }
 
-    /// Whether the queue holds at least half its capacity now (a fresh
+    /// Whether the queue holds at least `wake_at` values now (a fresh
     /// read of the producer's index): the flusher's re-check before it
-    /// sleeps, the same threshold as the producer's `half_full`.
+    /// sleeps, the same threshold as the producer's `wake`.
     #[inline]
-    pub fn half_full(&mut self) -> bool {
+    pub fn wake_due(&mut self) -> bool {
         // ORDERING: Acquire pairs with the producer's Release store of
         // `tail` (like `pop`); under the doorbell protocol this load follows
         // the flusher's SeqCst fence (see `doorbell.rs`).
         self.cached_tail = self.queue.tail.load(Ordering::Acquire);
-        self.cached_tail.wrapping_sub(self.head) >= (self.queue.mask + 1) >> 1
+        self.cached_tail.wrapping_sub(self.head) >= self.wake_at
     }
 
     /// Frees the spare list (unless the producer took it): memory an idle

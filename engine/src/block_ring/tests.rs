@@ -9,7 +9,7 @@ fn unlimited() -> Arc<Budget> {
 #[test]
 fn fifo_across_blocks_reports_full_and_reuses_blocks() {
     let budget = unlimited();
-    let (mut p, mut c) = block_ring::<u32>(256, budget.clone());
+    let (mut p, mut c) = block_ring::<u32>(256, 128, budget.clone());
     let mut next_in = 0u32;
     let mut next_out = 0u32;
     for _ in 0..20 {
@@ -29,7 +29,7 @@ fn fifo_across_blocks_reports_full_and_reuses_blocks() {
 
 #[test]
 fn pop_into_moves_in_order_across_blocks() {
-    let (mut p, mut c) = block_ring::<u32>(1024, unlimited());
+    let (mut p, mut c) = block_ring::<u32>(1024, 512, unlimited());
     let mut out = Vec::new();
     let mut next = 0;
     for _ in 0..7 {
@@ -49,7 +49,7 @@ fn pop_into_moves_in_order_across_blocks() {
 fn a_spent_budget_makes_the_queue_full_until_it_is_read() {
     // No block beyond each queue's first.
     let budget = Budget::new(0);
-    let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+    let (mut p, mut c) = block_ring::<u32>(1024, 512, budget.clone());
     for i in 0..BLOCK as u32 {
         p.push(i).unwrap();
     }
@@ -69,10 +69,10 @@ fn a_spent_budget_makes_the_queue_full_until_it_is_read() {
 #[test]
 fn a_self_link_is_not_rewritten_before_the_consumer_followed_it() {
     let budget = Budget::new(1);
-    let (mut p, mut c) = block_ring::<u32>(1024, budget.clone());
+    let (mut p, mut c) = block_ring::<u32>(1024, 512, budget.clone());
     // Fill the first block and read it all: no spare, but budget for
     // one more block... spend it on another queue.
-    let (mut other, _oc) = block_ring::<u32>(1024, budget.clone());
+    let (mut other, _oc) = block_ring::<u32>(1024, 512, budget.clone());
     for i in 0..=BLOCK as u32 {
         other.push(i).unwrap();
     }
@@ -98,7 +98,7 @@ fn a_self_link_is_not_rewritten_before_the_consumer_followed_it() {
 #[test]
 fn idle_memory_goes_back_to_one_block() {
     let budget = unlimited();
-    let (mut p, mut c) = block_ring::<[u8; 100]>(4096, budget.clone());
+    let (mut p, mut c) = block_ring::<[u8; 100]>(4096, 2048, budget.clone());
     for _ in 0..4000 {
         p.push([1; 100]).unwrap();
     }
@@ -114,7 +114,7 @@ fn drop_releases_values_and_blocks() {
     let value = std::sync::Arc::new(());
     let budget = unlimited();
     {
-        let (mut p, mut c) = block_ring(1024, budget.clone());
+        let (mut p, mut c) = block_ring(1024, 512, budget.clone());
         for _ in 0..(BLOCK * 5 + 3) {
             p.push(value.clone()).unwrap();
         }
@@ -131,7 +131,7 @@ fn drop_releases_values_and_blocks() {
 #[test]
 fn threads_hand_over_every_value_in_order() {
     let budget = Budget::new(8);
-    let (mut p, mut c) = block_ring::<u64>(1024, budget.clone());
+    let (mut p, mut c) = block_ring::<u64>(1024, 512, budget.clone());
     const N: u64 = 300_000;
     let producer = std::thread::spawn(move || {
         for i in 0..N {
@@ -155,4 +155,45 @@ fn threads_hand_over_every_value_in_order() {
     producer.join().unwrap();
     drop(c);
     assert_eq!(budget.blocks(), 0);
+}
+
+/// The wake-up threshold, below half the ring: `push_from` calls `wake`
+/// exactly when the queue holds `wake_at` values, once per drain, never
+/// before (after a drain: within `wake_at / 4` pushes); `wake_due` agrees; a threshold above half is held to half.
+#[test]
+fn wake_comes_at_the_threshold_once_per_drain() {
+    for wake_at in [1usize, 7, 64, 100, 512] {
+        let (mut p, mut c) = block_ring::<u32>(1024, wake_at, unlimited());
+        let mut wakes = Vec::new();
+        for v in 0..(wake_at + 100) as u32 {
+            let held = v as usize;
+            assert_eq!(
+                c.wake_due(),
+                held >= wake_at,
+                "wake_at {wake_at}, {held} held"
+            );
+            assert!(p.push_from(&mut Some(v), || wakes.push(held)));
+        }
+        assert_eq!(
+            wakes,
+            vec![wake_at],
+            "wake_at {wake_at}: one wake, when {wake_at} were held"
+        );
+        // A drain of some, still past the threshold: a wake again within
+        // the producer's re-check step (`wake_at / 4` pushes), once.
+        let mut out = Vec::new();
+        c.pop_into(&mut out, 10);
+        wakes.clear();
+        for v in 0..=(wake_at / 4) as u32 {
+            assert!(p.push_from(&mut Some(v), || wakes.push(0)));
+        }
+        assert_eq!(
+            wakes.len(),
+            1,
+            "wake_at {wake_at}: a new head, one new wake"
+        );
+    }
+    let (_p, mut c) = block_ring::<u32>(8, 1000, unlimited());
+    assert!(!c.wake_due());
+    assert_eq!(c.wake_at, 4);
 }
