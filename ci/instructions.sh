@@ -10,19 +10,22 @@ n=5000
 cargo build -q --release -p spanrec-benches --bin hot_path
 bin="${CARGO_TARGET_DIR:-target}/release/hot_path"
 status=0
-printf '%-12s %10s %10s %8s\n' operation instr/op budget ratio
-while read -r op budget; do
+printf '%-14s %10s %10s %8s\n' operation instr/op budget ratio
+while read -r op budget per; do
   case "$op" in ''|'#'*) continue ;; esac
+  # An operation that runs 1/per of the iterations (a request of three
+  # spans: the counted loop stays within one ring) is divided by those.
+  ops=$(( n / ${per:-1} ))
   out=$(mktemp)
   valgrind --tool=callgrind --callgrind-out-file="$out" --collect-atstart=no \
     --toggle-collect="hot_path::measured_${op}" "$bin" "$op" "$n" >/dev/null 2>&1
   total=$(grep -E '^(summary|totals):' "$out" | head -n 1 | awk '{print $2}')
   rm -f "$out"
-  per=$(( total / n ))
-  ratio=$(awk -v a="$per" -v b="$budget" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-12s %10s %10s %8s\n' "$op" "$per" "$budget" "$ratio"
-  if awk -v a="$per" -v b="$budget" 'BEGIN { exit !(a > b * 1.05) }'; then
-    echo "instructions: $op regressed: $per > $budget * 1.05"; status=1
+  each=$(( total / ops ))
+  ratio=$(awk -v a="$each" -v b="$budget" 'BEGIN { printf "%.2f", a / b }')
+  printf '%-14s %10s %10s %8s\n' "$op" "$each" "$budget" "$ratio"
+  if awk -v a="$each" -v b="$budget" 'BEGIN { exit !(a > b * 1.05) }'; then
+    echo "instructions: $op regressed: $each > $budget * 1.05"; status=1
   fi
 done < benches/instruction-budgets.txt
 exit $status
