@@ -47,7 +47,7 @@ fn spans_finished_before_flush_are_delivered_first() {
     model("flush_tickets", || {
         let control = Arc::new(FlushControl::new());
         let delivered = Arc::new(Mutex::new(Vec::new()));
-        let (mut producer, consumer) = block_ring::<u32>(2, Budget::new(8));
+        let (mut producer, consumer) = block_ring::<u32>(2, 1, Budget::new(8));
 
         let f = {
             let (control, delivered) = (control.clone(), delivered.clone());

@@ -36,7 +36,7 @@ fn push_spinning<T>(p: &mut Producer<T>, mut v: T) {
 #[test]
 fn hand_over_wraps_around_full_and_empty() {
     model("ring_hand_over", || {
-        let (mut p, mut c) = block_ring::<Pair>(2, Budget::new(8));
+        let (mut p, mut c) = block_ring::<Pair>(2, 1, Budget::new(8));
         let producer = thread::spawn(move || {
             for i in 0..3 {
                 push_spinning(&mut p, Pair(i, i));
@@ -63,7 +63,7 @@ fn hand_over_wraps_around_full_and_empty() {
 #[test]
 fn full_push_hands_the_value_back() {
     model("ring_full_push", || {
-        let (mut p, mut c) = block_ring::<u64>(1, Budget::new(8));
+        let (mut p, mut c) = block_ring::<u64>(1, 1, Budget::new(8));
         p.push(1).unwrap();
         let consumer = thread::spawn(move || {
             let got = c.pop();
@@ -91,7 +91,7 @@ fn full_push_hands_the_value_back() {
 #[test]
 fn unpopped_values_are_dropped_not_leaked() {
     model("ring_drop", || {
-        let (mut p, mut c) = block_ring::<Arc<u64>>(2, Budget::new(8));
+        let (mut p, mut c) = block_ring::<Arc<u64>>(2, 1, Budget::new(8));
         let producer = thread::spawn(move || {
             p.push(Arc::new(1)).unwrap();
             let _ = p.push(Arc::new(2));
@@ -111,8 +111,8 @@ fn unpopped_values_are_dropped_not_leaked() {
 #[test]
 fn two_producers_one_consumer() {
     model("ring_two_producers", || {
-        let (mut p1, mut c1) = block_ring::<u64>(1, Budget::new(8));
-        let (mut p2, mut c2) = block_ring::<u64>(1, Budget::new(8));
+        let (mut p1, mut c1) = block_ring::<u64>(1, 1, Budget::new(8));
+        let (mut p2, mut c2) = block_ring::<u64>(1, 1, Budget::new(8));
         let t1 = thread::spawn(move || {
             push_spinning(&mut p1, 10);
             push_spinning(&mut p1, 11);

@@ -51,7 +51,7 @@ fn drain_all<T>(rx: &mut SlotReceiver<T>) -> (Vec<T>, bool) {
 #[test]
 fn buffers_round_trip_without_races_or_leaks() {
     model("buffers_round_trip", || {
-        let (mut tx, mut rx) = slot::<Tracked, Tracked>(2, 2, Budget::new(8), open());
+        let (mut tx, mut rx) = slot::<Tracked, Tracked>(2, 1, 2, Budget::new(8), open());
         let owner = thread::spawn(move || {
             let b = Track::new(Box::new(Buffer {
                 data: UnsafeCell::new(0),
@@ -90,7 +90,7 @@ fn buffers_round_trip_without_races_or_leaks() {
 #[test]
 fn exiting_thread_strands_nothing() {
     model("exiting_thread", || {
-        let (mut tx, mut rx) = slot::<u64, u64>(4, 4, Budget::new(8), open());
+        let (mut tx, mut rx) = slot::<u64, u64>(4, 2, 4, Budget::new(8), open());
         let worker = thread::spawn(move || {
             assert!(tx.send(1).is_ok());
             assert!(tx.send(2).is_ok());
@@ -122,7 +122,7 @@ fn exiting_thread_strands_nothing() {
 #[test]
 fn overflow_accounting_is_exact() {
     model("overflow_accounting", || {
-        let (mut tx, mut rx) = slot::<u64, u64>(1, 1, Budget::new(8), open());
+        let (mut tx, mut rx) = slot::<u64, u64>(1, 1, 1, Budget::new(8), open());
         let worker = thread::spawn(move || {
             let mut dropped = 0;
             for span in 0..3 {
@@ -156,7 +156,7 @@ fn overflow_accounting_is_exact() {
 fn finish_during_shutdown_is_recorded_or_counted() {
     model("finish_during_shutdown", || {
         let closed = open();
-        let (mut tx, mut rx) = slot::<u64, u64>(2, 2, Budget::new(8), closed.clone());
+        let (mut tx, mut rx) = slot::<u64, u64>(2, 1, 2, Budget::new(8), closed.clone());
         let worker = thread::spawn(move || {
             let refused = match tx.send(7) {
                 Ok(()) => 0,
