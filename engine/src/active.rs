@@ -230,8 +230,16 @@ pub(crate) fn leave(token: u64) {
         };
         let stack = &mut *stack;
         let len = stack.len;
-        if let Some(i) = stack.entries[..len].iter().rposition(|e| e.token == token) {
-            stack.entries[i..len].rotate_left(1);
+        // Guards are dropped innermost first, nearly always: the entry is
+        // then the last one and stays where it is.
+        let at = match stack.entries[..len].last() {
+            Some(e) if e.token == token => Some(len - 1),
+            _ => stack.entries[..len].iter().rposition(|e| e.token == token),
+        };
+        if let Some(i) = at {
+            if i + 1 < len {
+                stack.entries[i..len].rotate_left(1);
+            }
             stack.len -= 1;
             stack.entries[len - 1].trim();
             ENTERED.with(|e| e.set(stack.len));

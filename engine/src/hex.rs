@@ -1,6 +1,8 @@
 //! Lowercase hex for trace and span ids, as the text propagation formats and
 //! the Mongo schema write them. Encoding is branch-free SWAR (all 16 digits
-//! of a `u64` at once); decoding is one table lookup per digit. Ids are
+//! of a `u64` at once); decoding is SWAR too for 16 digits (an id's usual
+//! width: eight digits checked and converted at once), one table lookup per
+//! digit for other widths. Ids are
 //! formatted and parsed on every request that crosses a process, so this is
 //! on the path the `propagation/*` benches measure.
 
@@ -86,6 +88,10 @@ static ANY_CASE: [u8; 256] = table(true);
 /// ```
 #[inline]
 pub fn decode_u64(s: &[u8], digits: Digits) -> Option<u64> {
+    if let Ok(sixteen) = <&[u8; 16]>::try_from(s) {
+        // The common width (ids as most tracers write them).
+        return decode_16(sixteen, digits);
+    }
     if s.is_empty() || s.len() > 16 {
         return None;
     }
@@ -103,19 +109,35 @@ pub fn decode_u64(s: &[u8], digits: Digits) -> Option<u64> {
     (seen & INVALID == 0).then_some(v)
 }
 
+/// Two lowercase hex digits (a W3C version or flags field).
+#[inline(always)]
+pub(crate) fn decode_2_lowercase(digits: [u8; 2]) -> Option<u8> {
+    let (high, low) = (
+        LOWERCASE[usize::from(digits[0])],
+        LOWERCASE[usize::from(digits[1])],
+    );
+    ((high | low) & INVALID == 0).then_some((high << 4) | low)
+}
+
 /// Exactly 16 lowercase hex digits (W3C ids are fixed-width), eight at a
 /// time (SWAR): a range check and a nibble conversion on all eight bytes of
 /// a `u64` at once instead of a lookup per digit.
 #[inline]
 pub fn decode_16_lowercase(digits: &[u8; 16]) -> Option<u64> {
+    decode_16(digits, Digits::Lowercase)
+}
+
+/// Exactly 16 hex digits of `digits`' kind, eight at a time (SWAR).
+#[inline(always)]
+fn decode_16(digits: &[u8; 16], kind: Digits) -> Option<u64> {
     let (high, low) = digits.split_at(8);
-    let high = decode_8_lowercase(u64::from_be_bytes(high.try_into().ok()?))?;
-    let low = decode_8_lowercase(u64::from_be_bytes(low.try_into().ok()?))?;
+    let high = decode_8(u64::from_be_bytes(high.try_into().ok()?), kind)?;
+    let low = decode_8(u64::from_be_bytes(low.try_into().ok()?), kind)?;
     Some((u64::from(high) << 32) | u64::from(low))
 }
 
 #[inline(always)]
-fn decode_8_lowercase(x: u64) -> Option<u32> {
+fn decode_8(x: u64, kind: Digits) -> Option<u32> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     if x & HIGH != 0 {
@@ -126,14 +148,21 @@ fn decode_8_lowercase(x: u64) -> Option<u32> {
     // exactly when byte i >= c.
     let at_least_0 = x + (0x80 - u64::from(b'0')) * ONES;
     let past_9 = x + (0x80 - u64::from(b'9') - 1) * ONES;
-    let at_least_a = x + (0x80 - u64::from(b'a')) * ONES;
-    let past_f = x + (0x80 - u64::from(b'f') - 1) * ONES;
+    // Letters are checked in lowercase: setting bit 5 maps 'A'..='F' (and
+    // only those, among bytes below 0x80) onto 'a'..='f'. Digits are
+    // checked on `x` itself (bit 5 would map 0x10..=0x19 onto them).
+    let folded = match kind {
+        Digits::Lowercase => x,
+        Digits::AnyCase => x | (0x20 * ONES),
+    };
+    let at_least_a = folded + (0x80 - u64::from(b'a')) * ONES;
+    let past_f = folded + (0x80 - u64::from(b'f') - 1) * ONES;
     let valid = (at_least_0 & !past_9) | (at_least_a & !past_f);
     if valid & HIGH != HIGH {
         return None;
     }
     // '0'..='9' have bit 6 clear and their value in the low nibble;
-    // 'a'..='f' have bit 6 set and 1..=6 there.
+    // 'a'..='f' and 'A'..='F' have bit 6 set and 1..=6 there.
     let n = (x & 0x0F0F_0F0F_0F0F_0F0F) + ((x >> 6) & ONES) * 9;
     // Eight nibbles, most significant first, into 32 bits.
     let n = (n | (n >> 4)) & 0x00FF_00FF_00FF_00FF;
@@ -173,18 +202,51 @@ mod tests {
         }
     }
 
+    /// What the spec says, written without our decoder: every byte a
+    /// hex digit of the allowed case, then the number.
+    fn oracle(s: &[u8], digits: Digits) -> Option<u64> {
+        let allowed = |b: &u8| match digits {
+            Digits::Lowercase => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
+            Digits::AnyCase => b.is_ascii_hexdigit(),
+        };
+        if s.is_empty() || s.len() > 16 || !s.iter().all(allowed) {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+    }
+
     #[test]
-    fn fixed_width_swar_agrees_with_the_table() {
-        let base = *b"0123456789abcdef";
-        for pos in 0..16 {
-            for b in 0..=255u8 {
-                let mut s = base;
-                s[pos] = b;
-                assert_eq!(
-                    decode_16_lowercase(&s),
-                    decode_u64(&s, Digits::Lowercase),
-                    "{s:?}"
-                );
+    fn fixed_width_swar_agrees_with_the_oracle() {
+        for base in [
+            *b"0123456789abcdef",
+            *b"0123456789ABCDEF",
+            *b"fedcba9876543210",
+        ] {
+            for pos in 0..16 {
+                for b in 0..=255u8 {
+                    let mut s = base;
+                    s[pos] = b;
+                    let lower = oracle(&s, Digits::Lowercase);
+                    assert_eq!(decode_16_lowercase(&s), lower, "{s:?}");
+                    assert_eq!(decode_u64(&s, Digits::Lowercase), lower, "{s:?}");
+                    assert_eq!(
+                        decode_u64(&s, Digits::AnyCase),
+                        oracle(&s, Digits::AnyCase),
+                        "{s:?}"
+                    );
+                    // The table path (other widths) agrees too.
+                    assert_eq!(
+                        decode_u64(&s[1..], Digits::AnyCase),
+                        oracle(&s[1..], Digits::AnyCase),
+                        "{s:?}"
+                    );
+                    let two = [s[pos], s[(pos + 1) % 16]];
+                    assert_eq!(
+                        decode_2_lowercase(two).map(u64::from),
+                        oracle(&two, Digits::Lowercase),
+                        "{two:?}"
+                    );
+                }
             }
         }
         assert_eq!(decode_16_lowercase(b"ffffffffffffffff"), Some(u64::MAX));

@@ -2,7 +2,7 @@
 //! that `ci/instructions.sh` tells callgrind to count, for a deterministic
 //! instructions-per-operation figure (`benches/instruction-budgets.txt`).
 //!
-//! `hot_path <root_span|child_span|server_request|w3c_inject|w3c_extract|ot_inject|ot_extract> [iterations]`
+//! `hot_path <root_span|child_span|server_request|layer_request|tower_request|w3c_inject|w3c_extract|ot_inject|ot_extract> [iterations]`
 
 use spanrec::{Format, SpanContext, Value};
 use spanrec_benches::null_tracer;
@@ -51,6 +51,67 @@ fn measured_server_request(t: &spanrec::Tracer, headers: &http::HeaderMap, n: u6
         }
         server.finish();
     }
+}
+
+/// What the `server/spanrec_layer` bench asks of spanrec per request:
+/// `TraceLayer`'s service called and its future polled once (as hyper
+/// does, through `tower::ServiceExt::oneshot` on a clone), the handler
+/// starting the same two tagged children. The count includes what the
+/// server pays with any tower service (the clone, `oneshot`, dropping the
+/// request and the response): `tower_request` measures that alone.
+#[inline(never)]
+fn measured_layer_request<S>(service: &S, requests: Vec<http::Request<()>>)
+where
+    S: tower::Service<http::Request<()>, Response = http::Response<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    call_each(service, requests);
+}
+
+/// `layer_request`'s loop without the layer and the spans: what any tower
+/// service costs the server (subtract it from `layer_request`).
+#[inline(never)]
+fn measured_tower_request<S>(service: &S, requests: Vec<http::Request<()>>)
+where
+    S: tower::Service<http::Request<()>, Response = http::Response<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    call_each(service, requests);
+}
+
+#[inline(always)]
+fn call_each<S>(service: &S, requests: Vec<http::Request<()>>)
+where
+    S: tower::Service<http::Request<()>, Response = http::Response<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for req in requests {
+        let call = tower::ServiceExt::oneshot(service.clone(), black_box(req));
+        let mut call = std::pin::pin!(call);
+        match call.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => drop(black_box(r.expect("reply"))),
+            std::task::Poll::Pending => unreachable!("the handler is synchronous"),
+        }
+    }
+}
+
+/// Requests as hyper hands them to a service: `GET /machines` with a
+/// `host` and the caller's `traceparent`.
+fn requests(n: u64) -> Vec<http::Request<()>> {
+    (0..n)
+        .map(|_| {
+            http::Request::get("/machines")
+                .header("host", "bench")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )
+                .body(())
+                .expect("request")
+        })
+        .collect()
 }
 
 /// Each measured function is a separate symbol for callgrind to toggle on;
@@ -117,13 +178,17 @@ fn main() {
     // how the flusher thread happens to be scheduled.
     assert!(n <= 6_000, "at most 6000 iterations (the warmed pool)");
     // The warm spans use every vector the counted ones do (tags,
-    // references), so no recycled buffer grows in the counted loop.
+    // references, the arena), so no recycled buffer grows in the counted
+    // loop.
     let warm_parent = tracer.start_span("warm-parent");
     let open: Vec<_> = (0..6_000)
         .map(|i| {
             let mut s = tracer.span("warm").child_of(&warm_parent).start();
             s.set_tag("a", i);
             s.set_tag("b", i);
+            // A copied string and a third tag: an extension with an arena
+            // chunk and room for tags, as `TraceLayer`'s spans use.
+            s.set_tag("c", black_box("warm"));
             s
         })
         .collect();
@@ -154,6 +219,32 @@ fn main() {
             );
             measured_server_request(&tracer, &headers, n / 3);
         }
+        "layer_request" => {
+            let t = tracer.clone();
+            let service = tower::ServiceBuilder::new()
+                .layer(spanrec::middleware::TraceLayer::new(tracer.clone()))
+                .service_fn(move |_r: http::Request<()>| {
+                    let t = t.clone();
+                    async move {
+                        let mut lookup = t.start_span("db.lookup");
+                        lookup.set_tag("db.op", Value::StaticStr("find"));
+                        lookup.set_tag("db.rows", 1);
+                        lookup.finish();
+                        let mut render = t.start_span("render");
+                        render.set_tag("format", Value::StaticStr("json"));
+                        render.set_tag("bytes", 14);
+                        render.finish();
+                        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+                    }
+                });
+            measured_layer_request(&service, requests(n / 3));
+        }
+        "tower_request" => {
+            let service = tower::ServiceBuilder::new().service_fn(|_r: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            });
+            measured_tower_request(&service, requests(n / 3));
+        }
         "child_span" => {
             let parent = tracer.start_span("parent");
             measured_child_span(&tracer, &parent, n);
@@ -171,7 +262,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown operation {other:?}: root_span, child_span, server_request, w3c_inject, w3c_extract, ot_inject, ot_extract"
+                "unknown operation {other:?}: root_span, child_span, server_request, layer_request, tower_request, w3c_inject, w3c_extract, ot_inject, ot_extract"
             );
             std::process::exit(2);
         }

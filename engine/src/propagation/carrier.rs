@@ -58,12 +58,19 @@ pub trait Carrier {
 /// keys, and request header maps are that small.
 const SCAN_ENTRIES: usize = 16;
 
+/// Whether header name `key` is `name` in any case (the length first: it
+/// settles nearly every comparison).
+#[inline(always)]
+fn is_name(key: &str, name: &str) -> bool {
+    key.len() == name.len() && (key == name || key.eq_ignore_ascii_case(name))
+}
+
 fn find_ignore_case<'a>(
     mut entries: impl Iterator<Item = (&'a String, &'a String)>,
     name: &str,
 ) -> Option<&'a str> {
     entries
-        .find(|(k, _)| k.as_str() == name || k.eq_ignore_ascii_case(name))
+        .find(|(k, _)| is_name(k, name))
         .map(|(_, v)| v.as_str())
 }
 
@@ -104,7 +111,7 @@ macro_rules! map_carrier {
             }
             fn for_each_value<'a>(&'a self, name: &str, f: &mut dyn FnMut(Option<&'a str>)) {
                 for (k, v) in self.iter() {
-                    if k.len() == name.len() && (k == name || k.eq_ignore_ascii_case(name)) {
+                    if is_name(k, name) {
                         f(Some(v.as_str()));
                     }
                 }
@@ -119,7 +126,7 @@ macro_rules! map_carrier {
             ) {
                 for (k, v) in self.iter() {
                     for (i, name) in names.iter().enumerate() {
-                        if k.len() == name.len() && (k == name || k.eq_ignore_ascii_case(name)) {
+                        if is_name(k, name) {
                             f(i, Some(v.as_str()));
                         }
                     }
@@ -139,8 +146,7 @@ map_carrier!(BTreeMap);
 #[cfg(feature = "http")]
 #[inline(always)]
 fn is_header(key: &http::HeaderName, name: &str) -> bool {
-    let key = key.as_str();
-    key.len() == name.len() && (key == name || key.eq_ignore_ascii_case(name))
+    is_name(key.as_str(), name)
 }
 
 /// A header value as text: `HeaderValue::to_str`'s answer (visible ASCII
@@ -238,8 +244,10 @@ impl Carrier for http::HeaderMap {
             return;
         }
         for (k, v) in self.iter() {
+            // A standard name's `as_str` is a table lookup: once per entry.
+            let k = k.as_str();
             for (i, name) in names.iter().enumerate() {
-                if is_header(k, name) {
+                if is_name(k, name) {
                     f(i, header_text(v));
                 }
             }

@@ -2,8 +2,8 @@
 //! the `baggage` header is W3C Baggage (see `baggage.rs`).
 
 use super::{
-    baggage, parse_hex_u64, trim_ows, BaggageLimits, Carrier, ExtractError, ExtractErrorKind,
-    Extracted, Format, Refused,
+    baggage, trim_ows, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Extracted, Format,
+    Refused,
 };
 use crate::hex;
 use crate::span::SpanContext;
@@ -29,7 +29,7 @@ pub(crate) fn parse_traceparent(value: &str) -> Result<Traceparent, ExtractError
     if b.len() < 55 || !v.is_ascii() {
         return Err(err(ExtractErrorKind::Malformed, value));
     }
-    let version = parse_hex_u64(&v[0..2], true)
+    let version = hex::decode_2_lowercase([b[0], b[1]])
         .ok_or_else(|| err(ExtractErrorKind::UnsupportedVersion, value))?;
     if version == 0xff {
         return Err(err(ExtractErrorKind::UnsupportedVersion, value));
@@ -42,20 +42,25 @@ pub(crate) fn parse_traceparent(value: &str) -> Result<Traceparent, ExtractError
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return Err(err(ExtractErrorKind::Malformed, value));
     }
-    let id16 = |at: usize| {
-        b.get(at..at + 16)
-            .and_then(|d| <&[u8; 16]>::try_from(d).ok())
-            .and_then(hex::decode_16_lowercase)
-            .ok_or_else(|| err(ExtractErrorKind::InvalidHex, value))
+    // Three `Option<u64>`s in registers, one error path (a closure
+    // returning `Result<u64, ExtractError>` wrote each through memory).
+    let (Some(high), Some(low), Some(span_id)) = (id16(b, 3), id16(b, 19), id16(b, 36)) else {
+        return Err(err(ExtractErrorKind::InvalidHex, value));
     };
-    let trace_id = (u128::from(id16(3)?) << 64) | u128::from(id16(19)?);
-    let span_id = id16(36)?;
-    let flags = parse_hex_u64(&v[53..55], true)
+    let trace_id = (u128::from(high) << 64) | u128::from(low);
+    let flags = hex::decode_2_lowercase([b[53], b[54]])
         .ok_or_else(|| err(ExtractErrorKind::InvalidFlags, value))?;
     if trace_id == 0 || span_id == 0 {
         return Err(err(ExtractErrorKind::ZeroId, value));
     }
-    Ok((trace_id, span_id, flags & 1 == 1, version as u8))
+    Ok((trace_id, span_id, flags & 1 == 1, version))
+}
+
+/// The 16 lowercase hex digits at `b[at..]`.
+#[inline(always)]
+fn id16(b: &[u8], at: usize) -> Option<u64> {
+    let digits = b.get(at..at + 16)?;
+    hex::decode_16_lowercase(digits.try_into().ok()?)
 }
 
 fn is_key_char(b: u8) -> bool {
