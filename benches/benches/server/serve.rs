@@ -74,10 +74,6 @@ pub fn run(variant: &str, iterations: u64) {
                 });
                 (Box::new(|| {}), Arc::new(|| 0))
             }
-            "untraced_tower" => {
-                tower_stack(listener, iterations);
-                (Box::new(|| {}), Arc::new(|| 0))
-            }
             "spanrec_layer" | "spanrec_api" => {
                 let recorder = spanrec::NullRecorder::new();
                 let tracer = spanrec::Tracer::builder()
@@ -169,32 +165,6 @@ fn spanrec_layer(listener: tokio::net::TcpListener, tracer: spanrec::Tracer, ite
                         Ok::<_, Infallible>(reply())
                     }
                 });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
-            );
-        }
-    });
-}
-
-/// The untraced handler behind the same tower plumbing as `spanrec_layer`
-/// (`ServiceBuilder`, `service_fn`, `TowerToHyperService`), without the
-/// layer: what the adaptor costs any tower service.
-fn tower_stack(listener: tokio::net::TcpListener, iterations: u64) {
-    use hyper_util::service::TowerToHyperService;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = tower::ServiceBuilder::new().service_fn(
-                move |request: Request<Incoming>| async move {
-                    work(iterations);
-                    let out = reply();
-                    drop(request);
-                    Ok::<_, Infallible>(out)
-                },
-            );
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
