@@ -159,6 +159,35 @@ fn interquartile_mean(mut v: Vec<f64>) -> f64 {
     middle.iter().sum::<f64>() / middle.len() as f64
 }
 
+/// The standard error of `interquartile_mean(ratios)`, by the bootstrap
+/// (Efron): the standard deviation of the estimate over 2,000 resamples of
+/// the rounds with replacement (a fixed-seed LCG: the same rounds give the
+/// same answer). On this VM one round's ratio varies by ~8 % (sd), so 30
+/// rounds resolve about ±1.5 %: a capacity change is only known to that.
+fn bootstrap_se(ratios: &[f64]) -> f64 {
+    if ratios.len() < 2 {
+        return 0.0;
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let estimates: Vec<f64> = (0..2_000)
+        .map(|_| {
+            let sample = (0..ratios.len())
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ratios[((seed >> 33) % ratios.len() as u64) as usize]
+                })
+                .collect();
+            interquartile_mean(sample)
+        })
+        .collect();
+    let mean = estimates.iter().sum::<f64>() / estimates.len() as f64;
+    let variance =
+        estimates.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (estimates.len() - 1) as f64;
+    variance.sqrt()
+}
+
 /// The median (of an even count, the mean of the middle two).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -260,16 +289,25 @@ fn main() {
     // Capacity relative to untraced: the interquartile mean over rounds of
     // each round's ratio (the two measured seconds apart, so that the
     // machine's drift between rounds cancels).
-    let relative: Vec<f64> = rps
+    let ratios: Vec<Vec<f64>> = rps
         .iter()
-        .map(|r| interquartile_mean(r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect()))
+        .map(|r| r.iter().zip(&rps[0]).map(|(v, u)| v / u).collect())
         .collect();
+    let relative: Vec<f64> = ratios
+        .iter()
+        .map(|r| interquartile_mean(r.clone()))
+        .collect();
+    // What one run can resolve: the standard error of that estimate.
+    let relative_se: Vec<f64> = ratios.iter().map(|r| bootstrap_se(r)).collect();
 
     // Latency at fixed rates of the untraced capacity, in interleaved
     // rounds too: p99 on this machine moves by multiples between rounds
     // (millisecond preemptions of a shared VM), so each tracer's change
     // is the median over rounds of its p99 over untraced's in that round.
-    let mut latency: Vec<Vec<(f64, Histogram<u64>, f64)>> = vec![Vec::new(); servers.len()];
+    // Per server and rate: (fraction, merged histogram, median p99 ratio,
+    // (lowest, highest) per-round ratio).
+    type Latency = (f64, Histogram<u64>, f64, (f64, f64));
+    let mut latency: Vec<Vec<Latency>> = vec![Vec::new(); servers.len()];
     for fraction in [0.5, 0.9] {
         let rate = untraced * fraction;
         let mut rounds_p99: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
@@ -287,14 +325,15 @@ fn main() {
             }
         }
         for (i, h) in merged.into_iter().enumerate() {
-            let ratio = median(
-                rounds_p99[i]
-                    .iter()
-                    .zip(&rounds_p99[0])
-                    .map(|(v, u)| *v as f64 / *u as f64)
-                    .collect(),
-            );
-            latency[i].push((fraction, h.expect("rounds >= 1"), ratio));
+            let mut per_round: Vec<f64> = rounds_p99[i]
+                .iter()
+                .zip(&rounds_p99[0])
+                .map(|(v, u)| *v as f64 / *u as f64)
+                .collect();
+            per_round.sort_by(f64::total_cmp);
+            let ratio = median(per_round.clone());
+            let spread = (per_round[0], per_round[per_round.len() - 1]);
+            latency[i].push((fraction, h.expect("rounds >= 1"), ratio, spread));
         }
     }
 
@@ -312,36 +351,42 @@ fn main() {
             .map(|(n, ns)| format!("{n} {:.0} ms", *ns as f64 / 1e6))
             .collect();
         println!(
-            "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % vs untraced \
-             (interquartile mean of per-round ratios); CPU in the last {:.1} s saturation run: {}; \
+            "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % ± {:.1} % vs \
+             untraced (interquartile mean of per-round ratios ± its bootstrap standard error); \
+             CPU in the last {:.1} s saturation run: {}; \
              spans created {created} received {received} lost {}",
             capacity[i],
             rps[i].iter().map(|r| r.round() as u64).collect::<Vec<_>>(),
             (relative[i] - 1.0) * 100.0,
+            relative_se[i] * 100.0,
             SATURATION.as_secs_f64(),
             threads.join(", "),
             created.saturating_sub(received),
         );
         let mut json = format!(
-            "{{\"rps\": {:.1}, \"relative\": {:.4}, \"created\": {created}, \"received\": {received}",
-            capacity[i], relative[i]
+            "{{\"rps\": {:.1}, \"relative\": {:.4}, \"relative_se\": {:.4}, \
+             \"created\": {created}, \"received\": {received}",
+            capacity[i], relative[i], relative_se[i]
         );
-        for (fraction, h, ratio) in &latency[i] {
+        for (fraction, h, ratio, (lowest, highest)) in &latency[i] {
             let pct = (fraction * 100.0) as u32;
             println!(
                 "server/{variant}/at_{pct}pct: {:.0} requests/s offered, {} completed in \
                  {LATENCY_ROUNDS} rounds, p50 {} µs p99 {} µs p99.9 {} µs; p99 {:+.1} % vs untraced \
-                 (median of per-round ratios)",
+                 (median of per-round ratios; rounds {:+.0} % to {:+.0} %)",
                 untraced * fraction,
                 h.len(),
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999),
-                (ratio - 1.0) * 100.0
+                (ratio - 1.0) * 100.0,
+                (lowest - 1.0) * 100.0,
+                (highest - 1.0) * 100.0
             );
             json.push_str(&format!(
                 ", \"p50_at_{pct}\": {}, \"p99_at_{pct}\": {}, \"p999_at_{pct}\": {}, \
-                 \"p99_ratio_at_{pct}\": {ratio:.4}",
+                 \"p99_ratio_at_{pct}\": {ratio:.4}, \"p99_ratio_low_at_{pct}\": {lowest:.4}, \
+                 \"p99_ratio_high_at_{pct}\": {highest:.4}",
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999)
