@@ -18,8 +18,10 @@
 //! `target/spanrec-cpu/server/`: requests/s at saturation (30 interleaved
 //! rounds of 0.5 s, a fresh process per variant and round; the capacity
 //! change is the interquartile mean of each round's ratio to untraced),
-//! p50/p99/p99.9 at each
-//! fixed rate, the CPU of every server thread, spans created vs received.
+//! p50/p99/p99.9 at each fixed rate (9 interleaved rounds of 1 s, again a
+//! fresh process per variant and round, warmed at the rate; the p99 change
+//! is the median of per-round ratios to untraced), the CPU of every server
+//! thread, spans created vs received.
 //! `untraced_again` is a second untraced server measured like the others:
 //! its "loss" is the noise floor of the run (an A/A comparison).
 //!
@@ -46,7 +48,7 @@ const VARIANTS: [&str; 6] = [
 ];
 /// Capacity rounds (latency rounds: `LATENCY_ROUNDS`).
 const ROUNDS: usize = 30;
-const LATENCY_ROUNDS: usize = 5;
+const LATENCY_ROUNDS: usize = 9;
 /// The core every thread of the server process runs on (its request
 /// thread and its tracer's background threads share it: no spare core).
 const SERVER_CPU: &str = "0";
@@ -145,6 +147,16 @@ impl Server {
 
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+/// Reorders `order` (Fisher–Yates, driven by the LCG state `seed`).
+fn shuffle(order: &mut [usize], seed: &mut u64) {
+    for k in (1..order.len()).rev() {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        order.swap(k, ((*seed >> 33) % (k as u64 + 1)) as usize);
+    }
 }
 
 /// The mean of the middle half (the interquartile mean): on this VM one
@@ -255,23 +267,23 @@ fn main() {
     let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); n];
     let mut order: Vec<usize> = (0..n).collect();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    // A fresh server for variant `i`; the one it replaces is finished and
+    // its spans counted.
+    let mut fresh = |servers: &mut Vec<Option<Server>>, i: usize| {
+        if let Some(old) = servers[i].take() {
+            let (created, received) = old.finish();
+            spans[i].0 += created;
+            spans[i].1 += received;
+        }
+        Server::start(variants[i], iterations)
+    };
     for _ in 0..rounds {
         // A new order each round (Fisher–Yates, a fixed seed): no
         // variant always follows the same one (a rotation did, and the
         // server after `untraced` measured ~2 % faster in every run).
-        for k in (1..n).rev() {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            order.swap(k, ((seed >> 33) % (k as u64 + 1)) as usize);
-        }
+        shuffle(&mut order, &mut seed);
         for &i in &order {
-            if let Some(old) = servers[i].take() {
-                let (created, received) = old.finish();
-                spans[i].0 += created;
-                spans[i].1 += received;
-            }
-            let server = Server::start(variants[i], iterations);
+            let server = fresh(&mut servers, i);
             server.resume();
             load::closed_loop(server.port, WARM_UP);
             let before = server.threads_cpu();
@@ -283,7 +295,6 @@ fn main() {
             servers[i] = Some(server);
         }
     }
-    let servers: Vec<Server> = servers.into_iter().flatten().collect();
     let capacity: Vec<f64> = rps.iter().map(|r| median(r.clone())).collect();
     let untraced = capacity[0];
     // Capacity relative to untraced: the interquartile mean over rounds of
@@ -304,19 +315,26 @@ fn main() {
     // rounds too: p99 on this machine moves by multiples between rounds
     // (millisecond preemptions of a shared VM), so each tracer's change
     // is the median over rounds of its p99 over untraced's in that round.
+    // As for capacity, each round runs in its own order, each variant in a
+    // fresh process (p99 at 90 % follows a process's speed: its spare
+    // capacity drains the backlog of each stall), warmed at the rate.
     // Per server and rate: (fraction, merged histogram, median p99 ratio,
     // (lowest, highest) per-round ratio).
     type Latency = (f64, Histogram<u64>, f64, (f64, f64));
-    let mut latency: Vec<Vec<Latency>> = vec![Vec::new(); servers.len()];
+    let mut latency: Vec<Vec<Latency>> = vec![Vec::new(); n];
     for fraction in [0.5, 0.9] {
         let rate = untraced * fraction;
-        let mut rounds_p99: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
-        let mut merged: Vec<Option<Histogram<u64>>> = vec![None; servers.len()];
+        let mut rounds_p99: Vec<Vec<u64>> = vec![Vec::new(); n];
+        let mut merged: Vec<Option<Histogram<u64>>> = vec![None; n];
         for _ in 0..LATENCY_ROUNDS {
-            for (i, server) in servers.iter().enumerate() {
+            shuffle(&mut order, &mut seed);
+            for &i in &order {
+                let server = fresh(&mut servers, i);
                 server.resume();
+                load::open_loop(server.port, rate, WARM_UP);
                 let h = load::open_loop(server.port, rate, FIXED_RATE);
                 server.pause();
+                servers[i] = Some(server);
                 rounds_p99[i].push(h.value_at_quantile(0.99));
                 match &mut merged[i] {
                     Some(m) => m.add(&h).expect("same bounds"),
@@ -342,6 +360,7 @@ fn main() {
         .join("server");
     let _ = std::fs::create_dir_all(&out_dir);
     for (i, server) in servers.into_iter().enumerate() {
+        let server = server.expect("every variant ran");
         let variant = server.variant;
         let (mut created, mut received) = server.finish();
         created += spans[i].0;
