@@ -148,6 +148,7 @@ if base:
     print(f"  {'tracer':14} {'req/s':>8} {'capacity':>9} {'± s.e.':>7} {'p99@90%':>9} {'p99 chg':>8} "
           f"{'p99 per round':>15} {'bg CPU/span':>12} {'lost':>6}")
     losses = {}
+    ses = {}
     p99_changes = {}
     for v in ["untraced", "untraced_again", "spanrec_layer", "spanrec_api", "otel", "fastrace"]:
         c = cpu("server", v)
@@ -168,7 +169,7 @@ if base:
         lost = c["created"] - c["received"]
         # the bootstrap standard error of the capacity change, and the
         # lowest and highest per-round p99 ratio (newer runs only)
-        se = c.get("relative_se", 0) * 100
+        se = ses[v] = c.get("relative_se", 0) * 100
         low, high = c.get("p99_ratio_low_at_90"), c.get("p99_ratio_high_at_90")
         spread = f"{(low - 1) * 100:+.0f}..{(high - 1) * 100:+.0f}%" if low and high else "-"
         print(f"  {v:14} {c['rps']:8.0f} {-loss:+8.1f}% {se:6.1f}% {p99 or 0:7d}us {change:+7.1f}% "
@@ -178,7 +179,7 @@ if base:
               f"capacity, p99 at 90 % {p99_changes['untraced_again']:+.1f} %")
     for v in ["spanrec_api", "spanrec_layer"]:
         if v in losses and losses.get("otel"):
-            print(f"    {v}: capacity loss {losses[v]:.1f} % ± {cpu('server', v).get('relative_se', 0) * 100:.1f} % (target <= 5), "
+            print(f"    {v}: capacity loss {losses[v]:.1f} % ± {ses[v]:.1f} % (target <= 5), "
                   f"{losses[v] / losses['otel']:.2f}x OpenTelemetry's (target <= 0.3), "
                   f"p99 at 90 % {p99_changes[v]:+.1f} % (target <= +5)")
 

@@ -149,13 +149,20 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
 }
 
-/// Reorders `order` (Fisher–Yates, driven by the LCG state `seed`).
+/// A pseudo-random index below `n` from the LCG state `seed` (Knuth's
+/// MMIX constants; the high bits): the bench's order and resamples are
+/// the same in every run.
+fn below(n: usize, seed: &mut u64) -> usize {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    ((*seed >> 33) % n as u64) as usize
+}
+
+/// Reorders `order` (Fisher–Yates).
 fn shuffle(order: &mut [usize], seed: &mut u64) {
     for k in (1..order.len()).rev() {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        order.swap(k, ((*seed >> 33) % (k as u64 + 1)) as usize);
+        order.swap(k, below(k + 1, seed));
     }
 }
 
@@ -173,7 +180,7 @@ fn interquartile_mean(mut v: Vec<f64>) -> f64 {
 
 /// The standard error of `interquartile_mean(ratios)`, by the bootstrap
 /// (Efron): the standard deviation of the estimate over 2,000 resamples of
-/// the rounds with replacement (a fixed-seed LCG: the same rounds give the
+/// the rounds with replacement (a fixed seed: the same rounds give the
 /// same answer). On this VM one round's ratio varies by ~8 % (sd), so 30
 /// rounds resolve about ±1.5 %: a capacity change is only known to that.
 fn bootstrap_se(ratios: &[f64]) -> f64 {
@@ -184,12 +191,7 @@ fn bootstrap_se(ratios: &[f64]) -> f64 {
     let estimates: Vec<f64> = (0..2_000)
         .map(|_| {
             let sample = (0..ratios.len())
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1_442_695_040_888_963_407);
-                    ratios[((seed >> 33) % ratios.len() as u64) as usize]
-                })
+                .map(|_| ratios[below(ratios.len(), &mut seed)])
                 .collect();
             interquartile_mean(sample)
         })
