@@ -22,14 +22,16 @@ pin_project_lite::pin_project! {
     pub struct InSpan<F: Future> {
         #[pin]
         inner: F,
-        // Invariant: `Some` until the future completes or is dropped.
-        span: Option<Span>,
+        // Holds its record until the future completes or is dropped: a
+        // `Span`, not an `Option<Span>`, which would take another 64 bytes
+        // (the record's alignment) in every future moved.
+        span: Span,
         on_ready: Option<OnReady<F::Output>>,
     }
 
     impl<F: Future> PinnedDrop for InSpan<F> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(mut span) = this.project().span.take() {
+            if let Some(mut span) = this.project().span.take_live() {
                 // Dropped before completion: cancelled (a timeout, a
                 // `select!` that took another branch, a shutdown).
                 span.set_tag("cancelled", true);
@@ -45,7 +47,7 @@ impl<F: Future> InSpan<F> {
     pub fn new(inner: F, span: Option<Span>, on_ready: Option<OnReady<F::Output>>) -> Self {
         InSpan {
             inner,
-            span,
+            span: span.unwrap_or_else(Span::finished),
             on_ready,
         }
     }
@@ -57,13 +59,13 @@ impl<F: Future> Future for InSpan<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let output = {
-            let _entered = this.span.as_ref().map(Span::enter);
+            let _entered = this.span.is_live().then(|| this.span.enter());
             match this.inner.poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(output) => output,
             }
         };
-        if let Some(mut span) = this.span.take() {
+        if let Some(mut span) = this.span.take_live() {
             if let Some(on_ready) = this.on_ready.take() {
                 on_ready(&mut span, &output);
             }

@@ -360,6 +360,26 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span already finished: holds no record, finishing or dropping it
+    /// does nothing. Never handed to a caller (its accessors would panic);
+    /// it stands for "no span" where an `Option<Span>` would cost 64 bytes.
+    pub(crate) fn finished() -> Span {
+        Span { record: None }
+    }
+
+    /// Whether the span still holds its record (see [`Span::finished`]).
+    #[inline]
+    pub(crate) fn is_live(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// The span, moved out, if it still holds its record; `self` is left
+    /// finished.
+    #[inline]
+    pub(crate) fn take_live(&mut self) -> Option<Span> {
+        self.record.take().map(|r| Span { record: Some(r) })
+    }
+
     #[inline]
     fn rec(&self) -> &SpanRecord {
         self.record

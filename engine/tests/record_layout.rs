@@ -192,3 +192,38 @@ fn steady_state_inline_spans_allocate_no_extension() {
     assert_eq!(stats.finished, 10_001);
     assert_eq!(rec.len() as u64 + stats.dropped.total(), 10_001);
 }
+
+/// Keys are compared by content: long keys that share a prefix or a
+/// suffix stay apart, and the same key from a literal, a `String` or a
+/// copied `&str` replaces the earlier tag, inline or in the extension.
+#[test]
+fn long_keys_match_by_content() {
+    let rec = InMemoryRecorder::new();
+    let t = tracer(&rec, SpanLimits::default());
+    let mut span = t.start_span("keys");
+    span.set_tag("http.request.method", 1);
+    span.set_tag("http.response.method", 2);
+    span.set_tag("a.common_tail_x", 3);
+    span.set_tag("b.common_tail_x", 4);
+    span.set_tag(String::from("http.response.method"), 5);
+    let copied = String::from("b.common_tail_x");
+    span.set_tag(copied.clone(), "five");
+    span.set_tag(String::from("http.request.method"), 6);
+    span.finish();
+    flush(&t);
+    let got = rec.find("keys").expect("recorded");
+    let tags: Vec<_> = got
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            ("http.request.method", OwnedValue::I64(6)),
+            ("http.response.method", OwnedValue::I64(5)),
+            ("a.common_tail_x", OwnedValue::I64(3)),
+            ("b.common_tail_x", s("five")),
+        ]
+    );
+}

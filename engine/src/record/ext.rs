@@ -146,16 +146,7 @@ impl Ext {
     /// then, see `owns_heap`).
     pub(crate) fn reset(&mut self) {
         if self.oversized() {
-            self.tags = shrunk(std::mem::take(&mut self.tags));
-            self.logs = shrunk(std::mem::take(&mut self.logs));
-            self.log_fields = shrunk(std::mem::take(&mut self.log_fields));
-            self.baggage = shrunk(std::mem::take(&mut self.baggage));
-            self.references = shrunk(std::mem::take(&mut self.references));
-            if self.arena.allocated_bytes() > KEEP_BYTES {
-                // The record holding `RStr`s into the arena is gone
-                // (`into_ext`); the next copy allocates a first chunk.
-                self.arena = Bump::new();
-            }
+            self.shrink();
         }
         self.tags.clear();
         self.logs.clear();
@@ -173,6 +164,23 @@ impl Ext {
         self.owned.clear();
         // The record holding `RStr`s into the arena is gone (`into_ext`).
         self.arena.reset();
+    }
+
+    /// Frees what grew past [`KEEP_BYTES`] (out of line: `reset` runs on
+    /// the hot path, this only on the flusher, see `owns_heap`).
+    #[cold]
+    #[inline(never)]
+    fn shrink(&mut self) {
+        self.tags = shrunk(std::mem::take(&mut self.tags));
+        self.logs = shrunk(std::mem::take(&mut self.logs));
+        self.log_fields = shrunk(std::mem::take(&mut self.log_fields));
+        self.baggage = shrunk(std::mem::take(&mut self.baggage));
+        self.references = shrunk(std::mem::take(&mut self.references));
+        if self.arena.allocated_bytes() > KEEP_BYTES {
+            // The record holding `RStr`s into the arena is gone
+            // (`into_ext`); the next copy allocates a first chunk.
+            self.arena = Bump::new();
+        }
     }
 
     pub(super) fn limits(&self) -> &SpanLimits {
