@@ -183,6 +183,21 @@ impl Ext {
         }
     }
 
+    /// Whether a tag that copies `copied` bytes may replace an earlier one
+    /// (and counts them). A replacement keeps the old copy until the span
+    /// is recycled: what replacements may copy is bounded by what a span's
+    /// tags can hold at all (`bound`), so a tag set in a loop cannot grow
+    /// memory without end. Refused and counted beyond.
+    pub(super) fn admit_replacement(&mut self, copied: usize, bound: usize) -> bool {
+        let replaced = self.replaced_bytes + copied;
+        if replaced > bound {
+            self.truncations.tags += 1;
+            return false;
+        }
+        self.replaced_bytes = replaced;
+        true
+    }
+
     pub(super) fn limits(&self) -> &SpanLimits {
         &self.shared.config.limits
     }

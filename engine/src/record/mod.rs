@@ -370,19 +370,20 @@ impl SpanRecord {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
-        let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
-        let existing_ext = ext.tags.iter().position(|f| f.key_is(&key));
-        let limits = *ext.limits();
-        let room = n < inline_limit || n + ext.tags.len() < limits.max_tags;
-        if existing.is_none() && existing_ext.is_none() && !room {
-            ext.truncations.tags += 1;
-            return;
-        }
-        if existing.is_some() || existing_ext.is_some() {
-            // A replacement keeps the old copy until the span is recycled:
-            // what replacements may copy is bounded by what a span's tags
-            // can hold at all, so a tag set in a loop cannot grow memory
-            // without end.
+        let limits = ext.limits();
+        let (max_tags, max_value_bytes) = (limits.max_tags, limits.max_value_bytes);
+        let max_value = max_value_bytes.min(u32::MAX as usize);
+        // A key is held once, inline or in the extension.
+        let existing_ext = match existing {
+            Some(_) => None,
+            None => ext.tags.iter().position(|f| f.key_is(&key)),
+        };
+        if existing.is_none() && existing_ext.is_none() {
+            if n >= inline_limit && n + ext.tags.len() >= max_tags {
+                ext.truncations.tags += 1;
+                return;
+            }
+        } else {
             let copied = match &key {
                 Cow::Owned(k) => k.len(),
                 Cow::Borrowed(_) => 0,
@@ -391,12 +392,9 @@ impl SpanRecord {
                 Value::String(s) => s.len(),
                 _ => 0,
             };
-            let replaced = ext.replaced_bytes + copied;
-            if replaced > limits.max_tags.saturating_mul(limits.max_value_bytes) {
-                ext.truncations.tags += 1;
+            if !ext.admit_replacement(copied, max_tags.saturating_mul(max_value_bytes)) {
                 return;
             }
-            ext.replaced_bytes = replaced;
         }
         // The common kinds without a call: literal keys, numbers, strings
         // within the limit.
