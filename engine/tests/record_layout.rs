@@ -227,3 +227,124 @@ fn long_keys_match_by_content() {
         ]
     );
 }
+
+/// Random `set_tag` sequences against a model written from the docs of
+/// `Span::set_tag` and `SpanLimits`: a key set again replaces its value in
+/// place; new keys past `max_tags` are dropped and counted; string values
+/// are cut at the last character boundary within `max_value_bytes` and
+/// counted; what replacements copy (an owned key, a string value) is
+/// bounded by `max_tags × max_value_bytes` per span, beyond which a
+/// replacement is refused and counted as a dropped tag. Keys come as
+/// literals and as `String`s, long ones sharing prefixes and suffixes;
+/// values of every kind, inline and in the extension.
+#[test]
+fn random_tags_match_the_model() {
+    const KEYS: [&str; 7] = [
+        "k",
+        "http.request.method",
+        "http.response.method",
+        "a.common_tail_x",
+        "b.common_tail_x",
+        "é-key",
+        "status",
+    ];
+    const TEXT: [&str; 5] = ["", "ab", "héllo wörld", "0123456789abcdef", "ééééééé"];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut below = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    for case in 0..300 {
+        let limits = SpanLimits {
+            max_tags: 1 + below(5),
+            max_value_bytes: 1 + below(13),
+            ..SpanLimits::default()
+        };
+        let rec = InMemoryRecorder::new();
+        let t = tracer(&rec, limits);
+        let name = format!("case-{case}");
+        let mut span = t.start_span(name.clone());
+        let mut model: Vec<(String, OwnedValue)> = Vec::new();
+        let (mut dropped, mut cut, mut replaced) = (0u32, 0u32, 0usize);
+        let cut_to = |s: &str| {
+            let mut n = s.len().min(limits.max_value_bytes);
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            s[..n].to_string()
+        };
+        for _ in 0..below(12) {
+            let key = KEYS[below(KEYS.len())];
+            let owned_key = below(2) == 0;
+            let text = TEXT[below(TEXT.len())];
+            // The value as read back, its length if a string, and the
+            // bytes a replacement by it copies (a literal is pointed at).
+            let (value, string_len, copies) = match below(6) {
+                0 => {
+                    let v = below(1000) as i64 - 500;
+                    set(&mut span, key, owned_key, Value::I64(v));
+                    (OwnedValue::I64(v), None, 0)
+                }
+                1 => {
+                    set(&mut span, key, owned_key, Value::Bool(true));
+                    (OwnedValue::Bool(true), None, 0)
+                }
+                2 => {
+                    set(&mut span, key, owned_key, Value::StaticStr(text));
+                    (s(&cut_to(text)), Some(text.len()), 0)
+                }
+                3 => {
+                    let copy = text.to_string();
+                    set(&mut span, key, owned_key, Value::Str(&copy));
+                    (s(&cut_to(text)), Some(text.len()), text.len())
+                }
+                4 => {
+                    set(&mut span, key, owned_key, Value::String(text.to_string()));
+                    (s(&cut_to(text)), Some(text.len()), text.len())
+                }
+                _ => {
+                    set(&mut span, key, owned_key, Value::F64(0.5));
+                    (OwnedValue::F64(0.5), None, 0)
+                }
+            };
+            // The model.
+            match model.iter().position(|(k, _)| k == key) {
+                Some(i) => {
+                    let copied = if owned_key { key.len() } else { 0 } + copies;
+                    if replaced + copied > limits.max_tags * limits.max_value_bytes {
+                        dropped += 1;
+                        continue;
+                    }
+                    replaced += copied;
+                    if string_len.is_some_and(|n| n > limits.max_value_bytes) {
+                        cut += 1;
+                    }
+                    model[i].1 = value;
+                }
+                None if model.len() >= limits.max_tags => dropped += 1,
+                None => {
+                    if string_len.is_some_and(|n| n > limits.max_value_bytes) {
+                        cut += 1;
+                    }
+                    model.push((key.to_string(), value));
+                }
+            }
+        }
+        span.finish();
+        flush(&t);
+        let got = rec.find(&name).expect("recorded");
+        assert_eq!(got.tags, model, "case {case}, {limits:?}");
+        assert_eq!(got.truncations.tags, dropped, "case {case}, {limits:?}");
+        assert_eq!(got.truncations.values, cut, "case {case}, {limits:?}");
+    }
+}
+
+fn set(span: &mut spanrec::Span, key: &'static str, owned: bool, value: Value<'_>) {
+    if owned {
+        span.set_tag(key.to_string(), value);
+    } else {
+        span.set_tag(key, value);
+    }
+}

@@ -23,13 +23,14 @@
 //! The files: `value.rs` (public value types), `packed.rs` (the compact,
 //! unsafe storage of strings and fields), `ext.rs` (the extension),
 //! `inherited.rs` (a remote context's baggage and `tracestate`, shared),
-//! this file (the record and how spans write it), `read.rs` (how recorders
-//! read it).
+//! this file (the record and how spans write it), `tags.rs` (how spans set
+//! tags), `read.rs` (how recorders read it).
 
 mod ext;
 mod inherited;
 mod packed;
 mod read;
+mod tags;
 mod value;
 
 pub(crate) use ext::{Ext, Time};
@@ -41,7 +42,7 @@ pub use value::{AsTag, Reference, ReferenceKind, Truncations, Value, ValueRef};
 use crate::shared::Shared;
 use crate::sync::Arc;
 use ext::LogEntry;
-use packed::{Field, RStr, Stored, MAX_KEY_BYTES, MAX_NAME_BYTES};
+use packed::{Field, RStr, MAX_KEY_BYTES, MAX_NAME_BYTES};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -320,107 +321,6 @@ impl SpanRecord {
                 trace_id,
                 span_id,
             });
-        }
-    }
-
-    /// Drops the tags set before the sampling decision said "unsampled".
-    pub(crate) fn clear_tags(&mut self) {
-        self.tag_count = 0;
-        if let Some(ext) = self.ext.as_deref_mut() {
-            ext.tags.clear();
-        }
-    }
-
-    /// Sets a tag, replacing the value of an earlier tag with the same key.
-    #[inline(always)]
-    pub(crate) fn set_tag(&mut self, key: Cow<'static, str>, value: Value<'_>) {
-        // The fast path: a literal key and a value that needs no copy, with
-        // room inline (so the extension holds no tags: see `Ext::tags`).
-        if let Cow::Borrowed(k) = key {
-            let n = usize::from(self.tag_count);
-            if n < self.inline_tag_limit() && k.len() <= MAX_KEY_BYTES {
-                let stored = match value {
-                    Value::I64(v) => Some(Stored::I64(v)),
-                    Value::U64(v) => Some(Stored::U64(v)),
-                    Value::F64(v) => Some(Stored::F64(v)),
-                    Value::Bool(v) => Some(Stored::Bool(v)),
-                    Value::StaticStr(s) if s.len() <= usize::from(self.max_value_bytes) => {
-                        Some(Stored::Str(RStr::from_static(s)))
-                    }
-                    _ => None,
-                };
-                if let Some(stored) = stored {
-                    if !self.inline_tags().iter().any(|f| f.key_is(k)) {
-                        self.tags[n].write(Field::new(RStr::from_static(k), stored));
-                        self.tag_count += 1;
-                        return;
-                    }
-                }
-            }
-        }
-        self.set_tag_slow(key, value);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn set_tag_slow(&mut self, key: Cow<'static, str>, value: Value<'_>) {
-        let n = usize::from(self.tag_count);
-        let inline_limit = self.inline_tag_limit();
-        let existing = self.inline_tags().iter().position(|f| f.key_is(&key));
-        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
-            return;
-        };
-        let limits = ext.limits();
-        let (max_tags, max_value_bytes) = (limits.max_tags, limits.max_value_bytes);
-        let max_value = max_value_bytes.min(u32::MAX as usize);
-        // A key is held once, inline or in the extension.
-        let existing_ext = match existing {
-            Some(_) => None,
-            None => ext.tags.iter().position(|f| f.key_is(&key)),
-        };
-        if existing.is_none() && existing_ext.is_none() {
-            if n >= inline_limit && n + ext.tags.len() >= max_tags {
-                ext.truncations.tags += 1;
-                return;
-            }
-        } else {
-            let copied = match &key {
-                Cow::Owned(k) => k.len(),
-                Cow::Borrowed(_) => 0,
-            } + match &value {
-                Value::Str(s) => s.len(),
-                Value::String(s) => s.len(),
-                _ => 0,
-            };
-            if !ext.admit_replacement(copied, max_tags.saturating_mul(max_value_bytes)) {
-                return;
-            }
-        }
-        // The common kinds without a call: literal keys, numbers, strings
-        // within the limit.
-        let key = match key {
-            Cow::Borrowed(k) if k.len() <= MAX_KEY_BYTES => RStr::from_static(k),
-            key => ext.store_str(key, MAX_KEY_BYTES),
-        };
-        let value = match value {
-            Value::I64(v) => Stored::I64(v),
-            Value::U64(v) => Stored::U64(v),
-            Value::F64(v) => Stored::F64(v),
-            Value::Bool(v) => Stored::Bool(v),
-            Value::Str(s) if s.len() <= max_value => Stored::Str(ext.copy_str(s)),
-            value => ext.store_value(value, max_value),
-        };
-        let field = Field::new(key, value);
-        match (existing, existing_ext) {
-            (Some(i), _) => {
-                self.tags[i].write(field);
-            }
-            (None, Some(i)) => ext.tags[i] = field,
-            (None, None) if n < inline_limit => {
-                self.tags[n].write(field);
-                self.tag_count += 1;
-            }
-            (None, None) => ext.tags.push(field),
         }
     }
 
