@@ -127,13 +127,84 @@ pub fn decode_16_lowercase(digits: &[u8; 16]) -> Option<u64> {
     decode_16(digits, Digits::Lowercase)
 }
 
-/// Exactly 16 hex digits of `digits`' kind, eight at a time (SWAR).
+/// Exactly 16 hex digits of `digits`' kind, all at once in one SSE2
+/// register (the x86-64 baseline): a range check per byte by signed
+/// compares, a nibble per byte, pairs packed into bytes. About 25
+/// instructions where the SWAR form below takes ~50. Tested against the
+/// SWAR form and `u64::from_str_radix` (every byte at every position).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn decode_16(digits: &[u8; 16], kind: Digits) -> Option<u64> {
+    // SAFETY: the function's only requirement is SSE2, which this build
+    // enables (the cfg above; it is the x86-64 baseline).
+    unsafe { decode_16_sse2(digits, kind) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn decode_16_sse2(digits: &[u8; 16], kind: Digits) -> Option<u64> {
+    use std::arch::x86_64::{
+        _mm_add_epi8, _mm_and_si128, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_cvtsi128_si64,
+        _mm_movemask_epi8, _mm_or_si128, _mm_packus_epi16, _mm_set1_epi16, _mm_set1_epi8,
+        _mm_set_epi64x, _mm_slli_epi16, _mm_srli_epi16,
+    };
+    let (first, last) = digits.split_at(8);
+    // Byte i of `x` is `digits[i]`.
+    let x = _mm_set_epi64x(
+        i64::from_le_bytes(last.try_into().ok()?),
+        i64::from_le_bytes(first.try_into().ok()?),
+    );
+    // Signed compares: bytes from 0x80 up are negative and in no range.
+    let digit = _mm_and_si128(
+        _mm_cmpgt_epi8(x, _mm_set1_epi8((b'0' - 1) as i8)),
+        _mm_cmplt_epi8(x, _mm_set1_epi8((b'9' + 1) as i8)),
+    );
+    // Letters are checked in lowercase: setting bit 5 maps 'A'..='F' (and
+    // only those, among all bytes) onto 'a'..='f'.
+    let folded = match kind {
+        Digits::Lowercase => x,
+        Digits::AnyCase => _mm_or_si128(x, _mm_set1_epi8(0x20)),
+    };
+    let letter = _mm_and_si128(
+        _mm_cmpgt_epi8(folded, _mm_set1_epi8((b'a' - 1) as i8)),
+        _mm_cmplt_epi8(folded, _mm_set1_epi8((b'f' + 1) as i8)),
+    );
+    if _mm_movemask_epi8(_mm_or_si128(digit, letter)) != 0xFFFF {
+        return None;
+    }
+    // A digit's value is its low nibble; a letter's is its low nibble + 9.
+    let nibbles = _mm_add_epi8(
+        _mm_and_si128(x, _mm_set1_epi8(0x0F)),
+        _mm_and_si128(letter, _mm_set1_epi8(9)),
+    );
+    // Each 16-bit lane holds two nibbles, the first (more significant) in
+    // its low byte: into one byte per lane, then the lanes into 8 bytes.
+    let pairs = _mm_and_si128(
+        _mm_or_si128(_mm_slli_epi16(nibbles, 4), _mm_srli_epi16(nibbles, 8)),
+        _mm_set1_epi16(0x00FF),
+    );
+    let packed = _mm_cvtsi128_si64(_mm_packus_epi16(pairs, pairs)) as u64;
+    // The first pair is the most significant byte.
+    Some(packed.swap_bytes())
+}
+
+/// Exactly 16 hex digits of `digits`' kind, eight at a time (SWAR).
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+#[inline(always)]
+fn decode_16_swar(digits: &[u8; 16], kind: Digits) -> Option<u64> {
     let (high, low) = digits.split_at(8);
     let high = decode_8(u64::from_be_bytes(high.try_into().ok()?), kind)?;
     let low = decode_8(u64::from_be_bytes(low.try_into().ok()?), kind)?;
     Some((u64::from(high) << 32) | u64::from(low))
+}
+
+/// Exactly 16 hex digits of `digits`' kind (SWAR, where SSE2 is not the
+/// baseline).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn decode_16(digits: &[u8; 16], kind: Digits) -> Option<u64> {
+    decode_16_swar(digits, kind)
 }
 
 #[inline(always)]
@@ -215,6 +286,38 @@ mod tests {
         u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
     }
 
+    /// Both 16-digit decoders (SSE2 where it is the baseline, SWAR
+    /// elsewhere) against the oracle, on random inputs: mostly hex digits
+    /// of both cases, with any byte mixed in at random positions.
+    #[test]
+    fn both_fixed_width_decoders_agree_with_the_oracle_on_random_input() {
+        const HEX: &[u8] = b"0123456789abcdefABCDEF";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let mut s = [0u8; 16];
+            let wild = next() % 4;
+            for b in s.iter_mut() {
+                let r = next();
+                *b = if wild > 0 && r % 13 == 0 {
+                    (r >> 8) as u8
+                } else {
+                    HEX[(r >> 16) as usize % HEX.len()]
+                };
+            }
+            for kind in [Digits::Lowercase, Digits::AnyCase] {
+                let want = oracle(&s, kind);
+                assert_eq!(decode_16(&s, kind), want, "{s:?}");
+                assert_eq!(decode_16_swar(&s, kind), want, "{s:?}");
+            }
+        }
+    }
+
     #[test]
     fn fixed_width_swar_agrees_with_the_oracle() {
         for base in [
@@ -228,6 +331,12 @@ mod tests {
                     s[pos] = b;
                     let lower = oracle(&s, Digits::Lowercase);
                     assert_eq!(decode_16_lowercase(&s), lower, "{s:?}");
+                    assert_eq!(decode_16_swar(&s, Digits::Lowercase), lower, "{s:?}");
+                    assert_eq!(
+                        decode_16_swar(&s, Digits::AnyCase),
+                        oracle(&s, Digits::AnyCase),
+                        "{s:?}"
+                    );
                     assert_eq!(decode_u64(&s, Digits::Lowercase), lower, "{s:?}");
                     assert_eq!(
                         decode_u64(&s, Digits::AnyCase),
