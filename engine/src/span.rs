@@ -149,7 +149,7 @@ impl<'t> SpanBuilder<'t> {
                 );
             }
             ParentRef::Context(c) => {
-                if !c.is_valid() {
+                if !reference_context(record, kind, c) {
                     // A sampling decision without ids (B3 `b3: 0`): no
                     // reference, but the decision stands for the new root.
                     if self.parent_sampled.is_none() {
@@ -157,12 +157,6 @@ impl<'t> SpanBuilder<'t> {
                     }
                     return self;
                 }
-                // A remote context is copied once, into a block that every
-                // descendant of this span shares.
-                let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                let first = !record.has_references();
-                record.add_reference(kind, c.trace_id, c.span_id);
-                record.inherit_remote(baggage, &c.trace_state, first);
             }
         }
         self.parent_decision(parent)
@@ -234,6 +228,21 @@ impl<'t> SpanBuilder<'t> {
         }
         span
     }
+}
+
+/// Adds a reference to a remote context to `record`; `false` (and nothing
+/// added) for a context without ids. The context is copied once, into a
+/// block that every descendant of the span shares.
+#[inline(always)]
+fn reference_context(record: &mut SpanRecord, kind: ReferenceKind, c: &SpanContext) -> bool {
+    if !c.is_valid() {
+        return false;
+    }
+    let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let first = !record.has_references();
+    record.add_reference(kind, c.trace_id, c.span_id);
+    record.inherit_remote(baggage, &c.trace_state, first);
+    true
 }
 
 /// Starts `record` in place: the parent from the thread's active span
@@ -315,6 +324,27 @@ impl Span {
         if let Some(record) = span.record.as_mut() {
             record.set_name(name);
             start_record(shared, record, None, None, false);
+        }
+        span
+    }
+
+    /// `tracer.span(name).child_of(ctx).start()` built in place, without
+    /// moving a builder (the server gate's join: [`Tracer::join_or_start`]).
+    #[inline(always)]
+    pub(crate) fn start_child_of_context(
+        tracer: &Tracer,
+        name: Cow<'static, str>,
+        ctx: &SpanContext,
+    ) -> Span {
+        let shared = tracer.shared();
+        let mut span = Span {
+            record: Some(SpanRecord::new(shared)),
+        };
+        if let Some(record) = span.record.as_mut() {
+            record.set_name(name);
+            // With ids or without, the context's decision is the parent's.
+            reference_context(record, ReferenceKind::ChildOf, ctx);
+            start_record(shared, record, None, Some(ctx.sampled), false);
         }
         span
     }

@@ -268,7 +268,7 @@ impl Tracer {
     /// error for the request.
     pub fn join_or_start(&self, name: impl Into<Cow<'static, str>>, carrier: &dyn Carrier) -> Span {
         match self.extract_any(carrier) {
-            Ok(Some(ctx)) => self.span(name).child_of(&ctx).start(),
+            Ok(Some(ctx)) => Span::start_child_of_context(self, name.into(), &ctx),
             Ok(None) => self.span(name).root().start(),
             Err(e) => {
                 count(&self.shared().propagation_errors, 1);

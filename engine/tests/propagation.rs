@@ -422,3 +422,75 @@ fn honoring_remote_sampling_is_an_explicit_choice() {
     let (_, carrier) = &not_sampled_carriers()[0];
     assert!(!t.join_or_start("x", carrier).is_sampled());
 }
+
+/// `join_or_start` builds the joined span in place; it must start what
+/// the documented equivalent, `span(name).child_of(&extracted).start()`,
+/// starts: the same trace, parent, sampling decision, baggage and
+/// `tracestate`, with and without the caller's decision honored, with and
+/// without a span entered on the thread (a decision without ids makes the
+/// entered span the parent either way).
+#[test]
+fn join_or_start_starts_what_the_builder_starts() {
+    let mut carriers = not_sampled_carriers();
+    let mut rich = HashMap::new();
+    rich.insert(
+        "traceparent".to_string(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+    );
+    rich.insert("tracestate".to_string(), "vendor=v1,other=o2".to_string());
+    rich.insert("baggage".to_string(), "user=alice,tenant=t%201".to_string());
+    carriers.push(("w3c with baggage and tracestate", rich));
+    carriers.push(("b3 single, sampled decision only", {
+        let mut h = HashMap::new();
+        h.insert("b3".to_string(), "1".to_string());
+        h
+    }));
+    for honor in [false, true] {
+        for entered in [false, true] {
+            for (what, carrier) in &carriers {
+                let rec = InMemoryRecorder::new();
+                let t = Tracer::builder()
+                    .recorder(rec.clone())
+                    .honor_remote_sampling(honor)
+                    .propagation([
+                        Format::W3c,
+                        Format::B3Single,
+                        Format::B3Multi,
+                        Format::Jaeger,
+                        Format::OpenTracing,
+                    ])
+                    .build()
+                    .unwrap();
+                let outer = t.start_span("outer");
+                let guard = entered.then(|| outer.enter());
+                let Ok(Some(ctx)) = t.extract_any(carrier) else {
+                    continue;
+                };
+                let joined = t.join_or_start("joined", carrier);
+                let built = t.span("built").child_of(&ctx).start();
+                let case = format!("{what}, honor {honor}, entered {entered}");
+                // Without ids, both are roots (new traces) unless a span is
+                // entered.
+                if ctx.is_valid() || entered {
+                    assert_eq!(joined.trace_id(), built.trace_id(), "{case}");
+                }
+                assert_eq!(joined.is_sampled(), built.is_sampled(), "{case}");
+                let (j, b) = (joined.context(), built.context());
+                assert_eq!(j.baggage, b.baggage, "{case}");
+                assert_eq!(j.trace_state, b.trace_state, "{case}");
+                let sampled = joined.is_sampled();
+                joined.finish();
+                built.finish();
+                drop(guard);
+                outer.finish();
+                t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
+                if sampled {
+                    let (j, b) = (rec.find("joined").unwrap(), rec.find("built").unwrap());
+                    assert_eq!(j.parent_span_id, b.parent_span_id, "{case}");
+                    assert_eq!(j.references, b.references, "{case}");
+                    assert_eq!(j.baggage, b.baggage, "{case}");
+                }
+            }
+        }
+    }
+}
