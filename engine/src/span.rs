@@ -238,10 +238,13 @@ fn reference_context(record: &mut SpanRecord, kind: ReferenceKind, c: &SpanConte
     if !c.is_valid() {
         return false;
     }
-    let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let first = !record.has_references();
     record.add_reference(kind, c.trace_id, c.span_id);
-    record.inherit_remote(baggage, &c.trace_state, first);
+    // Most callers send ids only: no call then.
+    if !c.baggage.is_empty() || (first && !c.trace_state.is_empty()) {
+        let baggage = c.baggage.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        record.inherit_remote(baggage, &c.trace_state, first);
+    }
     true
 }
 
