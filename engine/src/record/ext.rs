@@ -142,8 +142,7 @@ impl Ext {
     }
 
     /// Makes the buffer ready for its next span, keeping every capacity up
-    /// to [`KEEP_BYTES`] (larger ones are freed: this runs on the flusher
-    /// then, see `owns_heap`).
+    /// to [`KEEP_BYTES`] (larger ones are freed, see `shrink`).
     pub(crate) fn reset(&mut self) {
         if self.oversized() {
             self.shrink();
@@ -167,7 +166,9 @@ impl Ext {
     }
 
     /// Frees what grew past [`KEEP_BYTES`] (out of line: `reset` runs on
-    /// the hot path, this only on the flusher, see `owns_heap`).
+    /// the hot path, this rarely: on the flusher, see `owns_heap`, or on
+    /// the owner's thread for an oversized extension recycled through
+    /// `spare` by a span that never reached the flusher).
     #[cold]
     #[inline(never)]
     fn shrink(&mut self) {

@@ -134,20 +134,8 @@ impl SpanRecord {
                 return;
             }
         }
-        // The common kinds without a call: literal keys, numbers, strings
-        // within the limit.
-        let key = match key {
-            Cow::Borrowed(k) if k.len() <= MAX_KEY_BYTES => RStr::from_static(k),
-            key => ext.store_str(key, MAX_KEY_BYTES),
-        };
-        let value = match value {
-            Value::I64(v) => Stored::I64(v),
-            Value::U64(v) => Stored::U64(v),
-            Value::F64(v) => Stored::F64(v),
-            Value::Bool(v) => Stored::Bool(v),
-            Value::Str(s) if s.len() <= max_value => Stored::Str(ext.copy_str(s)),
-            value => ext.store_value(value, max_value),
-        };
+        let key = ext.store_str(key, MAX_KEY_BYTES);
+        let value = ext.store_value(value, max_value);
         let field = Field::new(key, value);
         match (existing, existing_ext) {
             (Some(i), _) => {
