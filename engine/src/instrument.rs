@@ -31,11 +31,12 @@ pin_project_lite::pin_project! {
 
     impl<F: Future> PinnedDrop for InSpan<F> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(mut span) = this.project().span.take_live() {
+            let span = this.project().span;
+            if span.is_live() {
                 // Dropped before completion: cancelled (a timeout, a
                 // `select!` that took another branch, a shutdown).
                 span.set_tag("cancelled", true);
-                span.finish();
+                span.finish_in_place();
             }
         }
     }
@@ -43,7 +44,9 @@ pin_project_lite::pin_project! {
 
 impl<F: Future> InSpan<F> {
     /// `inner` run inside `span`; `on_ready` sees the span and the output
-    /// before the span finishes.
+    /// before the span finishes. If `inner` or `on_ready` panics, the span
+    /// is finished when the future is dropped, tagged `cancelled = true`,
+    /// like any future dropped before it completed.
     pub fn new(inner: F, span: Option<Span>, on_ready: Option<OnReady<F::Output>>) -> Self {
         InSpan {
             inner,
@@ -65,11 +68,13 @@ impl<F: Future> Future for InSpan<F> {
                 Poll::Ready(output) => output,
             }
         };
-        if let Some(mut span) = this.span.take_live() {
+        // Finished where it lies: moving the span out first would copy
+        // its record twice more.
+        if this.span.is_live() {
             if let Some(on_ready) = this.on_ready.take() {
-                on_ready(&mut span, &output);
+                on_ready(this.span, &output);
             }
-            span.finish();
+            this.span.finish_in_place();
         }
         Poll::Ready(output)
     }

@@ -406,11 +406,11 @@ impl Span {
         self.record.is_some()
     }
 
-    /// The span, moved out, if it still holds its record; `self` is left
-    /// finished.
-    #[inline]
-    pub(crate) fn take_live(&mut self) -> Option<Span> {
-        self.record.take().map(|r| Span { record: Some(r) })
+    /// Finishes the span where it lies (a `Span` kept in a future); `self`
+    /// is left finished.
+    #[inline(always)]
+    pub(crate) fn finish_in_place(&mut self) {
+        self.finish_with(None);
     }
 
     #[inline]

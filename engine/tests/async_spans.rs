@@ -136,3 +136,66 @@ fn a_cancelled_future_finishes_its_span_tagged() {
     let s = t.stats();
     assert_eq!(s.recorded + s.dropped.total(), s.finished);
 }
+
+/// `on_ready` tags the span it finishes in place; a panic in `on_ready`
+/// (or in the inner future) still finishes the span exactly once, when the
+/// future is dropped; a future without a span never calls `on_ready`.
+#[test]
+fn on_ready_tags_in_place_and_a_panic_loses_nothing() {
+    use spanrec::InSpan;
+    use std::future::Future;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::{Context, Poll, Waker};
+
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+    let (t, recorder) = tracer();
+
+    let tag: spanrec::OnReady<u32> = |span, out| span.set_tag("out", i64::from(*out));
+    let mut ok = Box::pin(InSpan::new(
+        async { 7u32 },
+        Some(t.start_span("ok")),
+        Some(tag),
+    ));
+    assert_eq!(poll_once(ok.as_mut()), Poll::Ready(7));
+    drop(ok);
+
+    let boom: spanrec::OnReady<u32> = |_, _| panic!("on_ready fails");
+    let mut failing = Box::pin(InSpan::new(
+        async { 1u32 },
+        Some(t.start_span("failing")),
+        Some(boom),
+    ));
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(failing.as_mut()))).is_err());
+    drop(failing);
+
+    let mut inner_panics = Box::pin(
+        async {
+            panic!("inner fails");
+        }
+        .in_span(t.start_span("inner_panics")),
+    );
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(inner_panics.as_mut()))).is_err());
+    drop(inner_panics);
+
+    let never: spanrec::OnReady<u32> = |_, _| panic!("called without a span");
+    let mut spanless = Box::pin(InSpan::new(async { 2u32 }, None, Some(never)));
+    assert_eq!(poll_once(spanless.as_mut()), Poll::Ready(2));
+
+    t.flush(Instant::now() + Duration::from_secs(10)).unwrap();
+    let spans = recorder.spans();
+    let count = |name: &str| spans.iter().filter(|s| s.operation_name == name).count();
+    for name in ["ok", "failing", "inner_panics"] {
+        assert_eq!(count(name), 1, "{name} recorded once: {spans:?}");
+    }
+    let ok = recorder.find("ok").unwrap();
+    assert_eq!(ok.tag("out"), Some(&OwnedValue::I64(7)));
+    assert_eq!(ok.tag("cancelled"), None);
+    for name in ["failing", "inner_panics"] {
+        let s = recorder.find(name).unwrap();
+        assert_eq!(s.tag("cancelled"), Some(&OwnedValue::Bool(true)), "{name}");
+    }
+    let s = t.stats();
+    assert_eq!((s.finished, s.recorded), (3, 3));
+}
