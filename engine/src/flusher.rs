@@ -330,6 +330,7 @@ impl Flusher {
                 continue;
             };
             if ext.owns_heap() {
+                ext.trim();
                 ext.reset();
             }
             // Back to the thread that allocated it, so a thread whose spans

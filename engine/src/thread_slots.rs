@@ -236,9 +236,17 @@ fn count_started_general(shared: &Arc<Shared>) {
 #[inline(never)]
 pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
     let from_slot = with_slot(tracer_id, None, |slot| {
-        match slot.spare.pop().or_else(|| slot.sender.recycled()) {
+        // Reset here rather than on the flusher: see `owns_heap`.
+        if let Some(mut ext) = slot.spare.pop() {
+            // Its span never reached the flusher: it may have grown.
+            ext.trim();
+            ext.reset();
+            return ext;
+        }
+        match slot.sender.recycled() {
             Some(mut ext) => {
-                // Reset here rather than on the flusher: see `owns_heap`.
+                // Not oversized: the flusher trims what it gives back
+                // unreset (`Ext::trim`).
                 ext.reset();
                 ext
             }

@@ -122,7 +122,7 @@ impl Ext {
         })
     }
 
-    /// Whether `reset` would free memory; the flusher then resets the buffer
+    /// Whether `trim` and `reset` would free memory; the flusher then resets the buffer
     /// itself, so that frees happen off the hot path. Otherwise the owning
     /// thread resets it when it reuses it, which keeps the flusher from
     /// writing (and so stealing) the buffer's cache lines.
@@ -139,14 +139,24 @@ impl Ext {
             || capacity_bytes(&self.log_fields) > KEEP_BYTES
             || capacity_bytes(&self.baggage) > KEEP_BYTES
             || capacity_bytes(&self.references) > KEEP_BYTES
+            || capacity_bytes(&self.owned) > KEEP_BYTES
     }
 
-    /// Makes the buffer ready for its next span, keeping every capacity up
-    /// to [`KEEP_BYTES`] (larger ones are freed, see `shrink`).
-    pub(crate) fn reset(&mut self) {
+    /// Frees what grew past [`KEEP_BYTES`], before the buffer is reused:
+    /// on the flusher for a buffer it resets (`owns_heap` says so), on the
+    /// owner's thread for one a span that never reached the flusher left
+    /// in the thread's spare list. A buffer the flusher gives back without
+    /// resetting it is not oversized (`owns_heap`), so the owner's `reset`
+    /// needs no check.
+    pub(crate) fn trim(&mut self) {
         if self.oversized() {
             self.shrink();
         }
+    }
+
+    /// Makes the buffer ready for its next span, keeping every capacity
+    /// (call `trim` first on a buffer that may have grown: see there).
+    pub(crate) fn reset(&mut self) {
         self.tags.clear();
         self.logs.clear();
         self.log_fields.clear();
@@ -165,10 +175,7 @@ impl Ext {
         self.arena.reset();
     }
 
-    /// Frees what grew past [`KEEP_BYTES`] (out of line: `reset` runs on
-    /// the hot path, this rarely: on the flusher, see `owns_heap`, or on
-    /// the owner's thread for an oversized extension recycled through
-    /// `spare` by a span that never reached the flusher).
+    /// The out-of-line part of `trim`.
     #[cold]
     #[inline(never)]
     fn shrink(&mut self) {
@@ -177,6 +184,8 @@ impl Ext {
         self.log_fields = shrunk(std::mem::take(&mut self.log_fields));
         self.baggage = shrunk(std::mem::take(&mut self.baggage));
         self.references = shrunk(std::mem::take(&mut self.references));
+        // The record is gone (`into_ext`): nothing reads these strings.
+        self.owned = shrunk(std::mem::take(&mut self.owned));
         if self.arena.allocated_bytes() > KEEP_BYTES {
             // The record holding `RStr`s into the arena is gone
             // (`into_ext`); the next copy allocates a first chunk.
