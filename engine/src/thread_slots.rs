@@ -232,38 +232,60 @@ fn count_started_general(shared: &Arc<Shared>) {
 /// A cleared extension for a span of tracer `tracer_id`: recycled if one is
 /// at hand, else allocated (warm-up, or more extensions in flight than ever
 /// before). `None` only when the tracer is gone.
+///
+/// The slot is borrowed only to take a buffer (through `LAST` when it is
+/// cached: that borrow may neither free nor allocate); resetting, which may
+/// free, and allocating happen after the borrow has ended.
 #[cold]
 #[inline(never)]
 pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
-    let from_slot = with_slot(tracer_id, None, |slot| {
-        // Reset here rather than on the flusher: see `owns_heap`.
-        if let Some(mut ext) = slot.spare.pop() {
+    let taken =
+        with_last(tracer_id, TakenExt::take).or_else(|| with_slot(tracer_id, None, TakenExt::take));
+    match taken {
+        Some(TakenExt::Spare(mut ext)) => {
             // Its span never reached the flusher: it may have grown.
             ext.trim();
             ext.reset();
-            return ext;
+            Some(ext)
         }
-        match slot.sender.recycled() {
-            Some(mut ext) => {
-                // Not oversized: the flusher trims what it gives back
-                // unreset (`Ext::trim`).
-                ext.reset();
-                ext
-            }
-            None => {
-                slot.state.counters.buffers_allocated.incr();
-                Ext::new(slot.shared.clone(), slot.state.id)
-            }
+        Some(TakenExt::Recycled(mut ext)) => {
+            // Reset here rather than on the flusher (see `owns_heap`); not
+            // oversized: the flusher trims what it gives back unreset.
+            ext.reset();
+            Some(ext)
         }
-    });
-    if from_slot.is_some() {
-        return from_slot;
+        Some(TakenExt::Fresh(shared, home)) => Some(Ext::new(shared, home)),
+        None => {
+            // Thread teardown: an extension that belongs to no slot (home
+            // 0), which the flusher frees after use.
+            let shared = shared::find(tracer_id)?;
+            shared.count_late(|c| c.buffers_allocated.incr());
+            Some(Ext::new(shared, 0))
+        }
     }
-    // Thread teardown: an extension that belongs to no slot (home 0), which
-    // the flusher frees after use.
-    let shared = shared::find(tracer_id)?;
-    shared.count_late(|c| c.buffers_allocated.incr());
-    Some(Ext::new(shared, 0))
+}
+
+/// What `acquire_ext` took from the slot.
+enum TakenExt {
+    Spare(Box<Ext>),
+    Recycled(Box<Ext>),
+    /// None at hand: allocate one for this slot (tracer, slot id).
+    Fresh(Arc<Shared>, u64),
+}
+
+impl TakenExt {
+    /// Frees and allocates nothing (see `LAST`).
+    #[inline(always)]
+    fn take(slot: &mut ThreadSlot) -> TakenExt {
+        if let Some(ext) = slot.spare.pop() {
+            return TakenExt::Spare(ext);
+        }
+        if let Some(ext) = slot.sender.recycled() {
+            return TakenExt::Recycled(ext);
+        }
+        slot.state.counters.buffers_allocated.incr();
+        TakenExt::Fresh(slot.shared.clone(), slot.state.id)
+    }
 }
 
 /// Keeps the extension of a span that never reached the flusher (a builder
