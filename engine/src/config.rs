@@ -20,7 +20,10 @@ pub enum OverflowPolicy {
     /// reads the monotonic clock while it waits. Choose it for audit callers
     /// who prefer a slower request to a missing record.
     Block {
-        /// The longest a single `finish` waits. At most one minute.
+        /// The longest a single `finish` waits. At most one minute. A
+        /// tracer inherited through `fork()` does not wait (no flusher
+        /// runs in the child): a full ring drops at once, counted as
+        /// [`DropReason::BlockTimeout`](crate::DropReason::BlockTimeout).
         timeout: Duration,
     },
 }

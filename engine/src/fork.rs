@@ -12,8 +12,10 @@
 //!   next id.
 //! - Delivery: nothing drains a tracer inherited from the parent. Its
 //!   `flush` and `shutdown` return [`FlushError::ForkedChild`] at once
-//!   (rather than waiting for a flusher that is not there), and dropping it
-//!   does not wait. A child that records spans builds its own tracer.
+//!   (rather than waiting for a flusher that is not there), dropping it
+//!   does not wait, and under the `Block` policy a full ring drops at once
+//!   (counted as `BlockTimeout`). A child that records spans builds its own
+//!   tracer.
 //!
 //! [`FlushError::ForkedChild`]: crate::FlushError::ForkedChild
 

@@ -199,7 +199,7 @@ impl Shared {
     }
 
     /// In a child made by `fork()` this tracer has no flusher (`fork.rs`).
-    fn in_forked_child(&self) -> bool {
+    pub(crate) fn in_forked_child(&self) -> bool {
         crate::fork::generation() != self.fork_generation
     }
 

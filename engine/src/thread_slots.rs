@@ -483,6 +483,13 @@ impl ThreadSlot {
         span: &mut Option<SpanRecord>,
         timeout: std::time::Duration,
     ) -> Option<Box<Ext>> {
+        if self.shared.in_forked_child() {
+            // A tracer inherited through `fork()`: its flusher runs only
+            // in the parent, nothing will ever make room. Waiting would
+            // stall every `finish` for `timeout`.
+            self.state.counters.block_timeout.incr();
+            return self.recycle(span.take());
+        }
         let deadline = std::time::Instant::now() + timeout;
         let mut attempt = 0u32;
         loop {
