@@ -53,6 +53,13 @@ impl FlushControl {
         Self::default()
     }
 
+    /// Holds the lock across a `fork()` (see `fork.rs`): the child then
+    /// finds it consistent and unlocked.
+    #[cfg(all(unix, not(spanrec_loom)))]
+    pub(crate) fn lock_for_fork(&self) -> impl Sized + '_ {
+        self.state.lock()
+    }
+
     /// Takes a flush ticket (caller side).
     pub fn request_flush(&self) -> Result<u64, WaitError> {
         let mut s = self.state.lock();

@@ -198,6 +198,16 @@ impl Shared {
             .is_some_and(|t| t.id() == std::thread::current().id())
     }
 
+    /// Takes this tracer's locks for a `fork()`, in the one order
+    /// `lock_for_fork` uses (none of them is ever taken while holding
+    /// another of them elsewhere).
+    #[cfg(all(unix, not(spanrec_loom)))]
+    fn lock_for_fork(&'static self, held: &mut Vec<Box<dyn std::any::Any>>) {
+        held.push(Box::new(self.control.lock_for_fork()));
+        held.push(Box::new(self.registry.lock()));
+        held.push(Box::new(self.last_recorder_error.lock()));
+    }
+
     /// In a child made by `fork()` this tracer has no flusher (`fork.rs`).
     pub(crate) fn in_forked_child(&self) -> bool {
         crate::fork::generation() != self.fork_generation
@@ -309,5 +319,42 @@ impl Shared {
         reg.closed_slots.clear();
         reg.pending.clear();
         reg.late.clear();
+    }
+}
+
+/// Every lock of spanrec's that a thread other than the forking one could
+/// hold: the tracer directory's and each live tracer's flush requests,
+/// registry and last error. Taken just before `fork()` and dropped just
+/// after it, in the parent and in the child (`fork.rs`): a child is a copy
+/// of the forking thread alone, and a lock another thread held at that
+/// instant would stay held there forever.
+///
+/// Fields drop in order: the tracers' guards, the directory's guard, then
+/// the tracers the guards borrow from.
+#[cfg(all(unix, not(spanrec_loom)))]
+pub(crate) struct ForkLocks {
+    /// Guards borrowing from `tracers` (see `lock_for_fork`).
+    _held: Vec<Box<dyn std::any::Any>>,
+    _directory: Box<dyn std::any::Any>,
+    _tracers: Vec<Arc<Shared>>,
+}
+
+/// Takes the locks `ForkLocks` lists: the directory's first (so the set of
+/// tracers cannot change), then each tracer's.
+#[cfg(all(unix, not(spanrec_loom)))]
+pub(crate) fn lock_for_fork() -> ForkLocks {
+    let (directory, tracers) = crate::sync::directory::lock_for_fork::<Shared>();
+    let mut held = Vec::with_capacity(3 * tracers.len());
+    for tracer in &tracers {
+        // SAFETY: the `Arc` in `ForkLocks::_tracers` keeps this `Shared`
+        // alive, unmoved, until after `held` (declared first) has dropped
+        // every guard borrowing from it; nothing else sees the `'static`.
+        let shared: &'static Shared = unsafe { &*Arc::as_ptr(tracer) };
+        shared.lock_for_fork(&mut held);
+    }
+    ForkLocks {
+        _held: held,
+        _directory: Box::new(directory),
+        _tracers: tracers,
     }
 }

@@ -9,13 +9,16 @@
 //! Under `cfg(spanrec_valgrind)` the atomics and locks are instead wrappers
 //! that announce every release/acquire edge to Helgrind and DRD
 //! (`sync/valgrind.rs`), for the race-detector run in `ci/race.sh`.
+//!
+//! The locks are `std`'s behind `parking_lot`'s API (`sync/std_locks.rs`):
+//! they must be releasable in a `fork()`ed child.
 
 #[cfg(not(spanrec_loom))]
 mod imp {
+    #[cfg(not(spanrec_valgrind))]
+    pub(crate) use super::std_locks::{Condvar, Mutex};
     #[cfg(spanrec_valgrind)]
     pub(crate) use super::valgrind::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
-    #[cfg(not(spanrec_valgrind))]
-    pub(crate) use parking_lot::{Condvar, Mutex};
     pub(crate) use std::sync::atomic::{fence, Ordering};
     #[cfg(not(spanrec_valgrind))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -64,6 +67,9 @@ pub(crate) use imp::*;
 
 #[cfg(all(spanrec_valgrind, not(spanrec_loom)))]
 mod valgrind;
+
+#[cfg(not(spanrec_loom))]
+mod std_locks;
 
 #[cfg(spanrec_loom)]
 mod loom_locks;
@@ -125,6 +131,18 @@ pub(crate) mod directory {
             .iter()
             .filter_map(|(_, weak)| weak.upgrade()?.downcast().ok())
             .collect()
+    }
+
+    /// Locks the directory for a `fork()` (see `fork.rs`) and lists every
+    /// live tracer: until the guard is dropped no tracer is added or found.
+    #[cfg(all(unix, not(spanrec_loom)))]
+    pub(crate) fn lock_for_fork<T: Any + Send + Sync>() -> (impl Sized, Vec<Arc<T>>) {
+        let entries = ENTRIES.lock();
+        let all = entries
+            .iter()
+            .filter_map(|(_, weak)| weak.upgrade()?.downcast().ok())
+            .collect();
+        (entries, all)
     }
 
     #[cfg(spanrec_loom)]

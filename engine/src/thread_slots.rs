@@ -2,7 +2,7 @@
 //! protocol in `slot_protocol.rs`: a ring of finished span records to the flusher, a
 //! ring of recycled extension buffers back) and a few counters.
 //!
-//! A thread registers its slot on its first span (one parking_lot lock, the
+//! A thread registers its slot on its first span (one lock, the
 //! only lock the span path ever takes, and only once per thread and tracer).
 //! After that, finishing a span copies its record into the ring: no lock, no
 //! syscall, no allocation. A span that needs an extension (see `record/ext.rs`)

@@ -1,7 +1,7 @@
 //! One ledger: `durable + dropped + in_flight == finished`, with a recorder
 //! that reports durability after the fact, and with one that does not.
 
-use parking_lot::Mutex;
+use std::sync::Mutex;
 use spanrec::{Batch, InMemoryRecorder, Ledger, Recorder, RecorderError, Stats, Tracer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +16,12 @@ struct Deferred {
 
 impl Recorder for Deferred {
     fn record(&mut self, batch: &Batch<'_>) -> Result<(), RecorderError> {
-        *self.held.lock() += batch.len() as u64;
+        *self.held.lock().unwrap() += batch.len() as u64;
         Ok(())
     }
 
     fn attach_ledger(&mut self, ledger: Ledger) -> bool {
-        *self.ledger.lock() = Some(ledger);
+        *self.ledger.lock().unwrap() = Some(ledger);
         true
     }
 }
@@ -49,6 +49,7 @@ fn accepted_is_not_durable_until_the_recorder_says_so() {
     let ledger = rec
         .ledger
         .lock()
+        .unwrap()
         .clone()
         .expect("attached before the first batch");
     // From another thread, as a writer would.
@@ -64,7 +65,7 @@ fn accepted_is_not_durable_until_the_recorder_says_so() {
     assert_eq!(s.recorded, 93, "rejected spans are no longer recorded");
     assert_eq!(s.in_flight(), 3);
     balanced(&s);
-    let ledger = rec.ledger.lock().clone().unwrap();
+    let ledger = rec.ledger.lock().unwrap().clone().unwrap();
     ledger.durable(3);
     ledger.rejected_after_durable(1);
     let s = t.stats();

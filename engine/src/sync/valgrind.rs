@@ -154,13 +154,13 @@ impl AtomicUsize {
     }
 }
 
-/// `parking_lot::Mutex`, with its acquire and release announced.
+/// `std_locks::Mutex`, with its acquire and release announced.
 #[derive(Debug, Default)]
-pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+pub(crate) struct Mutex<T>(super::std_locks::Mutex<T>);
 
 impl<T> Mutex<T> {
     pub(crate) const fn new(value: T) -> Self {
-        Self(parking_lot::const_mutex(value))
+        Self(super::std_locks::Mutex::new(value))
     }
 
     #[allow(dead_code)] // used by the `tracing` feature's layer
@@ -179,7 +179,7 @@ impl<T> Mutex<T> {
 }
 
 pub(crate) struct MutexGuard<'a, T> {
-    inner: parking_lot::MutexGuard<'a, T>,
+    inner: super::std_locks::MutexGuard<'a, T>,
     tag: usize,
 }
 
@@ -203,18 +203,18 @@ impl<T> Drop for MutexGuard<'_, T> {
     }
 }
 
-/// `parking_lot::Condvar` over the annotated [`Mutex`].
+/// `std_locks::Condvar` over the annotated [`Mutex`].
 #[derive(Debug, Default)]
-pub(crate) struct Condvar(parking_lot::Condvar);
+pub(crate) struct Condvar(super::std_locks::Condvar);
 
 #[allow(dead_code)] // `new` is used where a `Condvar` is not `Default`-built
 impl Condvar {
     pub(crate) const fn new() -> Self {
-        Self(parking_lot::Condvar::new())
+        Self(super::std_locks::Condvar::new())
     }
 
-    pub(crate) fn notify_all(&self) -> usize {
-        self.0.notify_all()
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
     }
 
     pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
@@ -227,7 +227,7 @@ impl Condvar {
         &self,
         guard: &mut MutexGuard<'_, T>,
         deadline: Instant,
-    ) -> parking_lot::WaitTimeoutResult {
+    ) -> std::sync::WaitTimeoutResult {
         client_request(HAPPENS_BEFORE, guard.tag);
         let r = self.0.wait_until(&mut guard.inner, deadline);
         client_request(HAPPENS_AFTER, guard.tag);
