@@ -48,7 +48,8 @@ impl Counter {
 /// Why a finished span was not handed to the recorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// The thread's ring was full and the policy was `DropNewest`.
+    /// The thread's ring was full (at `ring_capacity`, or unable to grow
+    /// within `ring_memory_budget`) and the policy was `DropNewest`.
     RingFull,
     /// The ring stayed full for the whole `Block` timeout.
     BlockTimeout,
