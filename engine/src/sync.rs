@@ -65,6 +65,26 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// A lock guard that a condition variable's wait can take out and put
+/// back (`std`'s and loom's waits take their guard by value), for the
+/// `parking_lot`-shaped locks of `std_locks.rs` and `loom_locks.rs`.
+///
+/// Invariant: `Some` except inside a `Condvar` wait.
+pub(crate) struct WaitableGuard<G>(pub(crate) Option<G>);
+
+impl<G: std::ops::Deref> std::ops::Deref for WaitableGuard<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        self.0.as_deref().expect("guard present outside wait")
+    }
+}
+
+impl<G: std::ops::DerefMut> std::ops::DerefMut for WaitableGuard<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        self.0.as_deref_mut().expect("guard present outside wait")
+    }
+}
+
 #[cfg(all(spanrec_valgrind, not(spanrec_loom)))]
 mod valgrind;
 

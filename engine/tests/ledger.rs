@@ -1,9 +1,9 @@
 //! One ledger: `durable + dropped + in_flight == finished`, with a recorder
 //! that reports durability after the fact, and with one that does not.
 
-use std::sync::Mutex;
 use spanrec::{Batch, InMemoryRecorder, Ledger, Recorder, RecorderError, Stats, Tracer};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Accepts batches into memory; the test decides when they become durable

@@ -4,7 +4,6 @@
 //! has no clock: a deadline never expires here (models do not rely on
 //! timeouts).
 
-use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
 #[derive(Debug, Default)]
@@ -17,7 +16,7 @@ impl<T> Mutex<T> {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         // A panic while holding the lock aborts the model anyway.
-        MutexGuard(Some(self.0.lock().unwrap_or_else(|e| e.into_inner())))
+        super::WaitableGuard(Some(self.0.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     #[allow(dead_code)]
@@ -26,21 +25,7 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Invariant: `Some` except inside `Condvar::wait`.
-pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
-
-impl<T> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.0.as_deref().expect("guard present outside wait")
-    }
-}
-
-impl<T> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.0.as_deref_mut().expect("guard present outside wait")
-    }
-}
+pub(crate) type MutexGuard<'a, T> = super::WaitableGuard<loom::sync::MutexGuard<'a, T>>;
 
 /// What `wait_until` returns; never timed out under loom.
 pub(crate) struct WaitTimeoutResult;

@@ -9,7 +9,6 @@
 //! and stay locked forever. `std`'s futex lock keeps no queue: releasing
 //! it is a store and at most a futex wake (`tests/fork_locks.rs`).
 
-use std::ops::{Deref, DerefMut};
 use std::sync::PoisonError;
 use std::time::Instant;
 
@@ -23,7 +22,7 @@ impl<T> Mutex<T> {
 
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-        MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+        super::WaitableGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
     }
 
     #[allow(dead_code)] // used by the `tracing` feature's layer
@@ -32,21 +31,7 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Invariant: `Some` except inside `Condvar::wait_until`.
-pub(crate) struct MutexGuard<'a, T>(Option<std::sync::MutexGuard<'a, T>>);
-
-impl<T> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.0.as_deref().expect("guard present outside wait")
-    }
-}
-
-impl<T> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.0.as_deref_mut().expect("guard present outside wait")
-    }
-}
+pub(crate) type MutexGuard<'a, T> = super::WaitableGuard<std::sync::MutexGuard<'a, T>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Condvar(std::sync::Condvar);
