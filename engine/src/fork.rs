@@ -41,11 +41,10 @@ pub(crate) fn generation() -> u64 {
 }
 
 #[cfg(all(unix, not(spanrec_loom)))]
-std::thread_local! {
+crate::sync::thread_local! {
     /// spanrec's locks, held by the thread calling `fork()` from the
     /// prepare handler to the parent's or child's handler (all three run
-    /// on that thread). `std`'s `thread_local!`: never part of a modeled
-    /// protocol (this module is not compiled under loom).
+    /// on that thread).
     static HELD: std::cell::RefCell<Option<crate::shared::ForkLocks>> =
         const { std::cell::RefCell::new(None) };
 }
