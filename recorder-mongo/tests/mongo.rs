@@ -393,9 +393,12 @@ fn a_flush_during_an_outage_does_not_stall_the_flusher() {
     let name = unique("flushoutage");
     let recorder = MongoRecorder::connect(server.uri(), options(&name)).unwrap();
     let stats = recorder.stats();
+    // Half a second of spans at the rate below: room for one slow fsync
+    // on a shared machine (CI once saw a ring of 1,024, 0.13 s, overflow
+    // by one batch), none for a flusher held by the flush for seconds.
     let t = Tracer::builder()
         .service_name("itest")
-        .ring_capacity(1024)
+        .ring_capacity(4096)
         .overflow(OverflowPolicy::DropNewest)
         .recorder(recorder)
         .build()
