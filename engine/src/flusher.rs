@@ -329,10 +329,7 @@ impl Flusher {
             let Some(mut ext) = record.take_ext() else {
                 continue;
             };
-            if ext.owns_heap() {
-                ext.trim();
-                ext.reset();
-            }
+            ext.free_heap_off_the_hot_path();
             // Back to the thread that allocated it, so a thread whose spans
             // finish elsewhere (work-stealing runtimes) still never allocates
             // in steady state. An extension whose home is gone, or whose

@@ -249,8 +249,9 @@ pub(crate) fn acquire_ext(tracer_id: u64) -> Option<Box<Ext>> {
             Some(ext)
         }
         Some(TakenExt::Recycled(mut ext)) => {
-            // Reset here rather than on the flusher (see `owns_heap`); not
-            // oversized: the flusher trims what it gives back unreset.
+            // Reset here rather than on the flusher (see
+            // `Ext::free_heap_off_the_hot_path`); not oversized: the
+            // flusher trims what it gives back.
             ext.reset();
             Some(ext)
         }

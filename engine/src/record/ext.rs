@@ -82,7 +82,8 @@ pub(crate) struct Ext {
     pub(super) replaced_bytes: usize,
     pub(crate) truncations: Truncations,
     /// Strings callers gave away, freed when the buffer is reset: on the
-    /// flusher if any (see `owns_heap`), so the hot path frees nothing.
+    /// flusher if any (see `free_heap_off_the_hot_path`), so the hot path
+    /// frees nothing.
     pub(super) owned: Vec<String>,
     /// Holds the bytes of every arena `RStr` of the record.
     ///
@@ -122,12 +123,20 @@ impl Ext {
         })
     }
 
-    /// Whether `trim` and `reset` would free memory; the flusher then resets the buffer
-    /// itself, so that frees happen off the hot path. Otherwise the owning
-    /// thread resets it when it reuses it, which keeps the flusher from
-    /// writing (and so stealing) the buffer's cache lines.
-    pub(crate) fn owns_heap(&self) -> bool {
-        !self.owned.is_empty() || self.inherited.is_some() || self.oversized()
+    /// On the flusher, for a buffer on its way back to its thread: trims
+    /// and resets it here if that frees memory, so that frees happen off
+    /// the hot path. Otherwise the owning thread resets it when it reuses
+    /// it, which keeps the flusher from writing (and so stealing) the
+    /// buffer's cache lines. Either way, a buffer given back is not
+    /// oversized.
+    pub(crate) fn free_heap_off_the_hot_path(&mut self) {
+        let oversized = self.oversized();
+        if oversized {
+            self.shrink();
+        }
+        if oversized || !self.owned.is_empty() || self.inherited.is_some() {
+            self.reset();
+        }
     }
 
     /// Whether a buffer grew past [`KEEP_BYTES`]: one span with a huge
@@ -143,11 +152,10 @@ impl Ext {
     }
 
     /// Frees what grew past [`KEEP_BYTES`], before the buffer is reused:
-    /// on the flusher for a buffer it resets (`owns_heap` says so), on the
-    /// owner's thread for one a span that never reached the flusher left
-    /// in the thread's spare list. A buffer the flusher gives back without
-    /// resetting it is not oversized (`owns_heap`), so the owner's `reset`
-    /// needs no check.
+    /// on the owner's thread for a buffer a span that never reached the
+    /// flusher left in the thread's spare list. A buffer the flusher gives
+    /// back is not oversized (`free_heap_off_the_hot_path`), so the
+    /// owner's `reset` needs no check.
     pub(crate) fn trim(&mut self) {
         if self.oversized() {
             self.shrink();
