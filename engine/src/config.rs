@@ -42,7 +42,9 @@ pub enum Sampler {
     Ratio(f64),
     /// Follow the parent's decision; use `root` for spans without a parent.
     ParentBased {
-        /// The sampler for root spans.
+        /// The sampler for root spans: `Always`, `Never` or `Ratio` (a
+        /// parent-based `root` would only ever see spans without a parent:
+        /// [`ConfigError::NestedSampler`]).
         root: Box<Sampler>,
     },
 }
@@ -319,6 +321,9 @@ pub enum ConfigError {
         /// The rejected value.
         got: f64,
     },
+    /// A [`Sampler::ParentBased`] whose `root` is parent-based too.
+    #[error("a parent-based sampler's root must be always, never or a ratio")]
+    NestedSampler,
     /// The service name was empty.
     #[error("process service name must not be empty")]
     EmptyServiceName,
@@ -395,21 +400,26 @@ impl Config {
     }
 }
 
+/// One level, never recursing: however deep a caller nests `ParentBased`,
+/// checking it takes constant time and stack.
 fn validate_sampler(sampler: &Sampler) -> Result<(), ConfigError> {
-    match sampler {
-        Sampler::Always | Sampler::Never => Ok(()),
-        Sampler::Ratio(r) if (0.0..=1.0).contains(r) => Ok(()),
-        Sampler::Ratio(r) => Err(ConfigError::SamplerRatio { got: *r }),
-        Sampler::ParentBased { root } => validate_sampler(root),
+    let root = match sampler {
+        Sampler::ParentBased { root } => match **root {
+            Sampler::ParentBased { .. } => return Err(ConfigError::NestedSampler),
+            ref root => root,
+        },
+        other => other,
+    };
+    match *root {
+        Sampler::Ratio(r) if !(0.0..=1.0).contains(&r) => Err(ConfigError::SamplerRatio { got: r }),
+        _ => Ok(()),
     }
 }
 
 impl Sampler {
-    /// Whether a span of trace `trace_id` is recorded; `parent` is the
-    /// parent's decision, if the span has a parent.
-    #[inline]
     /// The decision reduced to what the hot path needs, for the common
     /// samplers that ignore the trace id.
+    #[inline]
     pub(crate) fn shortcut(&self) -> SamplerShortcut {
         match self {
             Sampler::Always => SamplerShortcut::Fixed(true),
@@ -423,6 +433,8 @@ impl Sampler {
         }
     }
 
+    /// Whether a span of trace `trace_id` is recorded; `parent` is the
+    /// parent's decision, if the span has a parent.
     pub(crate) fn decide(&self, trace_id: u128, parent: Option<bool>) -> bool {
         match self {
             Sampler::Always => true,

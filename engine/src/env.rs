@@ -15,7 +15,7 @@
 //! | `SPANREC_SERVICE_NAME` | the service name |
 //!
 //! (`SPANREC_MONGO_URI` is read by `spanrec-mongo`.) A set but invalid
-//! variable is an [`EnvError`] naming it; the ranges are then checked by
+//! variable (not UTF-8 included) is an [`EnvError`] naming it; the ranges are then checked by
 //! [`TracerBuilder::build`] like any other setting.
 
 use crate::builder::TracerBuilder;
@@ -34,15 +34,25 @@ pub struct EnvError {
     pub expected: &'static str,
 }
 
-fn var(name: &'static str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// The variable's value, trimmed; `None` when unset or blank. A value that
+/// is not UTF-8 is an error, not "unset": the operator set something.
+fn var(name: &'static str) -> Result<Option<String>, EnvError> {
+    match std::env::var_os(name).map(|v| v.into_string()) {
+        None => Ok(None),
+        Some(Ok(v)) => {
+            let v = v.trim();
+            Ok((!v.is_empty()).then(|| v.to_string()))
+        }
+        Some(Err(raw)) => Err(EnvError {
+            variable: name,
+            value: raw.to_string_lossy().into_owned(),
+            expected: "UTF-8 text",
+        }),
+    }
 }
 
 fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, EnvError> {
-    match var(name) {
+    match var(name)? {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| EnvError {
             variable: name,
@@ -52,19 +62,27 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, EnvErro
     }
 }
 
+/// `always`, `never`, `ratio:<r>`, or one of those after `parent:`: one
+/// level only (a parent-based sampler's root is not parent-based), so no
+/// value, however long, recurses.
 fn sampler(text: &str) -> Option<Sampler> {
+    match text.strip_prefix("parent:") {
+        Some(root) => Some(Sampler::ParentBased {
+            root: Box::new(root_sampler(root)?),
+        }),
+        None => root_sampler(text),
+    }
+}
+
+fn root_sampler(text: &str) -> Option<Sampler> {
     match text {
         "always" => Some(Sampler::Always),
         "never" => Some(Sampler::Never),
-        _ => {
-            if let Some(r) = text.strip_prefix("ratio:") {
-                return r.parse().ok().map(Sampler::Ratio);
-            }
-            let root = sampler(text.strip_prefix("parent:")?)?;
-            Some(Sampler::ParentBased {
-                root: Box::new(root),
-            })
-        }
+        _ => text
+            .strip_prefix("ratio:")?
+            .parse()
+            .ok()
+            .map(Sampler::Ratio),
     }
 }
 
@@ -87,7 +105,7 @@ impl TracerBuilder {
         if let Some(ms) = number::<u64>("SPANREC_FLUSH_INTERVAL_MS")? {
             self = self.flush_interval(Duration::from_millis(ms));
         }
-        if let Some(v) = var("SPANREC_OVERFLOW") {
+        if let Some(v) = var("SPANREC_OVERFLOW")? {
             let policy = match v.as_str() {
                 "drop" => Some(OverflowPolicy::DropNewest),
                 other => other
@@ -104,7 +122,7 @@ impl TracerBuilder {
                 expected,
             })?);
         }
-        if let Some(v) = var("SPANREC_SAMPLER") {
+        if let Some(v) = var("SPANREC_SAMPLER")? {
             let expected = "always, never, ratio:<0..1>, or parent:<one of those>";
             let s = sampler(&v).ok_or(EnvError {
                 variable: "SPANREC_SAMPLER",
@@ -113,7 +131,7 @@ impl TracerBuilder {
             })?;
             self = self.sampler(s);
         }
-        if let Some(v) = var("SPANREC_HONOR_REMOTE_SAMPLING") {
+        if let Some(v) = var("SPANREC_HONOR_REMOTE_SAMPLING")? {
             let honor = match v.as_str() {
                 "true" => true,
                 "false" => false,
@@ -127,7 +145,7 @@ impl TracerBuilder {
             };
             self = self.honor_remote_sampling(honor);
         }
-        if let Some(v) = var("SPANREC_SERVICE_NAME") {
+        if let Some(v) = var("SPANREC_SERVICE_NAME")? {
             self = self.service_name(v);
         }
         Ok(self)
@@ -150,5 +168,8 @@ mod tests {
         );
         assert_eq!(sampler("sometimes"), None);
         assert_eq!(sampler("ratio:x"), None);
+        // One level of `parent:`; a long chain is refused, not recursed.
+        assert_eq!(sampler("parent:parent:always"), None);
+        assert_eq!(sampler(&("parent:".repeat(1 << 20) + "always")), None);
     }
 }

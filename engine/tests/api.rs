@@ -316,6 +316,18 @@ fn config_is_validated_with_typed_errors() {
             })),
         ConfigError::SamplerRatio { .. }
     ));
+    // A parent-based root is refused in one step, however deep the nest
+    // (checking it once recursed per level).
+    let mut deep = Sampler::Always;
+    for _ in 0..3 {
+        deep = Sampler::ParentBased {
+            root: Box::new(deep),
+        };
+    }
+    assert!(matches!(
+        err(Tracer::builder().recorder(r()).sampler(deep)),
+        ConfigError::NestedSampler
+    ));
     assert!(matches!(
         err(Tracer::builder().recorder(r()).service_name("")),
         ConfigError::EmptyServiceName
@@ -394,6 +406,31 @@ fn environment_is_layered_under_the_builder() {
     let e = Tracer::builder().env().unwrap_err();
     assert_eq!(e.variable, "SPANREC_BATCH_SIZE");
     assert!(e.to_string().contains("SPANREC_BATCH_SIZE=\"lots\""), "{e}");
+    std::env::remove_var("SPANREC_BATCH_SIZE");
+    // Set but not UTF-8: an error naming it, not "unset".
+    std::env::set_var(
+        "SPANREC_BATCH_SIZE",
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"1\xff"),
+    );
+    let e = Tracer::builder().env().unwrap_err();
+    assert_eq!(
+        (e.variable, e.expected),
+        ("SPANREC_BATCH_SIZE", "UTF-8 text")
+    );
+    std::env::remove_var("SPANREC_BATCH_SIZE");
+    // A sampler nested past the one documented `parent:` level is refused,
+    // however long: it once recursed per level and overflowed the stack
+    // (a 700 KB value aborted the process).
+    for bad in [
+        "parent:parent:always".to_string(),
+        "parent:".repeat(100_000) + "never",
+    ] {
+        std::env::set_var("SPANREC_SAMPLER", &bad);
+        let e = std::thread::spawn(|| Tracer::builder().env().unwrap_err())
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(e.variable, "SPANREC_SAMPLER");
+    }
     for v in [
         "SPANREC_RING_CAPACITY",
         "SPANREC_OVERFLOW",
