@@ -67,8 +67,10 @@ pub fn parse_time(s: &str, now_ns: i64) -> Result<i64, String> {
             };
             // Checked: `99999999999d` is out of range, an error (not an
             // overflow panic); so is a time before 1677 (i64 nanoseconds).
+            if n < 0 {
+                return Err(bad());
+            }
             return n
-                .max(0)
                 .checked_mul(secs * 1_000_000_000)
                 .and_then(|ago| now_ns.checked_sub(ago))
                 .ok_or_else(|| format!("out of range: {s:?} (too far in the past)"));
@@ -87,10 +89,24 @@ pub fn parse_time(s: &str, now_ns: i64) -> Result<i64, String> {
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(bad());
     }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    // RFC 3339 5.7: the day within its month (a leap year's February has
+    // 29), the seconds up to a leap second's 60.
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return Err(bad());
     }
     let frac = &s[19..s.len() - 1];
@@ -128,6 +144,12 @@ mod tests {
             parse_time("2000-03-01T00:00:00Z", 0),
             Ok(951_868_800_000_000_000)
         );
+        // Leap days exist in leap years (2000: divisible by 400).
+        assert_eq!(
+            parse_time("2000-02-29T00:00:00Z", 0),
+            Ok(951_782_400_000_000_000)
+        );
+        assert!(parse_time("2028-02-29T00:00:00Z", 0).is_ok());
     }
 
     #[test]
@@ -149,6 +171,12 @@ mod tests {
             "2026-11-26T07:00:00",
             "+026-11-26T07:00:00Z",
             "2026-11-26T07:00:00.+5Z",
+            "2026-11-26T07:00x00Z",
+            "2026-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-11-00T00:00:00Z",
+            "-15m",
             // Out of range: errors, never an overflow.
             "99999999999d",
             "9223372036854775807s",
