@@ -29,6 +29,7 @@ use mongodb::options::ClientOptions;
 use mongodb::sync::{Client, Collection};
 use spanrec::hex::{decode_u128, Digits};
 use spanrec_mongo::RedactedUri;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -285,6 +286,10 @@ fn time_range(since: Option<&str>, until: Option<&str>) -> Result<Document, CliE
     Ok(range)
 }
 
+/// How much later than a span that finished after it `tail` still shows a
+/// span (its batch retried, or another thread's batch first): 10 s.
+const LATE_WINDOW_NS: i64 = 10_000_000_000;
+
 fn fetch(
     coll: &Collection<Document>,
     filter: Document,
@@ -388,24 +393,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
             interval_ms,
             max,
         } => {
-            let base = filter_document(filter)?;
+            let mut base = filter_document(filter)?;
             let coll = connect(&cli.db)?;
-            // Start from now; then ask for what started after the newest seen.
-            let mut after = time::now_unix_nanos();
-            let mut seen_at_after: Vec<String> = Vec::new();
+            // Spans that start from now on, printed as they are written.
+            // Documents arrive in about the order spans finish, not the
+            // order they start (a request outlives its children), and not
+            // exactly (each thread's spans travel in their own batches; a
+            // retried batch comes later): each poll asks again for what
+            // finished within `LATE_WINDOW_NS` of the latest finish seen
+            // and prints only what it has not printed.
+            base.insert("start_ns", doc! { "$gte": time::now_unix_nanos() });
+            let mut latest_finish = i64::MIN;
+            let mut shown: HashMap<(String, String), i64> = HashMap::new();
             let mut printed = 0usize;
             loop {
                 let mut f = base.clone();
-                f.insert("start_ns", doc! { "$gte": after });
-                for s in fetch(&coll, f, doc! { "start_ns": 1 }, 0, 1000)? {
-                    if s.start_ns == after && seen_at_after.contains(&s.span_id) {
+                f.insert(
+                    "finish_ns",
+                    doc! { "$gte": latest_finish.saturating_sub(LATE_WINDOW_NS) },
+                );
+                for s in fetch(&coll, f, doc! { "finish_ns": 1 }, 0, 0)? {
+                    let finish = s.start_ns.saturating_add(s.duration_ns);
+                    latest_finish = latest_finish.max(finish);
+                    let key = (s.trace_id.clone(), s.span_id.clone());
+                    if shown.insert(key, finish).is_some() {
                         continue;
                     }
-                    if s.start_ns > after {
-                        after = s.start_ns;
-                        seen_at_after.clear();
-                    }
-                    seen_at_after.push(s.span_id.clone());
                     if cli.json {
                         println!("{}", s.to_json());
                     } else {
@@ -416,6 +429,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         return Ok(());
                     }
                 }
+                // What the next poll cannot return again.
+                let oldest = latest_finish.saturating_sub(LATE_WINDOW_NS);
+                shown.retain(|_, finish| *finish >= oldest);
                 std::thread::sleep(Duration::from_millis(*interval_ms));
             }
         }

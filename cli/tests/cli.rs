@@ -184,6 +184,64 @@ fn reads_a_known_trace_with_every_command() {
     assert!(tailed.contains("late.request"), "{tailed}");
 }
 
+/// A tracer that writes `name` (from `start` to `finish`) to `coll`, and
+/// returns once it is stored.
+fn write_span(uri: &str, coll: &str, name: &'static str, start: SystemTime, finish: SystemTime) {
+    let mut options = MongoOptions::new(DB, coll);
+    options.spool_dir = std::env::temp_dir().join(format!("spanrec-cli-spool-{coll}-{name}"));
+    let tracer = Tracer::builder()
+        .recorder(MongoRecorder::connect(uri, options).expect("recorder"))
+        .build()
+        .expect("tracer");
+    tracer
+        .span(name)
+        .start_time(start)
+        .start()
+        .finish_at(finish);
+    tracer
+        .shutdown(Instant::now() + Duration::from_secs(60))
+        .expect("shutdown");
+}
+
+#[test]
+fn tail_shows_a_span_stored_after_one_that_started_later() {
+    // A request outlives its children: its document is written after
+    // theirs although it started first. `tail` once followed the latest
+    // start it had seen and so never showed such a span.
+    let server = LocalServer::start()
+        .unwrap_or_else(|e| panic!("no MongoDB server could be provisioned: {e}"));
+    let uri = server.uri();
+    let coll = format!("cli_tail_{}", std::process::id());
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_spanrec"))
+        .args(["--uri", uri, "--database", DB, "--collection", &coll])
+        .args(["tail", "--max", "2", "--interval-ms", "100"])
+        .env_remove("SPANREC_MONGO_URI")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run spanrec tail");
+    std::thread::sleep(Duration::from_secs(1));
+    let now = SystemTime::now();
+    let ms = Duration::from_millis;
+    write_span(uri, &coll, "child.first", now, now + ms(20));
+    // Two polls at least: `tail` has seen (and printed) the child.
+    std::thread::sleep(Duration::from_secs(1));
+    write_span(uri, &coll, "request.late", now - ms(10), now + ms(10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tail.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = tail.kill();
+    let out = tail.wait_with_output().expect("tail output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("child.first") && text.contains("request.late"),
+        "tail did not show both spans within 30 s: {:?}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn friendly_errors() {
     // A malformed trace id is refused before any connection.
