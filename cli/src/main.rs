@@ -438,17 +438,33 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stats { since, until } => {
             let range = time_range(Some(since), until.as_deref())?;
             let coll = connect(&cli.db)?;
-            let spans = fetch(
-                &coll,
-                doc! { "start_ns": range },
-                doc! { "start_ns": 1 },
-                0,
-                0,
-            )?;
-            let stats = render::operation_stats(&spans);
+            // Streamed, unsorted, only the fields the table needs: a long
+            // range of a busy log is millions of spans.
+            let failed = |e: mongodb::error::Error| CliError::Query(e.to_string());
+            let cursor = coll
+                .find(doc! { "start_ns": range })
+                .projection(doc! { "_id": 0, "name": 1, "duration_ns": 1, "tags.error": 1 })
+                .run()
+                .map_err(failed)?;
+            let mut spans = 0usize;
+            let mut error = None;
+            let docs = cursor.map_while(|doc| match doc {
+                Ok(doc) => {
+                    spans += 1;
+                    Some(SpanDoc::from_document(&doc))
+                }
+                Err(e) => {
+                    error = Some(failed(e));
+                    None
+                }
+            });
+            let stats = render::operation_stats(docs);
+            if let Some(e) = error {
+                return Err(e);
+            }
             if cli.json {
                 print_json(&serde_json::json!({
-                    "spans": spans.len(),
+                    "spans": spans,
                     "operations": stats.iter().map(|s| serde_json::json!({
                         "name": s.name, "count": s.count, "errors": s.errors,
                         "p50_ns": s.p50_ns, "p99_ns": s.p99_ns, "max_ns": s.max_ns,

@@ -193,13 +193,15 @@ pub struct OperationStats {
 }
 
 /// Counts and latency percentiles (nearest rank) per operation, busiest
-/// first.
-pub fn operation_stats(spans: &[SpanDoc]) -> Vec<OperationStats> {
-    let mut by_name: HashMap<&str, (Vec<i64>, usize)> = HashMap::new();
+/// first. Takes the spans one at a time (a cursor's worth need not fit in
+/// memory: only each span's duration is kept).
+pub fn operation_stats(spans: impl IntoIterator<Item = SpanDoc>) -> Vec<OperationStats> {
+    let mut by_name: HashMap<String, (Vec<i64>, usize)> = HashMap::new();
     for s in spans {
-        let e = by_name.entry(&s.name).or_default();
+        let error = s.is_error();
+        let e = by_name.entry(s.name).or_default();
         e.0.push(s.duration_ns);
-        e.1 += usize::from(s.is_error());
+        e.1 += usize::from(error);
     }
     let rank = |sorted: &[i64], q: f64| {
         let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
@@ -210,7 +212,7 @@ pub fn operation_stats(spans: &[SpanDoc]) -> Vec<OperationStats> {
         .map(|(name, (mut d, errors))| {
             d.sort_unstable();
             OperationStats {
-                name: name.to_owned(),
+                name,
                 count: d.len(),
                 errors,
                 p50_ns: rank(&d, 0.50),
@@ -316,7 +318,7 @@ mod tests {
         let spans: Vec<SpanDoc> = (1..=100)
             .map(|i| span(&i.to_string(), None, "op", 0, i))
             .collect();
-        let s = &operation_stats(&spans)[0];
+        let s = &operation_stats(spans)[0];
         assert_eq!((s.count, s.p50_ns, s.p99_ns, s.max_ns), (100, 50, 99, 100));
     }
 }

@@ -161,6 +161,15 @@ fn reads_a_known_trace_with_every_command() {
     )))
     .expect("json");
     assert_eq!(stats["spans"], 3);
+    // Errors are counted from the streamed `tags.error` alone.
+    let ops = stats["operations"].as_array().expect("operations");
+    let errors = |name: &str| {
+        ops.iter()
+            .find(|o| o["name"] == name)
+            .map(|o| o["errors"].clone())
+    };
+    assert_eq!(errors("mongo.find"), Some(1.into()), "{stats}");
+    assert_eq!(errors("auth"), Some(0.into()), "{stats}");
 
     // tail: a span written after it started is printed.
     let tail = {

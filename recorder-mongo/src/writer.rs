@@ -403,10 +403,17 @@ impl Writer {
         if self.indexes_ready {
             return Ok(());
         }
-        let mut indexes = vec![IndexModel::builder()
-            .keys(doc! { "trace_id": 1 })
-            .options(IndexOptions::builder().name("trace_id".to_string()).build())
-            .build()];
+        // `trace_id` for one trace; `start_ns` for the time ranges and
+        // newest-first pages of `spanrec find`, `stats` and `export`,
+        // `finish_ns` for `spanrec tail`'s polls (without them each is a
+        // scan of the whole collection).
+        let by = |key: &str| {
+            IndexModel::builder()
+                .keys(doc! { key: 1 })
+                .options(IndexOptions::builder().name(key.to_string()).build())
+                .build()
+        };
+        let mut indexes = vec![by("trace_id"), by("start_ns"), by("finish_ns")];
         let mut start = IndexOptions::builder().name("start".to_string()).build();
         if let Some(retention) = self.options.retention {
             start.expire_after = Some(retention);
