@@ -88,8 +88,9 @@ enum Command {
     Tail {
         #[command(flatten)]
         filter: Filter,
-        /// Poll interval.
-        #[arg(long, default_value_t = 1000)]
+        /// Poll interval (10 ms to 1 h).
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
         interval_ms: u64,
         /// Stop after this many spans (for scripts and tests).
         #[arg(long)]
@@ -137,8 +138,8 @@ struct FindArgs {
     /// Spans that started before this time.
     #[arg(long)]
     until: Option<String>,
-    /// Page size.
-    #[arg(long, default_value_t = 50)]
+    /// Page size (at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     limit: u32,
     /// Spans to skip (for the next page: the previous skip + limit).
     #[arg(long, default_value_t = 0)]

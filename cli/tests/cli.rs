@@ -257,6 +257,17 @@ fn friendly_errors() {
     let out = spanrec("mongodb://127.0.0.1:1", "c", &["trace", "not-hex"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a trace id"));
+    // So are a page of no spans (MongoDB reads `limit 0` as "all") and a
+    // poll interval that would hammer the server.
+    for args in [
+        &["find", "--limit", "0"][..],
+        &["tail", "--interval-ms", "0"],
+    ] {
+        let out = spanrec("mongodb://127.0.0.1:1", "c", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not in"), "{args:?}: {err}");
+    }
 
     // An unreachable server is named, its password never shown.
     let out = spanrec(
