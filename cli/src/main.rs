@@ -494,13 +494,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     if !range.is_empty() {
                         filter.insert("start_ns", range);
                     }
-                    fetch(
+                    // The page `find` shows with the same arguments (the
+                    // newest first), written oldest first.
+                    let mut page = fetch(
                         &coll,
                         filter,
-                        doc! { "start_ns": 1 },
+                        doc! { "start_ns": -1 },
                         args.find.skip,
                         i64::from(args.find.limit),
-                    )?
+                    )?;
+                    page.reverse();
+                    page
                 }
             };
             if spans.is_empty() {

@@ -180,4 +180,26 @@ fn otlp_json_round_trips_through_the_protocol_types() {
         assert_eq!(n, 1, "{format}: {v}");
         let _ = std::fs::remove_file(path);
     }
+
+    // Through the filters, the page `find` shows: the newest spans.
+    let page = export(
+        server.uri(),
+        &coll,
+        &["--format", "chrome-trace", "--limit", "2"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let mut names: Vec<&str> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 2, "{v}");
+    assert!(
+        !names.contains(&"cause"),
+        "the oldest span is not on the newest page: {names:?}"
+    );
+    assert!(names.contains(&"request"), "{names:?}");
 }
