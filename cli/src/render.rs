@@ -41,7 +41,7 @@ fn pairs(items: &[(String, serde_json::Value)]) -> String {
 /// The waterfall bar of a span within [t0, t0 + total].
 fn bar(start: i64, duration: i64, t0: i64, total: i64) -> String {
     let total = total.max(1) as f64;
-    let from = (((start - t0).max(0) as f64 / total) * BAR as f64).floor() as usize;
+    let from = ((start.saturating_sub(t0).max(0) as f64 / total) * BAR as f64).floor() as usize;
     let from = from.min(BAR - 1);
     let len = ((duration.max(0) as f64 / total) * BAR as f64).round() as usize;
     let len = len.clamp(1, BAR - from);
@@ -53,6 +53,66 @@ fn bar(start: i64, duration: i64, t0: i64, total: i64) -> String {
     )
 }
 
+/// Levels of nesting drawn as indentation; deeper spans are drawn at this
+/// depth, marked `[+n]` with how much deeper they are (a trace nested
+/// 100,000 deep would otherwise print lines of 300,000 characters each).
+const MAX_DRAWN_DEPTH: usize = 32;
+
+/// The tree's rows, depth first: (span, prefix of its name line, prefix of
+/// its detail lines). Iterative (a trace may nest deeper than the stack
+/// allows) and each span once: spans no root reaches — a cycle of parent
+/// ids in a damaged log — are drawn as roots after the rest.
+fn tree_rows(
+    n: usize,
+    children: &HashMap<Option<usize>, Vec<usize>>,
+) -> Vec<(usize, String, String)> {
+    let mut rows = Vec::with_capacity(n);
+    let mut drawn = vec![false; n];
+    // (span, name prefix, detail prefix, depth), pushed in reverse so that
+    // they pop in order.
+    let mut stack: Vec<(usize, String, String, usize)> = Vec::new();
+    let roots = children.get(&None).map_or(&[][..], Vec::as_slice);
+    stack.extend(
+        roots
+            .iter()
+            .rev()
+            .map(|&i| (i, String::new(), String::new(), 0)),
+    );
+    let mut next_unreached = 0;
+    loop {
+        let Some((i, name_prefix, detail_prefix, depth)) = stack.pop() else {
+            // Whatever is left is unreachable from a root: start there.
+            match (next_unreached..n).find(|&i| !drawn[i]) {
+                Some(i) => {
+                    next_unreached = i + 1;
+                    stack.push((i, String::new(), String::new(), 0));
+                    continue;
+                }
+                None => break,
+            }
+        };
+        if std::mem::replace(&mut drawn[i], true) {
+            continue;
+        }
+        if let Some(list) = children.get(&Some(i)) {
+            let depth = depth + 1;
+            for (k, &c) in list.iter().enumerate().rev() {
+                let (name, detail) = if depth > MAX_DRAWN_DEPTH {
+                    let mark = format!("[+{}] ", depth - MAX_DRAWN_DEPTH);
+                    (format!("{detail_prefix}{mark}"), detail_prefix.clone())
+                } else if k + 1 == list.len() {
+                    (format!("{detail_prefix}└─ "), format!("{detail_prefix}   "))
+                } else {
+                    (format!("{detail_prefix}├─ "), format!("{detail_prefix}│  "))
+                };
+                stack.push((c, name, detail, depth));
+            }
+        }
+        rows.push((i, name_prefix, detail_prefix));
+    }
+    rows
+}
+
 /// Renders one trace as a tree (children under parents, by start time),
 /// each span with a time-proportional bar and its tags, logs and baggage.
 /// Spans whose parent is not in the trace are shown as roots.
@@ -61,12 +121,13 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
     let Some(t0) = spans.iter().map(|s| s.start_ns).min() else {
         return out;
     };
+    // Saturating: a damaged document's times must not overflow.
     let end = spans
         .iter()
-        .map(|s| s.start_ns + s.duration_ns)
+        .map(|s| s.start_ns.saturating_add(s.duration_ns))
         .max()
         .unwrap_or(t0);
-    let total = end - t0;
+    let total = end.saturating_sub(t0);
     let ids: HashMap<&str, usize> = spans
         .iter()
         .enumerate()
@@ -98,29 +159,7 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
         human_duration(total),
         clean(&services.join(", "))
     );
-    // (index, prefix for the name, prefix for detail lines)
-    let mut rows: Vec<(usize, String, String)> = Vec::new();
-    fn walk(
-        node: Option<usize>,
-        prefix: &str,
-        children: &HashMap<Option<usize>, Vec<usize>>,
-        rows: &mut Vec<(usize, String, String)>,
-    ) {
-        let Some(list) = children.get(&node) else {
-            return;
-        };
-        for (n, &i) in list.iter().enumerate() {
-            let last = n + 1 == list.len();
-            let (branch, cont) = match (node, last) {
-                (None, _) => ("", ""),
-                (Some(_), false) => ("├─ ", "│  "),
-                (Some(_), true) => ("└─ ", "   "),
-            };
-            rows.push((i, format!("{prefix}{branch}"), format!("{prefix}{cont}")));
-            walk(Some(i), &format!("{prefix}{cont}"), children, rows);
-        }
-    }
-    walk(None, "", &children, &mut rows);
+    let rows = tree_rows(spans.len(), &children);
     let width = rows
         .iter()
         .map(|(i, p, _)| p.chars().count() + clean(&spans[*i].name).chars().count())
@@ -145,7 +184,7 @@ pub fn trace_tree(spans: &[SpanDoc]) -> String {
             let _ = writeln!(
                 out,
                 "{detail}    log +{} {}{}{}",
-                human_duration(log.time_ns - s.start_ns),
+                human_duration(log.time_ns.saturating_sub(s.start_ns)),
                 clean(&log.event),
                 if log.fields.is_empty() { "" } else { " " },
                 pairs(&log.fields)
@@ -296,6 +335,51 @@ mod tests {
         );
         // Never empty, never past the end.
         assert_eq!(bar(100, 0, 0, 100).chars().filter(|&c| c == '█').count(), 1);
+    }
+
+    #[test]
+    fn every_span_is_drawn_once_even_in_a_cycle() {
+        // A damaged log: two spans each other's parent, one its own.
+        let spans = vec![
+            span("r", None, "root", 0, 100),
+            span("a", Some("b"), "loop.a", 10, 10),
+            span("b", Some("a"), "loop.b", 20, 10),
+            span("c", Some("c"), "self", 30, 10),
+        ];
+        let text = trace_tree(&spans);
+        for name in ["root", "loop.a", "loop.b", "self"] {
+            let n = text.lines().filter(|l| l.contains(name)).count();
+            assert_eq!(n, 1, "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_trace_deeper_than_the_stack_is_drawn_with_bounded_indentation() {
+        let depth = 100_000;
+        let spans: Vec<SpanDoc> = (0..depth)
+            .map(|i| {
+                let parent = (i > 0).then(|| (i - 1).to_string());
+                span(&i.to_string(), parent.as_deref(), "op", i as i64, 1)
+            })
+            .collect();
+        // A thread's default 2 MiB stack: recursing per level overflowed it.
+        let text = std::thread::spawn(move || trace_tree(&spans))
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(text.lines().count(), depth + 1);
+        let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(widest < 250, "{widest}");
+        assert!(text.contains(&format!("[+{}] op", depth - 1 - MAX_DRAWN_DEPTH)));
+    }
+
+    #[test]
+    fn damaged_times_do_not_overflow() {
+        let spans = vec![
+            span("a", None, "early", i64::MIN, i64::MAX),
+            span("b", Some("a"), "late", i64::MAX, i64::MAX),
+        ];
+        let text = trace_tree(&spans);
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]
