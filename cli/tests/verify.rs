@@ -465,6 +465,28 @@ fn tampering_is_detected_and_the_untouched_log_verifies() {
     });
     assert_named(&json, &a, Some(s), None, "count changed");
 
+    // 9b. A record forged far ahead, claiming a huge batch: named, in time
+    // and memory that follow what is stored (the verifier once walked, and
+    // allocated for, every sequence number and position up to the claim).
+    let huge = 1i64 << 40;
+    let json = case("huge record forged", &|c| {
+        let mut rec = docs(&d, &format!("{c}.chain"))
+            .find_one(doc! { "chain": &a, "seq": s })
+            .run()
+            .unwrap()
+            .unwrap();
+        rec.insert("_id", format!("{a}-{huge:020}"));
+        rec.insert("seq", huge);
+        rec.insert("n", huge);
+        docs(&d, &format!("{c}.chain"))
+            .insert_one(rec)
+            .run()
+            .unwrap();
+    });
+    assert_named(&json, &a, Some(huge), None, "huge record forged");
+    let text = json["violations"].to_string();
+    assert!(text.contains("missing"), "{text}");
+
     // 10. A record rewritten with a correct hash by someone without the key.
     let json = case("rehashed without the key", &|c| {
         let chain = raw(&d, &format!("{c}.chain"));

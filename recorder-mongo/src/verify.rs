@@ -12,6 +12,9 @@ use crate::chain::{
 use bson::raw::{RawDocument, RawDocumentBuf};
 use std::collections::{BTreeMap, HashMap};
 
+mod completeness;
+use completeness::{check_batch, walk_hole};
+
 /// What to check beyond the records themselves.
 #[derive(Debug, Default, Clone)]
 pub struct VerifyOptions {
@@ -290,6 +293,13 @@ pub fn verify<'a>(
             }
         }
     }
+    let mut lost_by_chain: HashMap<&str, BTreeMap<u64, Hash>> = HashMap::new();
+    for ((chain, seq), h) in &lost_records {
+        lost_by_chain
+            .entry(chain.as_str())
+            .or_default()
+            .insert(*seq, *h);
+    }
     // Span documents by (chain, seq).
     let mut batches: HashMap<(String, u64), Vec<StoredLeaf>> = HashMap::new();
     for doc in spans {
@@ -333,17 +343,14 @@ pub fn verify<'a>(
         let mut prev_hash: Option<Hash> =
             recs.get(&first)
                 .and_then(|r| if first == 0 { Some([0; 32]) } else { r.prev });
-        for seq in first..=last {
-            let Some(r) = recs.get(&seq) else {
-                match lost_records.get(&(chain.clone(), seq)) {
-                    Some(h) => prev_hash = Some(*h),
-                    None => {
-                        violations.push(v(chain, Some(seq), None, "record missing (deleted, or never written without a gap record naming it)".into()));
-                        prev_hash = None;
-                    }
-                }
-                continue;
-            };
+        // The records in order; the holes between them walked by what
+        // names them lost, never one number at a time (a forged record may
+        // claim any sequence number).
+        let lost_here = lost_by_chain.get(chain.as_str());
+        let mut next = first;
+        for (&seq, r) in recs {
+            prev_hash = walk_hole(chain, next..seq, lost_here, prev_hash, &mut violations);
+            next = seq.saturating_add(1);
             if let (Some(expected), Some(prev)) = (prev_hash, r.prev) {
                 if expected != prev {
                     violations.push(v(
@@ -467,74 +474,6 @@ fn content_hash_matches(doc: &RawDocument, stored: i64) -> bool {
     let end = bytes.len().saturating_sub(1 + 14);
     let elements = &bytes[4.min(end)..end];
     crate::encode::content_hash_of(elements) == stored
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_batch(
-    chain: &str,
-    seq: u64,
-    r: &Record,
-    mut docs: Vec<StoredLeaf<'_>>,
-    lost: Option<&HashMap<u64, Hash>>,
-    violations: &mut Vec<Violation>,
-    verified: &mut u64,
-) {
-    let v = |document: Option<String>, problem: String| Violation {
-        chain: chain.to_owned(),
-        seq: Some(seq),
-        document,
-        problem,
-    };
-    docs.sort_by_key(|d| d.0);
-    let mut leaves: Vec<Option<Hash>> = vec![None; r.n as usize];
-    let mut ok = true;
-    for (pos, leaf, doc) in &docs {
-        match leaves.get_mut(*pos as usize) {
-            Some(slot @ None) => *slot = Some(*leaf),
-            Some(Some(_)) => {
-                ok = false;
-                violations.push(v(
-                    Some(id_hex(doc)),
-                    format!("a second document at position {pos}"),
-                ));
-            }
-            None => {
-                ok = false;
-                violations.push(v(
-                    Some(id_hex(doc)),
-                    format!(
-                        "position {pos} is past the batch's {} documents (forged)",
-                        r.n
-                    ),
-                ));
-            }
-        }
-    }
-    let mut full = Vec::with_capacity(leaves.len());
-    for (pos, leaf) in leaves.iter().enumerate() {
-        match (leaf, lost.and_then(|l| l.get(&(pos as u64)))) {
-            (Some(h), _) => full.push(*h),
-            (None, Some(h)) => full.push(*h),
-            (None, None) => {
-                ok = false;
-                violations.push(v(
-                    None,
-                    format!("document at position {pos} missing (deleted, and no gap names it)"),
-                ));
-            }
-        }
-    }
-    if !ok {
-        return;
-    }
-    if Some(crate::chain::merkle_root(&full)) != r.root {
-        violations.push(v(
-            None,
-            "Merkle root mismatch: a document of this batch was altered".into(),
-        ));
-        return;
-    }
-    *verified += docs.len() as u64;
 }
 
 /// Parses `--head`: `SEQ:HASH` or `CHAIN:SEQ:HASH`.
