@@ -37,7 +37,7 @@ pub mod verify;
 mod writer;
 
 pub use mongo_stats::{MongoStats, MongoStatsHandle};
-pub use options::{default_spool_dir, MongoOptions, MongoRecorderError};
+pub use options::{default_spool_dir, MongoOptions, MongoRecorderError, MAX_WAIT};
 pub use recorder::MongoRecorder;
 pub use redact::{RedactedUri, SECRET_OPTIONS};
 pub use spool::SpoolError;

@@ -23,9 +23,10 @@ pub struct MongoOptions {
     pub queue_batches: usize,
     /// Insert attempts per batch before it is spooled (transient errors).
     pub max_attempts: u32,
-    /// First retry delay; doubles per attempt, with ±50 % jitter.
+    /// First retry delay; doubles per attempt, with ±50 % jitter. At most
+    /// `max_backoff`.
     pub initial_backoff: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay: at most [`MAX_WAIT`] (1 h).
     pub max_backoff: Duration,
     /// Directory of the on-disk spool: one recorder per directory (it
     /// holds a lock), created owner-only (`0700`, files `0600`). Default
@@ -36,7 +37,8 @@ pub struct MongoOptions {
     pub spool_dir: PathBuf,
     /// Most bytes the spool may hold; batches beyond it fail (counted).
     pub spool_max_bytes: u64,
-    /// How often to try the database again while it is down.
+    /// How often to try the database again while it is down: at most
+    /// [`MAX_WAIT`] (1 h).
     pub probe_interval: Duration,
     /// The longest [`Recorder::shutdown`](spanrec::Recorder::shutdown) (and so `Drop`) waits for the
     /// writer to deliver what it holds. Past it the writer stops retrying
@@ -126,6 +128,11 @@ pub fn default_spool_dir(database: &str, collection: &str) -> PathBuf {
             .join(name),
     }
 }
+
+/// Longest accepted `max_backoff` and `probe_interval`: the writer sleeps
+/// them between attempts (a longer one left it asleep past any shutdown,
+/// and one near `Duration::MAX` overflowed the retry arithmetic: a panic).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Why a [`MongoRecorder`] could not be created.
 #[derive(Debug, thiserror::Error)]

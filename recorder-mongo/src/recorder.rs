@@ -16,7 +16,7 @@
 use crate::chain::{leaf_hash, ChainPos, ChainShared, ChainState, Hash};
 use crate::encode::{encode_span_at, MAX_DOCUMENT_BYTES};
 use crate::mongo_stats::{Counters, MongoStatsHandle};
-use crate::options::{MongoOptions, MongoRecorderError};
+use crate::options::{MongoOptions, MongoRecorderError, MAX_WAIT};
 use crate::redact::RedactedUri;
 use crate::spool::Spool;
 use crate::writer::{span_count, spool_and_count, Job, Writer};
@@ -86,6 +86,16 @@ impl MongoRecorder {
             return Err(MongoRecorderError::Option(
                 "queue_batches, max_attempts and insert_batch_size must be at least 1".into(),
             ));
+        }
+        if options.initial_backoff > options.max_backoff
+            || options.max_backoff > MAX_WAIT
+            || options.probe_interval > MAX_WAIT
+        {
+            return Err(MongoRecorderError::Option(format!(
+                "initial_backoff ({:?}) must be at most max_backoff ({:?}), and max_backoff \
+                 and probe_interval ({:?}) at most 1 h",
+                options.initial_backoff, options.max_backoff, options.probe_interval
+            )));
         }
         let mut client_options =
             ClientOptions::parse(uri.expose())

@@ -289,7 +289,7 @@ impl Writer {
         }
         Counters::add(&self.counters.retries, 1);
         std::thread::sleep(jitter(*backoff));
-        *backoff = (*backoff * 2).min(self.options.max_backoff);
+        *backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
         true
     }
 

@@ -322,6 +322,46 @@ fn oversized_document_is_refused_and_counted_while_the_batch_lands() {
 }
 
 #[test]
+fn out_of_range_options_are_typed_errors() {
+    // Each once passed `connect`; the backoffs then overflowed the retry
+    // arithmetic (a panic on the writer thread) or slept past any shutdown.
+    let uri = "mongodb://127.0.0.1:1";
+    let cases: [(&str, fn(&mut MongoOptions)); 5] = [
+        ("queue", |o| o.queue_batches = 0),
+        ("backoff", |o| o.max_backoff = Duration::MAX),
+        ("initial", |o| {
+            o.initial_backoff = Duration::from_secs(10);
+            o.max_backoff = Duration::from_secs(1);
+        }),
+        ("probe", |o| o.probe_interval = Duration::from_secs(3601)),
+        ("both", |o| {
+            o.initial_backoff = Duration::MAX;
+            o.max_backoff = Duration::MAX;
+        }),
+    ];
+    for (name, set) in cases {
+        let mut o = MongoOptions::new("db", "c");
+        o.spool_dir = spool_dir(&format!("options-{name}"));
+        set(&mut o);
+        match MongoRecorder::connect(uri, o) {
+            Err(spanrec_mongo::MongoRecorderError::Option(m)) => {
+                assert!(!m.is_empty(), "{name}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let mut o = MongoOptions::new("db", "c");
+    o.spool_dir = spool_dir("options-edge");
+    o.initial_backoff = spanrec_mongo::MAX_WAIT;
+    o.max_backoff = spanrec_mongo::MAX_WAIT;
+    o.probe_interval = spanrec_mongo::MAX_WAIT;
+    assert!(
+        MongoRecorder::connect(uri, o).is_ok(),
+        "the limits themselves"
+    );
+}
+
+#[test]
 fn passwords_never_show() {
     let uri = "mongodb://auditor:s3cr3t-pw@127.0.0.1:1/?authSource=admin";
     let mut o = MongoOptions::new("db", "c");
