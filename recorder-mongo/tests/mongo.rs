@@ -326,7 +326,8 @@ fn out_of_range_options_are_typed_errors() {
     // Each once passed `connect`; the backoffs then overflowed the retry
     // arithmetic (a panic on the writer thread) or slept past any shutdown.
     let uri = "mongodb://127.0.0.1:1";
-    let cases: [(&str, fn(&mut MongoOptions)); 5] = [
+    type Setting = (&'static str, fn(&mut MongoOptions));
+    let cases: [Setting; 5] = [
         ("queue", |o| o.queue_batches = 0),
         ("backoff", |o| o.max_backoff = Duration::MAX),
         ("initial", |o| {
