@@ -17,6 +17,7 @@
 //! 2 bad input or unreachable database.
 
 mod export;
+mod input_file;
 mod model;
 mod render;
 mod time;
@@ -189,8 +190,8 @@ impl CliError {
 fn connection_string(db: &DbArgs) -> Result<String, CliError> {
     match &db.uri_file {
         None => Ok(db.uri.clone()),
-        Some(path) => std::fs::read_to_string(path)
-            .map(|text| text.lines().next().unwrap_or_default().trim().to_string())
+        Some(path) => input_file::lines(path, 1)
+            .map(|lines| lines.first().map_or("", |l| l.trim()).to_string())
             .map_err(|e| {
                 CliError::Input(format!("cannot read --uri-file {}: {e}", path.display()))
             }),

@@ -48,11 +48,11 @@ fn heads(args: &VerifyArgs) -> Result<Vec<ChainHead>, CliError> {
         })?);
     }
     if let Some(path) = &args.checkpoint {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = crate::input_file::lines(path, usize::MAX).map_err(|e| {
             CliError::Input(format!("cannot read --checkpoint {}: {e}", path.display()))
         })?;
         for (i, line) in text
-            .lines()
+            .iter()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {

@@ -119,7 +119,15 @@ pub enum ChainKeyError {
     /// The key is shorter than 16 bytes (after trimming whitespace).
     #[error("the chain key is too short ({0} bytes; at least 16)")]
     TooShort(usize),
+    /// The key file holds more than [`MAX_KEY_FILE_BYTES`] (a wrong path:
+    /// a log, a device).
+    #[error("the chain key file {0} is longer than 64 KiB: not a key")]
+    TooLong(PathBuf),
 }
+
+/// The most [`ChainKey::from_file`] reads: a key is tens of bytes, and a
+/// path mistyped to a device or a log must not be read without end.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 
 impl ChainKey {
     /// A key from bytes (at least 16).
@@ -133,10 +141,18 @@ impl ChainKey {
 
     /// The contents of a file, trailing whitespace trimmed.
     pub fn from_file(path: &Path) -> Result<ChainKey, ChainKeyError> {
-        let bytes = std::fs::read(path).map_err(|source| ChainKeyError::File {
+        use std::io::Read;
+        let file_error = |source| ChainKeyError::File {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(file_error)?;
+        if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(ChainKeyError::TooLong(path.to_path_buf()));
+        }
         let end = bytes
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
@@ -490,6 +506,18 @@ fn new_chain_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_that_is_no_key_is_refused_without_reading_it_all() {
+        assert!(matches!(
+            ChainKey::from_file(Path::new("/dev/zero")),
+            Err(ChainKeyError::TooLong(_))
+        ));
+        let f = std::env::temp_dir().join(format!("spanrec-key-{}", std::process::id()));
+        std::fs::write(&f, "a key of sixteen bytes at least\n").unwrap();
+        assert!(ChainKey::from_file(&f).is_ok());
+        let _ = std::fs::remove_file(f);
+    }
 
     #[test]
     fn merkle_root_follows_rfc6962() {
