@@ -203,10 +203,11 @@ fn threads_run(threads: usize, spans: u64, traced: bool) -> String {
         "exact accounting"
     );
     format!(
-        "finished {} recorded {} lost {}",
+        "finished {} recorded {} lost {} {:?}",
         s.finished,
         s.recorded,
-        s.dropped.total()
+        s.dropped.total(),
+        s.dropped
     )
 }
 
@@ -280,9 +281,10 @@ fn remote_context_run(remote: bool) -> String {
         "exact accounting"
     );
     format!(
-        "rss_before_kib {before} rss_after_kib {after} finished {} lost {}",
+        "rss_before_kib {before} rss_after_kib {after} finished {} lost {} {:?}",
         s.finished,
-        s.dropped.total()
+        s.dropped.total(),
+        s.dropped
     )
 }
 

@@ -16,8 +16,9 @@ pub enum OverflowPolicy {
     /// [`DropReason::BlockTimeout`](crate::DropReason::BlockTimeout).
     ///
     /// This is the one exception to "the hot path never blocks": the waiting
-    /// thread spins, then yields, then sleeps in steps of at most 50 µs, and
-    /// reads the monotonic clock while it waits. Choose it for audit callers
+    /// thread spins, then yields, then sleeps until the flusher has drained
+    /// its ring (a condition variable the flusher notifies), and reads the
+    /// monotonic clock while it waits. Choose it for audit callers
     /// who prefer a slower request to a missing record.
     Block {
         /// The longest a single `finish` waits. At most one minute. A

@@ -221,6 +221,11 @@ impl Flusher {
                     .drain_into(ask, &mut self.batch);
                 self.took(first_new);
                 n += drained.moved;
+                if drained.moved > 0 {
+                    // Wakes the thread if it waits for room (`Block`),
+                    // before a delivery that may take long.
+                    self.slots[i].inner.state.room.notify();
+                }
                 if drained.for_good {
                     self.slots[i].drained_for_good = true;
                 }

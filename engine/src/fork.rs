@@ -16,7 +16,10 @@
 //!   and each tracer's flush requests, registry and last error: what
 //!   `stats`, a new thread's first span and building a tracer take), and
 //!   the parent and child handlers release them, so the child finds them
-//!   consistent and free (`tests/fork_locks.rs`).
+//!   consistent and free (`tests/fork_locks.rs`). Not among them: each
+//!   slot's `Block` room-wait lock (`room_wait.rs`), which the child
+//!   never takes for an inherited tracer (its full rings drop at once,
+//!   below, and its `shutdown` returns before notifying).
 //! - Delivery: nothing drains a tracer inherited from the parent. Its
 //!   `flush` and `shutdown` return [`FlushError::ForkedChild`] at once
 //!   (rather than waiting for a flusher that is not there), dropping it

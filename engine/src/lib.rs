@@ -92,6 +92,11 @@ mod prefetch;
 pub mod propagation;
 mod record;
 mod recorder;
+#[cfg(spanrec_loom)]
+#[doc(hidden)]
+pub mod room_wait;
+#[cfg(not(spanrec_loom))]
+mod room_wait;
 mod shared;
 #[cfg(spanrec_loom)]
 #[doc(hidden)]

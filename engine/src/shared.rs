@@ -237,6 +237,10 @@ impl Shared {
         // threads read `closed` Relaxed, see `ThreadSlot::finish`); it only
         // makes the flag visible soon. Late readers are accounted for.
         self.closed.store(true, Ordering::Release);
+        // Threads blocked for room (`Block`) see `closed` and stop waiting.
+        for state in &self.registry.lock().states {
+            state.room.notify();
+        }
         self.control.request_shutdown();
         self.wake_flusher();
         if self.on_flusher_thread() {

@@ -15,6 +15,7 @@
 //! the slot exited, and the flusher drains and retires it.
 
 use crate::record::{Ext, SpanRecord, Time};
+use crate::room_wait::RoomWait;
 use crate::shared::{self, Shared};
 use crate::slot_protocol::{slot, Refused, SlotReceiver, SlotSender};
 use crate::stats::ThreadCounters;
@@ -33,6 +34,9 @@ pub(crate) struct SlotState {
     /// Unique within the tracer; extensions this thread allocates carry it
     /// as their `home`, and the flusher returns them here.
     pub(crate) id: u64,
+    /// Where the owning thread waits for room under the `Block` policy;
+    /// the flusher notifies it after draining this slot's ring.
+    pub(crate) room: RoomWait,
 }
 
 /// The flusher's half of a slot.
@@ -155,6 +159,7 @@ fn register(shared: &Arc<Shared>) -> Box<ThreadSlot> {
         tracer_gone: AtomicBool::new(false),
         counters: ThreadCounters::default(),
         id: shared.next_slot_id(),
+        room: RoomWait::new(),
     });
     shared.register(FlusherSlot {
         receiver,
@@ -477,7 +482,8 @@ impl ThreadSlot {
     }
 
     /// The `Block` policy: wait for room, spinning first, then yielding,
-    /// then sleeping in short steps, at most `timeout` in all.
+    /// then parked until the flusher drains (`room_wait.rs`), at most
+    /// `timeout` in all.
     #[cold]
     fn push_blocking(
         &mut self,
@@ -491,34 +497,49 @@ impl ThreadSlot {
             self.state.counters.block_timeout.incr();
             return self.recycle(span.take());
         }
-        let deadline = std::time::Instant::now() + timeout;
-        let mut attempt = 0u32;
-        loop {
+        let start = std::time::Instant::now();
+        let deadline = start.checked_add(timeout);
+        // Normally rung at `wake_at` already; a no-op unless the flusher
+        // sleeps.
+        ring_doorbell(&self.shared, &self.state);
+        let mut try_push = || {
             let (shared, state) = (&self.shared, &self.state);
             match self.sender.send_from(span, || ring_doorbell(shared, state)) {
-                Ok(()) => return None,
-                Err(Refused::Full(())) => {}
-                Err(Refused::Closed(())) => {
-                    self.state.counters.shutdown.incr();
-                    return self.recycle(span.take());
-                }
+                Ok(()) => Some(true),
+                Err(Refused::Full(())) => None,
+                Err(Refused::Closed(())) => Some(false),
             }
-            if std::time::Instant::now() >= deadline {
-                self.state.counters.block_timeout.incr();
-                return self.recycle(span.take());
-            }
-            attempt += 1;
-            if attempt == 1 {
-                // Normally rung at `wake_at` already; a no-op unless the
-                // flusher sleeps.
-                ring_doorbell(&self.shared, &self.state);
-            }
-            if attempt < 64 {
-                std::hint::spin_loop();
-            } else if attempt < 128 {
+        };
+        let mut sent = None;
+        // Room usually comes within a flusher pass: spin, then yield.
+        for attempt in 0..128 {
+            if attempt >= 64 {
                 std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
+            } else if attempt > 0 {
+                std::hint::spin_loop();
+            }
+            sent = try_push();
+            if sent.is_some() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                break;
+            }
+        }
+        if sent.is_none() {
+            // A timeout past `Instant`'s range waits as long as it takes.
+            let far = start + std::time::Duration::from_secs(1 << 32);
+            sent = self
+                .state
+                .room
+                .wait_until(deadline.unwrap_or(far), try_push);
+        }
+        match sent {
+            Some(true) => None,
+            Some(false) => {
+                self.state.counters.shutdown.incr();
+                self.recycle(span.take())
+            }
+            None => {
+                self.state.counters.block_timeout.incr();
+                self.recycle(span.take())
             }
         }
     }

@@ -8,6 +8,17 @@ fn secs(n: u64) -> Instant {
     Instant::now() + Duration::from_secs(n)
 }
 
+/// A tracer under `Block { timeout }` with small rings and batches.
+fn block_tracer(rec: &InMemoryRecorder, ring: usize, batch: usize, timeout: Duration) -> Tracer {
+    Tracer::builder()
+        .recorder(rec.clone())
+        .ring_capacity(ring)
+        .max_batch_size(batch)
+        .overflow(OverflowPolicy::Block { timeout })
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn eight_threads_every_span_recorded_exactly_once() {
     const THREADS: u64 = 8;
@@ -303,15 +314,7 @@ fn flush_from_inside_the_recorder_is_refused_not_deadlocked() {
 fn block_policy_waits_then_counts_a_timeout() {
     let rec = InMemoryRecorder::new();
     rec.set_delay(Duration::from_millis(300));
-    let t = Tracer::builder()
-        .recorder(rec.clone())
-        .ring_capacity(1)
-        .max_batch_size(1)
-        .overflow(OverflowPolicy::Block {
-            timeout: Duration::from_millis(20),
-        })
-        .build()
-        .unwrap();
+    let t = block_tracer(&rec, 1, 1, Duration::from_millis(20));
     let begun = Instant::now();
     for _ in 0..6 {
         t.start_span("b").finish();
@@ -328,6 +331,80 @@ fn block_policy_waits_then_counts_a_timeout() {
         elapsed < Duration::from_millis(6 * 20 + 1000),
         "{elapsed:?}"
     );
+}
+
+/// Threads waiting for room under `Block` park until the flusher drains
+/// (`room_wait.rs`): with many of them on rings of 2, every span still
+/// arrives and none waits into its timeout.
+#[test]
+fn many_threads_blocked_for_room_lose_nothing() {
+    const THREADS: u64 = 64;
+    const SPANS: u64 = 2_000;
+    let rec = InMemoryRecorder::new();
+    let t = block_tracer(&rec, 2, 16, Duration::from_secs(60));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for _ in 0..SPANS {
+                    t.start_span("blocked").finish();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.flush(secs(60)).unwrap();
+    let st = t.stats();
+    assert_eq!(st.finished, THREADS * SPANS);
+    assert_eq!(
+        (st.recorded, st.dropped.total()),
+        (THREADS * SPANS, 0),
+        "{st:?}"
+    );
+    assert_eq!(rec.len() as u64, THREADS * SPANS);
+}
+
+/// `shutdown` releases threads waiting for room at once (their spans
+/// counted as `shutdown`), even while the flusher is stuck in a slow
+/// recorder that would otherwise make room only seconds later.
+#[test]
+fn shutdown_releases_threads_blocked_for_room() {
+    let rec = InMemoryRecorder::new();
+    rec.set_delay(Duration::from_secs(8));
+    let t = block_tracer(&rec, 1, 1, Duration::from_secs(60));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let waiter = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            // The first span goes to the stuck recorder, the second fills
+            // the ring, the third waits for room.
+            for _ in 0..3 {
+                t.start_span("waits").finish();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // The flusher is inside `record` for seconds: the deadline passes.
+    let _ = t.shutdown(Instant::now() + Duration::from_millis(50));
+    done_rx
+        .recv_timeout(Duration::from_secs(4))
+        .expect("a thread blocked for room still waits after shutdown");
+    waiter.join().unwrap();
+    // Once the flusher is out of the recorder, the books balance.
+    let until = secs(60);
+    let st = loop {
+        let st = t.stats();
+        if st.recorded + st.dropped.total() == st.finished || Instant::now() > until {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st.recorded + st.dropped.total(), st.finished, "{st:?}");
+    assert_eq!(st.finished, 3, "{st:?}");
+    assert!(st.dropped.shutdown >= 1, "{st:?}");
 }
 
 #[test]
