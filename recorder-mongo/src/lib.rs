@@ -32,6 +32,7 @@ mod mongo_stats;
 mod options;
 mod recorder;
 mod redact;
+mod secret_mask;
 mod spool;
 pub mod verify;
 mod writer;

@@ -1,5 +1,6 @@
 //! Connection strings whose secrets never reach output: `RedactedUri`.
 
+use crate::secret_mask::SecretMask;
 use std::fmt;
 
 /// A connection string whose secrets never reach `Debug`, `Display`, a log
@@ -9,9 +10,9 @@ use std::fmt;
 #[derive(Clone)]
 pub struct RedactedUri {
     uri: String,
-    /// Every secret as it may appear in text, longest first (so a secret
-    /// containing another is masked whole).
-    secrets: Vec<String>,
+    /// Every secret as it may appear in text (as written, each part of a
+    /// list value, percent-decoded).
+    mask: SecretMask,
 }
 
 /// Connection-string options whose values are credentials (matched
@@ -57,12 +58,11 @@ impl RedactedUri {
         // As the driver may show them: percent-decoded too.
         let decoded: Vec<String> = secrets.iter().map(|s| percent_decoded(s)).collect();
         secrets.extend(decoded);
-        secrets.retain(|s| !s.is_empty());
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.sort_unstable();
         secrets.dedup();
         RedactedUri {
             uri: uri.to_string(),
-            secrets,
+            mask: SecretMask::new(secrets.iter().map(String::as_str)),
         }
     }
 
@@ -71,15 +71,11 @@ impl RedactedUri {
         &self.uri
     }
 
-    /// `text` with every occurrence of every secret masked as `****`.
+    /// `text` with every occurrence of every secret masked: each run of
+    /// text that occurrences cover (overlapping ones together) becomes
+    /// `****`. Linear in `text` (`secret_mask.rs`).
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "****");
-            }
-        }
-        out
+        self.mask.apply(text)
     }
 }
 
@@ -144,6 +140,7 @@ mod tests {
             ("mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=upper-case", &["upper-case"]),
             ("mongodb://h/?sslPEMKeyPassword=legacy;w=1", &["legacy"]),
             ("mongodb://a:b@c:d@h/", &["b@c:d"]),
+            ("mongodb://u:abcX@h/?proxyPassword=Xdef", &["abcX", "Xdef"]),
         ];
         for (uri, secrets) in cases {
             let r = RedactedUri::new(uri);
@@ -155,6 +152,10 @@ mod tests {
             }
             assert_eq!(r.expose(), *uri);
         }
+        // Two secrets overlapping in a message ("abcX" + "Xdef" sharing
+        // the X): masking one after the other left "def" visible.
+        let r = RedactedUri::new("mongodb://u:abcX@h/?proxyPassword=Xdef");
+        assert_eq!(r.scrub("auth abcXdef failed"), "auth **** failed");
         // Nothing to hide: unchanged.
         let plain = RedactedUri::new("mongodb://127.0.0.1:27017/?w=majority");
         assert_eq!(plain.to_string(), "mongodb://127.0.0.1:27017/?w=majority");
