@@ -115,32 +115,42 @@ pub(crate) fn run(db: &DbArgs, database: &Database, args: &VerifyArgs) -> Result
         }
     }
     let spans_coll = database.collection::<RawDocumentBuf>(&db.collection);
-    let mut spans: Vec<RawDocumentBuf> = Vec::new();
-    let mut read = |filter: Document| -> Result<(), CliError> {
-        for d in spans_coll.find(filter).run().map_err(failed)? {
-            spans.push(d.map_err(failed)?);
-        }
-        Ok(())
-    };
+    // The documents stream through `verify` (which keeps ~64 bytes of
+    // each): a log larger than memory is checked in one pass.
+    let mut cursors = Vec::new();
     if options.partial {
         let ors: Vec<Bson> = first
             .iter()
             .map(|(c, s)| Bson::Document(doc! { "chain": c, "seq": { "$gte": *s } }))
             .collect();
         if !ors.is_empty() {
-            read(doc! { "$or": ors })?;
+            cursors.push(spans_coll.find(doc! { "$or": ors }).run().map_err(failed)?);
         }
         if args.chain.is_none() {
             let mut unchained = doc! { "chain": { "$exists": false } };
             if let Some(ns) = since_ns {
                 unchained.insert("start_ns", doc! { "$gte": ns });
             }
-            read(unchained)?;
+            cursors.push(spans_coll.find(unchained).run().map_err(failed)?);
         }
     } else {
-        read(Document::new())?;
+        cursors.push(spans_coll.find(Document::new()).run().map_err(failed)?);
     }
-    Ok(verify(&records, spans.iter().map(|d| &**d), &options))
+    // A read that fails mid-way ends the stream; the error is the answer
+    // (a report on part of the documents would be wrong).
+    let mut read_error = None;
+    let spans = cursors.into_iter().flatten().map_while(|d| match d {
+        Ok(d) => Some(d),
+        Err(e) => {
+            read_error = Some(e);
+            None
+        }
+    });
+    let report = verify(&records, spans, &options);
+    match read_error {
+        Some(e) => Err(failed(e)),
+        None => Ok(report),
+    }
 }
 
 pub(crate) fn to_json(r: &Report) -> serde_json::Value {

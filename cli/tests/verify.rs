@@ -525,6 +525,30 @@ fn tampering_is_detected_and_the_untouched_log_verifies() {
     assert_named(&json, &a, Some(s), None, "rehashed without the key");
     assert!(json.to_string().contains("MAC"), "{json}");
 
+    // The documents stream through verify: a read that fails after the
+    // first batch (the cursor's `getMore`) is an error (exit 2), never a
+    // verdict on part of the log.
+    assert!(stored > 101, "more documents than the cursor's first batch");
+    spanrec_testkit::fail_point::times(
+        &uri,
+        doc! { "failCommands": ["getMore"], "errorCode": 91 },
+        1,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spanrec"))
+        .args(["--uri", &uri, "--database", DB, "--collection", &base, "--json"])
+        .arg("verify")
+        .env_remove("SPANREC_MONGO_URI")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("query failed"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("intact"),
+        "no verdict on part of the log"
+    );
+
     let _ = std::fs::remove_dir_all(p.spool.parent().unwrap_or(Path::new("/nonexistent")));
     let _ = std::fs::remove_dir_all(po.spool.parent().unwrap_or(Path::new("/nonexistent")));
 }

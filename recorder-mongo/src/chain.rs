@@ -70,9 +70,15 @@ pub fn record_hash(elements: &[u8]) -> Hash {
         .into()
 }
 
-/// Lowercase hex of a hash.
-pub fn to_hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hex of a hash (or any bytes).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// A hash from 64 hex digits.

@@ -10,6 +10,7 @@ use crate::chain::{
     GAP_REASONS,
 };
 use bson::raw::{RawDocument, RawDocumentBuf};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 mod completeness;
@@ -110,31 +111,60 @@ struct Record {
     prev_chain: Option<ChainHead>,
 }
 
-/// A stored document's position, leaf hash and the document (its `_id`
-/// is formatted only for a violation).
-type StoredLeaf<'a> = (u64, Hash, &'a RawDocument);
+/// A stored document's position, leaf hash and `_id`: what is kept of it
+/// once read, so that the documents themselves can stream through
+/// `verify` (a log's documents need not fit in memory; these ~64 bytes
+/// each do).
+type StoredLeaf = (u64, Hash, DocId);
+const _: () = assert!(std::mem::size_of::<StoredLeaf>() <= 64);
+
+/// A document's `_id`, kept compactly and formatted only for a violation.
+enum DocId {
+    /// A binary `_id` (the recorder's): its bytes, shown in hex.
+    Binary(Box<[u8]>),
+    /// Any other `_id`, as shown.
+    Other(Box<str>),
+}
+
+impl DocId {
+    fn of(doc: &RawDocument) -> DocId {
+        match doc.get_binary("_id") {
+            Ok(b) => DocId::Binary(b.bytes.into()),
+            Err(_) => DocId::Other(
+                doc.get("_id")
+                    .ok()
+                    .flatten()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default()
+                    .into(),
+            ),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            DocId::Binary(bytes) => to_hex(bytes),
+            DocId::Other(shown) => shown.to_string(),
+        }
+    }
+}
 
 fn hash_of(doc: &RawDocument, key: &str) -> Option<Hash> {
     doc.get_binary(key).ok()?.bytes.try_into().ok()
 }
 
 fn id_hex(doc: &RawDocument) -> String {
-    match doc.get_binary("_id") {
-        Ok(b) => b.bytes.iter().map(|x| format!("{x:02x}")).collect(),
-        Err(_) => doc
-            .get("_id")
-            .ok()
-            .flatten()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default(),
-    }
+    DocId::of(doc).text()
 }
 
 /// Checks `records` (from `<collection>.chain`) against `spans` (the span
-/// documents: chained ones and, to be reported, unchained ones).
-pub fn verify<'a>(
+/// documents: chained ones and, to be reported, unchained ones; borrowed
+/// or owned). The documents are read once, in any order, and not kept:
+/// memory grows with the chain records and ~64 bytes per document, so a
+/// caller can stream them from a cursor.
+pub fn verify<D: Borrow<RawDocument>>(
     records: &[RawDocumentBuf],
-    spans: impl IntoIterator<Item = &'a RawDocument>,
+    spans: impl IntoIterator<Item = D>,
     options: &VerifyOptions,
 ) -> Report {
     let mut report = Report::default();
@@ -303,6 +333,7 @@ pub fn verify<'a>(
     // Span documents by (chain, seq).
     let mut batches: HashMap<(String, u64), Vec<StoredLeaf>> = HashMap::new();
     for doc in spans {
+        let doc: &RawDocument = doc.borrow();
         let (Ok(chain), Ok(seq), Ok(pos)) =
             (doc.get_str("chain"), doc.get_i64("seq"), doc.get_i32("pos"))
         else {
@@ -325,7 +356,7 @@ pub fn verify<'a>(
         batches
             .entry((chain.to_owned(), seq as u64))
             .or_default()
-            .push((pos as u64, stored_leaf_hash(doc), doc));
+            .push((pos as u64, stored_leaf_hash(doc), DocId::of(doc)));
     }
     for (chain, recs) in &chains {
         let (&first, &last) = (
@@ -438,11 +469,11 @@ pub fn verify<'a>(
     let mut leftover: Vec<_> = batches.into_iter().collect();
     leftover.sort_by(|a, b| a.0.cmp(&b.0));
     for ((chain, seq), docs) in leftover {
-        for (_, _, doc) in docs {
+        for (_, _, id) in docs {
             violations.push(v(
                 &chain,
                 Some(seq),
-                Some(id_hex(doc)),
+                Some(id.text()),
                 "a document of a batch that has no record".into(),
             ));
         }

@@ -4,7 +4,7 @@
 //! records name lost, never the counts and sequence numbers records claim:
 //! a forged record may claim any.
 
-use super::{id_hex, Record, StoredLeaf, Violation};
+use super::{Record, StoredLeaf, Violation};
 use crate::chain::Hash;
 use std::collections::{BTreeMap, HashMap};
 
@@ -61,7 +61,7 @@ pub(super) fn check_batch(
     chain: &str,
     seq: u64,
     r: &Record,
-    mut docs: Vec<StoredLeaf<'_>>,
+    mut docs: Vec<StoredLeaf>,
     lost: Option<&HashMap<u64, Hash>>,
     violations: &mut Vec<Violation>,
     verified: &mut u64,
@@ -76,11 +76,11 @@ pub(super) fn check_batch(
     // Position → leaf, for the positions within the batch.
     let mut leaves: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut ok = true;
-    for (pos, leaf, doc) in &docs {
+    for (pos, leaf, id) in &docs {
         if *pos >= r.n {
             ok = false;
             violations.push(v(
-                Some(id_hex(doc)),
+                Some(id.text()),
                 format!(
                     "position {pos} is past the batch's {} documents (forged)",
                     r.n
@@ -89,7 +89,7 @@ pub(super) fn check_batch(
         } else if leaves.insert(*pos, *leaf).is_some() {
             ok = false;
             violations.push(v(
-                Some(id_hex(doc)),
+                Some(id.text()),
                 format!("a second document at position {pos}"),
             ));
         }
