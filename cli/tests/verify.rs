@@ -536,7 +536,15 @@ fn tampering_is_detected_and_the_untouched_log_verifies() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_spanrec"))
-        .args(["--uri", &uri, "--database", DB, "--collection", &base, "--json"])
+        .args([
+            "--uri",
+            &uri,
+            "--database",
+            DB,
+            "--collection",
+            &base,
+            "--json",
+        ])
         .arg("verify")
         .env_remove("SPANREC_MONGO_URI")
         .output()
