@@ -4,11 +4,15 @@
 //!
 //! The flusher sleeps until its batch is due (`flusher.rs`); a thread that
 //! fills its ring faster wakes it. A producer that finds its ring holding
-//! `wake_at` spans (`Config::wake_at`: a batch, 1,024 by default, at most
-//! half the ring; `Producer::push_from` calls its `wake`, once per drain,
-//! on its cold path) rings: one fence and one swap of `asleep`, and only when the
+//! `wake_at` spans (`Config::wake_at`: a quarter of the ring, 2,048 spans
+//! by default, or a batch if that is more, at most half the ring;
+//! `Producer::push_from` calls its `wake`, once per drain, on its cold
+//! path) rings: one fence and one swap of `asleep`, and only when the
 //! flusher was asleep one `unpark` (a futex wake): at most one syscall per
-//! `wake_at` spans, counted in `Stats::doorbells`.
+//! `wake_at` spans, counted in `Stats::doorbells`. A thread whose ring is
+//! full below `wake_at` (the memory budget spent) rings too, on its way to
+//! `Block`'s wait or a `DropNewest` drop: one wake per sleep of the flusher,
+//! since the swap that finds it asleep claims the wake.
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.

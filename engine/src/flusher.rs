@@ -4,8 +4,9 @@
 //!
 //! Its CPU grows with the spans it delivers, not with time. After a pass
 //! it sleeps until the first of:
-//! - **a doorbell**: a request thread whose ring holds a batch of spans
-//!   (`Config::wake_at`: `max_batch_size`, at most half the ring) while the
+//! - **a doorbell**: a request thread whose ring holds `wake_at` spans
+//!   (`Config::wake_at`: a quarter of the ring, or `max_batch_size` if
+//!   more, at most half the ring), or full, while the
 //!   flusher sleeps wakes it (`doorbell.rs`: at most one wake per
 //!   `wake_at` spans, counted in `Stats::doorbells`);
 //! - **the batch is due**: the oldest span it may hold, collected or still
@@ -15,9 +16,9 @@
 //! - a `flush` or `shutdown` call, which wakes it directly.
 //!
 //! A pass that found a ring holding `wake_at` spans goes round again at
-//! once. So a busy thread costs the flusher one wake per batch of spans
-//! (1,024 by default), however fast it goes, and spans from threads too
-//! slow to fill a batch within `flush_interval` are picked
+//! once. So a busy thread costs the flusher one wake per `wake_at` spans
+//! (2,048 by default), however fast it goes, and spans from threads too
+//! slow to fill that within `flush_interval` are picked
 //! up once per interval: the flusher never spins and never sleeps a fixed
 //! short time (`Stats::flusher_wakeups` counts its wakes). Doorbell rather
 //! than timer: on this project's 2-core VM a thread woken by its own timer

@@ -144,3 +144,54 @@ fn many_threads_past_half_all_get_drained() {
     assert_eq!(recorder.received(), 160_000);
     assert_eq!(s.recorded + s.dropped.total(), s.finished);
 }
+
+/// A ring held below its wake threshold by the memory budget: the thread
+/// drops (`DropNewest`) with its ring "full" at ~512 spans while the
+/// doorbell waits for 4,096. The drop must wake the flusher to make room,
+/// not leave the thread dropping until `flush_interval` (an hour here).
+#[test]
+fn a_drop_wakes_the_flusher_when_the_budget_caps_a_ring_below_its_threshold() {
+    let recorder = NullRecorder::new();
+    let tracer = Tracer::builder()
+        .ring_capacity(8192)
+        .max_batch_size(4096)
+        // The least budget: 8 blocks of 64 spans beyond the first block.
+        .ring_memory_budget(64 << 10)
+        .flush_interval(Duration::from_secs(3600))
+        .overflow(OverflowPolicy::DropNewest)
+        .recorder(recorder.clone())
+        .build()
+        .expect("valid configuration");
+    let t = tracer.clone();
+    let accepted_again = std::thread::spawn(move || {
+        // Past what the budget lets the ring hold, until a drop.
+        while t.stats().dropped.total() == 0 {
+            t.start_span("capped").finish();
+        }
+        let held = t.stats().finished - 1;
+        assert!(held < 4096, "the budget capped the ring at {held}");
+        // Then one span now and then: room must come long before the
+        // flusher's hour-long timer.
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(30) {
+            let dropped = t.stats().dropped.total();
+            t.start_span("after").finish();
+            if t.stats().dropped.total() == dropped {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    })
+    .join()
+    .unwrap();
+    let s = tracer.stats();
+    assert!(accepted_again, "the drop did not wake the flusher: {s:?}");
+    assert!(s.doorbells >= 1, "{s:?}");
+    tracer
+        .flush(Instant::now() + Duration::from_secs(30))
+        .unwrap();
+    let s = tracer.stats();
+    assert_eq!(s.recorded + s.dropped.total(), s.finished, "{s:?}");
+    assert_eq!(recorder.received(), s.recorded);
+}

@@ -213,6 +213,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Adds per-thread CPU `more` into `total`, by thread name.
+fn add_cpu(total: &mut Vec<(String, u64)>, more: Vec<(String, u64)>) {
+    for (name, ns) in more {
+        match total.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += ns,
+            None => total.push((name, ns)),
+        }
+    }
+}
+
 /// Per-thread CPU between two readings, as "name=ms" pairs.
 fn cpu_delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
     after
@@ -266,7 +276,10 @@ fn main() {
     let mut servers: Vec<Option<Server>> = variants.iter().map(|_| None).collect();
     let mut spans = vec![(0u64, 0u64); n];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); n];
+    // Per variant, over every saturation run: CPU per thread name, and
+    // the requests served (each finishes `serve::SPANS_PER_REQUEST` spans).
     let mut cpu: Vec<Vec<(String, u64)>> = vec![Vec::new(); n];
+    let mut requests = vec![0u64; n];
     let mut order: Vec<usize> = (0..n).collect();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     // A fresh server for variant `i`; the one it replaces is finished and
@@ -293,7 +306,8 @@ fn main() {
             let after = server.threads_cpu();
             server.pause();
             rps[i].push(done as f64 / SATURATION.as_secs_f64());
-            cpu[i] = cpu_delta(&before, &after);
+            add_cpu(&mut cpu[i], cpu_delta(&before, &after));
+            requests[i] += done;
             servers[i] = Some(server);
         }
     }
@@ -367,6 +381,16 @@ fn main() {
         let (mut created, mut received) = server.finish();
         created += spans[i].0;
         received += spans[i].1;
+        // Every thread but the request thread (the process's first, named
+        // after the executable) is the tracer's, over every saturation run,
+        // per span those runs finished.
+        let background: u64 = cpu[i]
+            .iter()
+            .filter(|(n, _)| !n.starts_with("server"))
+            .map(|(_, ns)| ns)
+            .sum();
+        let saturation_spans = requests[i] * serve::SPANS_PER_REQUEST;
+        let background_per_span = background as f64 / saturation_spans.max(1) as f64;
         let threads: Vec<String> = cpu[i]
             .iter()
             .map(|(n, ns)| format!("{n} {:.0} ms", *ns as f64 / 1e6))
@@ -374,13 +398,13 @@ fn main() {
         println!(
             "server/{variant}: {:.0} requests/s (rounds {:?}), capacity {:+.1} % ± {:.1} % vs \
              untraced (interquartile mean of per-round ratios ± its bootstrap standard error); \
-             CPU in the last {:.1} s saturation run: {}; \
-             spans created {created} received {received} lost {}",
+             CPU in the {rounds} saturation runs ({:.1} s): {}, background {background_per_span:.1} ns \
+             per span; spans created {created} received {received} lost {}",
             capacity[i],
             rps[i].iter().map(|r| r.round() as u64).collect::<Vec<_>>(),
             (relative[i] - 1.0) * 100.0,
             relative_se[i] * 100.0,
-            SATURATION.as_secs_f64(),
+            SATURATION.as_secs_f64() * rounds as f64,
             threads.join(", "),
             created.saturating_sub(received),
         );
@@ -413,14 +437,10 @@ fn main() {
                 h.value_at_quantile(0.999)
             ));
         }
-        let background: u64 = cpu[i]
-            .iter()
-            .filter(|(n, _)| !n.starts_with("server"))
-            .map(|(_, ns)| ns)
-            .sum();
         json.push_str(&format!(
-            ", \"background_ns\": {background}, \"seconds\": {}}}\n",
-            SATURATION.as_secs_f64()
+            ", \"background_ns\": {background}, \"seconds\": {}, \
+             \"background_ns_per_span\": {background_per_span:.2}}}\n",
+            SATURATION.as_secs_f64() * rounds as f64
         ));
         let _ = std::fs::File::create(out_dir.join(format!("{variant}.json")))
             .and_then(|mut f| f.write_all(json.as_bytes()));

@@ -21,6 +21,8 @@ type Backend = (Box<dyn FnOnce()>, Arc<dyn Fn() -> u64>);
 
 /// Spans created by the handlers (server + two children per request).
 static CREATED: AtomicU64 = AtomicU64::new(0);
+/// Spans a traced request finishes: the server span and two children.
+pub const SPANS_PER_REQUEST: u64 = 3;
 
 const BODY: &str = "[\"machine-0\"]\n";
 
@@ -175,7 +177,7 @@ fn spanrec_layer(listener: tokio::net::TcpListener, tracer: spanrec::Tracer, ite
 
 /// Two child spans with two tags each around the handler's work.
 fn children(tracer: &spanrec::Tracer, iterations: u64) {
-    CREATED.fetch_add(3, Ordering::Relaxed);
+    CREATED.fetch_add(SPANS_PER_REQUEST, Ordering::Relaxed);
     let mut lookup = tracer.start_span("db.lookup");
     lookup.set_tag("db.op", spanrec::Value::StaticStr("find"));
     lookup.set_tag("db.rows", 1);
@@ -246,7 +248,7 @@ mod otel {
         let handler = move |r: Request<Incoming>| {
             let (tracer, propagator) = (tracer.clone(), propagator.clone());
             async move {
-                CREATED.fetch_add(3, Ordering::Relaxed);
+                CREATED.fetch_add(SPANS_PER_REQUEST, Ordering::Relaxed);
                 let parent = propagator.extract(&Headers(r.headers()));
                 let mut server = tracer.start_with_context("GET /machines", &parent);
                 server.set_attribute(KeyValue::new("http.method", "GET"));
@@ -296,7 +298,7 @@ mod fastrace_peer {
             fastrace::collector::Config::default(),
         );
         let handler = move |r: Request<Incoming>| async move {
-            CREATED.fetch_add(3, Ordering::Relaxed);
+            CREATED.fetch_add(SPANS_PER_REQUEST, Ordering::Relaxed);
             let parent = r
                 .headers()
                 .get("traceparent")
