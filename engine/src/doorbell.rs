@@ -9,10 +9,12 @@
 //! `Producer::push_from` calls its `wake`, once per drain, on its cold
 //! path) rings: one fence and one swap of `asleep`, and only when the
 //! flusher was asleep one `unpark` (a futex wake): at most one syscall per
-//! `wake_at` spans, counted in `Stats::doorbells`. A thread whose ring is
-//! full below `wake_at` (the memory budget spent) rings too, on its way to
-//! `Block`'s wait or a `DropNewest` drop: one wake per sleep of the flusher,
-//! since the swap that finds it asleep claims the wake.
+//! `wake_at` spans, counted in `Stats::doorbells`. A ring found full below
+//! `wake_at` (no block left within the memory budget) rings too, once per
+//! drain, on its way to `Block`'s wait or a `DropNewest` drop; this one is
+//! best effort: the flusher's re-check below looks for rings past
+//! `wake_at`, so a flusher going to sleep just then misses it and wakes on
+//! its timer (`flush_interval`), as it did before that ring existed.
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.

@@ -405,10 +405,9 @@ fn finish_late(mut record: SpanRecord, at: Option<u64>) {
     shared.push_late(record);
 }
 
-/// The thread's ring holds `Config::wake_at` spans (once per drain), or
-/// is full: wake the flusher if it sleeps. The only syscall a finish can
-/// make outside `Block`: at most once per `wake_at` spans, or once per
-/// sleep of the flusher while the ring stays full; see `doorbell.rs`.
+/// The thread's ring holds `Config::wake_at` spans, or is full (each once
+/// per drain): wake the flusher if it sleeps. The only syscall a finish
+/// can make outside `Block`: at most once per drain; see `doorbell.rs`.
 #[cold]
 #[inline(never)]
 fn ring_doorbell(shared: &Shared, state: &SlotState) {
@@ -476,18 +475,9 @@ impl ThreadSlot {
         }
     }
 
-    /// `DropNewest` on a full ring: counts the drop and rings the doorbell.
-    /// A ring can be full below `wake_at` (the memory budget spent by
-    /// other threads' rings): the flusher, asleep until `flush_interval`,
-    /// is woken to make room rather than let this thread drop for that
-    /// long. Ringing a flusher that is awake is one fence and one swap, no
-    /// syscall; a sleeping one is woken once (the swap claims it).
     #[cold]
     fn drop_full(&mut self, record: Option<SpanRecord>) -> Option<Box<Ext>> {
         self.state.counters.ring_full.incr();
-        if !self.shared.in_forked_child() {
-            ring_doorbell(&self.shared, &self.state);
-        }
         self.recycle(record)
     }
 

@@ -338,10 +338,14 @@ impl<T> Producer<T> {
     /// (then `value` is left as it was and `false` returned): one copy.
     ///
     /// Calls `wake` (before the push) when the queue holds at least
-    /// `wake_at` values, once per drain by the consumer: the doorbell's
-    /// trigger: at most one call per `wake_at` values. The values that filled it
-    /// were published before the call, which is what the doorbell's fence
-    /// needs (`doorbell.rs`).
+    /// `wake_at` values, or refuses the value (full: perhaps below
+    /// `wake_at`, no block left within the budget), once per drain by the
+    /// consumer: the doorbell's trigger: at most one call per `wake_at`
+    /// values, or per drain while full. The values that filled it were
+    /// published before the call, which is what the doorbell's fence needs
+    /// (`doorbell.rs`; its re-check sees only a queue past `wake_at`, so a
+    /// full queue below it that rings while the consumer is going to sleep
+    /// waits for the consumer's timer, as without the call).
     #[inline(always)]
     pub fn push_from(&mut self, value: &mut Option<T>, wake: impl FnOnce()) -> bool {
         if self.tail == self.check_at && !self.has_room_refreshed(wake) {
@@ -368,7 +372,7 @@ impl<T> Producer<T> {
     }
 
     /// Refreshes `head`; calls `wake` if the queue holds at least `wake_at`
-    /// values and it was not called for this `head` yet; at the end
+    /// values or is full, and it was not called for this `head` yet; at the end
     /// of the block, takes the next one; sets the next `check_at`: where
     /// the cached view reaches `wake_at`, if it is below, else `wake_at / 4` pushes
     /// on (or where the queue could be full), and never past the block.
@@ -380,10 +384,13 @@ impl<T> Producer<T> {
         // (and of the links it followed) happen before what we do next.
         self.cached_head = self.queue.head.load(Ordering::Acquire);
         let fill = self.tail.wrapping_sub(self.cached_head);
-        if fill > self.queue.mask {
-            return false;
-        }
-        if self.tail == self.block_end && !self.next_block(fill) {
+        if fill > self.queue.mask || (self.tail == self.block_end && !self.next_block(fill)) {
+            // Full, perhaps below `wake_at` (no block within the budget):
+            // the consumer is due a wake-up all the same, once per `head`.
+            if self.cached_head != self.reported_at {
+                self.reported_at = self.cached_head;
+                wake();
+            }
             return false;
         }
         if fill >= self.wake_at && self.cached_head != self.reported_at {
