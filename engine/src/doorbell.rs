@@ -11,10 +11,9 @@
 //! flusher was asleep one `unpark` (a futex wake): at most one syscall per
 //! `wake_at` spans, counted in `Stats::doorbells`. A ring found full below
 //! `wake_at` (no block left within the memory budget) rings too, once per
-//! drain, on its way to `Block`'s wait or a `DropNewest` drop; this one is
-//! best effort: the flusher's re-check below looks for rings past
-//! `wake_at`, so a flusher going to sleep just then misses it and wakes on
-//! its timer (`flush_interval`), as it did before that ring existed.
+//! drain, on its way to `Block`'s wait or a `DropNewest` drop, after
+//! storing the `head` it found in the queue's `refused_at`, which the
+//! flusher's re-check reads beside `tail` (`Consumer::wake_due`).
 //!
 //! The hand-off is Dekker's: each side writes its own flag, then a `SeqCst`
 //! fence, then reads the other side's.
@@ -22,23 +21,29 @@
 //! ```text
 //!   producer                               flusher
 //!   store ring.tail (Release, the pushes)  swap asleep = true
+//!   (or ring.refused_at, a full ring)
 //!   fence(SeqCst)                          fence(SeqCst)
-//!   swap asleep = false                    load every ring.tail: any
-//!                                          holding wake_at? then don't park
+//!   swap asleep = false                    load every ring.tail and
+//!                                          refused_at: any holding wake_at,
+//!                                          or refused since its last read?
+//!                                          then don't park
 //! ```
 //!
 //! The two fences are ordered one way or the other in the single total
 //! order of `SeqCst` operations: if the producer's comes second, its swap
 //! sees `asleep == true` and it wakes the flusher; if the flusher's comes
-//! second, its re-check sees the push and it does not park. Either way no
-//! ring past `wake_at` waits for the flusher's timer (a lost wake-up would
+//! second, its re-check sees the push (or the refusal) and it does not
+//! park. Either way no ring past `wake_at`, and no ring found full, waits
+//! for the flusher's timer (a lost wake-up would
 //! delay its spans by up to `flush_interval`, the flusher's sleep being
 //! bounded by it, and turn a busy thread's next spans into `ring_full`
 //! drops or `Block` waits). `std`'s park token covers
 //! an `unpark` that lands between the re-check and the park. Modeled by
 //! `loom-tests/tests/doorbell.rs`, with two mutants: the producer's fence
-//! removed (`doorbell_no_fence`) and the flusher's re-check skipped
-//! (`doorbell_no_recheck`).
+//! removed (`doorbell_no_fence`), the flusher's re-check skipped
+//! (`doorbell_no_recheck`), and its re-check blind to refusals
+//! (`doorbell_no_refused_recheck`, caught by the model of a ring the
+//! budget holds below `wake_at`).
 //!
 //! Not hidden: this module is `pub` only so that `loom-tests` can drive it.
 

@@ -499,9 +499,10 @@ impl ThreadSlot {
         }
         let start = std::time::Instant::now();
         let deadline = start.checked_add(timeout);
-        // Normally rung at `wake_at` already; a no-op unless the flusher
-        // sleeps.
-        ring_doorbell(&self.shared, &self.state);
+        // The refusal that brought us here has rung the doorbell already
+        // (or the ring rang at `wake_at` for this drain, and the flusher's
+        // re-check sees it past `wake_at`); each attempt that finds the
+        // ring drained since and full again rings once more.
         let mut try_push = || {
             let (shared, state) = (&self.shared, &self.state);
             match self.sender.send_from(span, || ring_doorbell(shared, state)) {

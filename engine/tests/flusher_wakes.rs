@@ -165,8 +165,9 @@ fn a_drop_wakes_the_flusher_when_the_budget_caps_a_ring_below_its_threshold() {
     let t = tracer.clone();
     let accepted_again = std::thread::spawn(move || {
         // Registered, flushed, then time for the flusher to park: the ring
-        // below must wake a flusher that sleeps (one going to sleep just
-        // as the ring rings misses it: `doorbell.rs`, best effort).
+        // below must wake a flusher that sleeps (`doorbells` counts the
+        // unparks: one going to sleep just as the ring rings sees the
+        // refusal in its re-check instead, with no unpark to count).
         t.start_span("register").finish();
         t.flush(Instant::now() + Duration::from_secs(30)).unwrap();
         std::thread::sleep(Duration::from_millis(300));

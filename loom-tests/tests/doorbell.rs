@@ -83,6 +83,44 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
     });
 }
 
+/// A ring the memory budget holds below its threshold: one block of 2
+/// under a `wake_at` of 4 (the budget grants no second block), so the third
+/// push finds it full at a fill of 2. That refusal rings, as a `DropNewest`
+/// drop or a `Block` wait does, and the flusher's re-check must see it
+/// (`refused_at`): a flusher that parks on a ring "not yet at `wake_at`"
+/// leaves the producer waiting for room forever (the
+/// `doorbell_no_refused_recheck` mutant).
+#[test]
+fn a_ring_full_below_its_threshold_wakes_a_sleeping_flusher() {
+    model("doorbell_full_below_threshold", || {
+        const N: u32 = 3;
+        let bell = Arc::new(Doorbell::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let (mut tx, rx) = block_ring::<u32>(8, 4, Budget::new(0));
+        let f = {
+            let (bell, done) = (bell.clone(), done.clone());
+            thread::spawn(move || flusher(&bell, rx, &done, N))
+        };
+        let flusher_thread = f.thread().clone();
+        for v in 0..N {
+            let mut value = Some(v);
+            while !tx.push_from(&mut value, || {
+                if bell.ring() {
+                    flusher_thread.unpark();
+                }
+            }) {
+                thread::yield_now();
+            }
+        }
+        // ORDERING: Release pairs with the flusher's Acquire loads.
+        done.store(true, Ordering::Release);
+        if bell.ring() {
+            flusher_thread.unpark();
+        }
+        assert_eq!(f.join().unwrap(), vec![0, 1, 2]);
+    });
+}
+
 /// `push_from` calls `wake` once per drain: a producer that keeps
 /// pushing into a ring the consumer does not drain rings once, not per
 /// push.

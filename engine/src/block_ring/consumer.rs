@@ -183,16 +183,30 @@ impl<T> Consumer<T> {
         self.queue.spare.store(old as usize, Ordering::Relaxed);
     }
 
-    /// Whether the queue holds at least `wake_at` values now (a fresh
-    /// read of the producer's index): the flusher's re-check before it
-    /// sleeps, the same threshold as the producer's `wake`.
+    /// Whether the producer is due the consumer's attention now (fresh
+    /// reads of its index and its refusal): the queue holds at least
+    /// `wake_at` values, or the producer found it full (below `wake_at`:
+    /// no block left within the budget) and nothing was read since. The
+    /// flusher's re-check before it sleeps: the same two triggers as the
+    /// producer's `wake`.
     #[inline]
     pub fn wake_due(&mut self) -> bool {
         // ORDERING: Acquire pairs with the producer's Release store of
         // `tail` (like `pop`); under the doorbell protocol this load follows
         // the flusher's SeqCst fence (see `doorbell.rs`).
         self.cached_tail = self.queue.tail.load(Ordering::Acquire);
-        self.cached_tail.wrapping_sub(self.head) >= self.wake_at
+        if self.cached_tail.wrapping_sub(self.head) >= self.wake_at {
+            return true;
+        }
+        // ORDERING: Relaxed, after the flusher's SeqCst fence, which pairs
+        // with the fence in the producer's `wake` after its store (Dekker,
+        // `doorbell.rs`); nothing is read through it.
+        let refused = self.queue.refused_at.load(Ordering::Relaxed) == self.head;
+        // The mutant forgets refusals: a full queue below `wake_at` that
+        // rang while the flusher was going to sleep waits for its timer.
+        #[cfg(spanrec_loom_mutant = "doorbell_no_refused_recheck")]
+        let refused = refused && false;
+        refused
     }
 
     /// Frees the spare list (unless the producer took it): memory an idle

@@ -141,6 +141,16 @@ struct Queue<T> {
     /// the chain: the producer for its next block, the consumer to rebuild
     /// `spare` from it or to free it.
     unused: AtomicUsize,
+    /// The `head` at which the producer last found the queue full and
+    /// called its `wake` (`usize::MAX`: never), so that the consumer's
+    /// `wake_due` re-check sees a full queue below `wake_at` (no block
+    /// left within the budget) until it has read from it.
+    ///
+    /// Invariant: written only by the producer, with the `head` it had
+    /// just acquired (so never ahead of the real one), before the `wake`
+    /// call whose fence orders it for the doorbell; equal to `head` only
+    /// while the consumer has read nothing since that refusal.
+    refused_at: AtomicUsize,
     /// The consumer's current block and the index where it ends, for the
     /// queue's drop. Written only by the consumer.
     head_block: UnsafeCell<(*mut Block<T>, usize)>,
@@ -257,6 +267,7 @@ pub fn block_ring<T>(
         mask: capacity - 1,
         spare: AtomicUsize::new(0),
         unused: AtomicUsize::new(0),
+        refused_at: AtomicUsize::new(usize::MAX),
         head_block: UnsafeCell::new((first, BLOCK)),
         budget,
     });

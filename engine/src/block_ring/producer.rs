@@ -79,11 +79,10 @@ impl<T> Producer<T> {
     /// `wake_at` values, or refuses the value (full: perhaps below
     /// `wake_at`, no block left within the budget), once per drain by the
     /// consumer: the doorbell's trigger: at most one call per `wake_at`
-    /// values, or per drain while full. The values that filled it were
-    /// published before the call, which is what the doorbell's fence needs
-    /// (`doorbell.rs`; its re-check sees only a queue past `wake_at`, so a
-    /// full queue below it that rings while the consumer is going to sleep
-    /// waits for the consumer's timer, as without the call).
+    /// values, or per drain while full. The values that filled it (and a
+    /// refusal's `refused_at`) were published before the call, which is
+    /// what the doorbell's fence needs (`doorbell.rs`): the consumer's
+    /// `wake_due` re-check sees either.
     #[inline(always)]
     pub fn push_from(&mut self, value: &mut Option<T>, wake: impl FnOnce()) -> bool {
         if self.tail == self.check_at && !self.has_room_refreshed(wake) {
@@ -125,8 +124,16 @@ impl<T> Producer<T> {
         if fill > self.queue.mask || (self.tail == self.block_end && !self.next_block(fill)) {
             // Full, perhaps below `wake_at` (no block within the budget):
             // the consumer is due a wake-up all the same, once per `head`.
+            // (Already called for this `head`: at `wake_at`, and the fill
+            // has not dropped since, so `wake_due` sees it.)
             if self.cached_head != self.reported_at {
                 self.reported_at = self.cached_head;
+                // ORDERING: Relaxed; `wake`'s SeqCst fence (the doorbell's
+                // `ring`) orders it before the flusher's flag and pairs
+                // with the fence before `wake_due`'s load, as for `tail`.
+                self.queue
+                    .refused_at
+                    .store(self.cached_head, Ordering::Relaxed);
                 wake();
             }
             return false;

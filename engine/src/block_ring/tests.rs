@@ -197,3 +197,38 @@ fn wake_comes_at_the_threshold_once_per_drain() {
     assert!(!c.wake_due());
     assert_eq!(c.wake_at, 4);
 }
+
+/// A queue the budget holds below its threshold (one block, no budget for
+/// a second): the refused push calls `wake` once per drain, and `wake_due`
+/// reports the refusal until the consumer reads, then no longer.
+#[test]
+fn a_refusal_below_the_threshold_is_due_until_a_read() {
+    let (mut p, mut c) = block_ring::<usize>(1024, 512, Budget::new(0));
+    let mut wakes = 0;
+    for v in 0..BLOCK {
+        assert!(p.push_from(&mut Some(v), || wakes += 1));
+    }
+    assert_eq!(wakes, 0, "one block, far below the threshold");
+    assert!(!c.wake_due());
+    for _ in 0..3 {
+        assert!(!p.push_from(&mut Some(BLOCK), || wakes += 1));
+    }
+    assert_eq!(wakes, 1, "three refusals under one head: one wake");
+    assert!(c.wake_due(), "the refusal is due");
+    assert!(c.wake_due(), "and stays due while nothing is read");
+    assert_eq!(c.pop(), Some(0));
+    assert!(!c.wake_due(), "a read answers it");
+    // The block is still the producer's and not empty: refused again, under
+    // a new head, so a new wake and due again.
+    assert!(!p.push_from(&mut Some(BLOCK), || wakes += 1));
+    assert_eq!(wakes, 2);
+    assert!(c.wake_due());
+    let mut out = Vec::new();
+    c.pop_into(&mut out, BLOCK);
+    assert!(!c.wake_due());
+    assert!(
+        p.push_from(&mut Some(BLOCK), || wakes += 1),
+        "empty: reused"
+    );
+    assert_eq!(wakes, 2);
+}
