@@ -128,14 +128,15 @@ fn response_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Drives `connections` until `until`: a connection's requests are due
-/// every `interval` (`None`: as soon as its last one is answered);
-/// `done(due, now)` is called for every completed request.
+/// every `interval` (`None`: as soon as its last one is answered) from a
+/// start just after the connections are open; `done(start, due, now)` is
+/// called for every completed request.
 fn drive(
     port: u16,
     connections: usize,
     interval: Option<Duration>,
     until: Instant,
-    mut done: impl FnMut(Instant, Instant),
+    mut done: impl FnMut(Instant, Instant, Instant),
 ) {
     let mut poll = Poll::new().expect("epoll");
     let mut events = Events::with_capacity(1024);
@@ -182,7 +183,7 @@ fn drive(
             if event.is_readable() {
                 if let Some(due) = c.read_response() {
                     let now = Instant::now();
-                    done(due, now);
+                    done(start, due, now);
                     // Closed loop: the next request goes out now; open
                     // loop: at its own time, however late this one was.
                     c.next = match interval {
@@ -200,7 +201,7 @@ fn drive(
 pub fn closed_loop(port: u16, duration: Duration) -> u64 {
     let until = Instant::now() + duration;
     let mut completed = 0u64;
-    drive(port, CLOSED_CONNECTIONS, None, until, |_, now| {
+    drive(port, CLOSED_CONNECTIONS, None, until, |_, _, now| {
         if now <= until {
             completed += 1;
         }
@@ -209,18 +210,23 @@ pub fn closed_loop(port: u16, duration: Duration) -> u64 {
 }
 
 /// Latency in µs of requests sent at `rate` per second for `duration`
-/// over `OPEN_CONNECTIONS` connections, each on its own fixed schedule.
-/// Each request is timed from when it was due, not from when it could be
-/// sent (a request held up behind a slow response on its connection
-/// counts its wait: no coordinated omission, as wrk2).
-pub fn open_loop(port: u16, rate: f64, duration: Duration) -> Histogram<u64> {
+/// over `OPEN_CONNECTIONS` connections, each on its own fixed schedule:
+/// one histogram per `window` of due times (the schedule starts once the
+/// connections are open, ~20 ms after the call: the last window is that
+/// much shorter). Each request is timed from when it
+/// was due, not from when it could be sent (a request held up behind a
+/// slow response on its connection counts its wait: no coordinated
+/// omission, as wrk2).
+pub fn open_loop(port: u16, rate: f64, duration: Duration, window: Duration) -> Vec<Histogram<u64>> {
     let per_connection = rate / OPEN_CONNECTIONS as f64;
     let interval = Duration::from_secs_f64(1.0 / per_connection);
-    let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let windows = ((duration.as_nanos() / window.as_nanos()) as usize).max(1);
+    let mut h = vec![Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"); windows];
     let until = Instant::now() + duration;
-    drive(port, OPEN_CONNECTIONS, Some(interval), until, |due, now| {
+    drive(port, OPEN_CONNECTIONS, Some(interval), until, |start, due, now| {
         let us = now.saturating_duration_since(due).as_micros() as u64;
-        h.saturating_record(us.max(1));
+        let k = (due.saturating_duration_since(start).as_nanos() / window.as_nanos()) as usize;
+        h[k.min(windows - 1)].saturating_record(us.max(1));
     });
     h
 }
