@@ -177,9 +177,10 @@ if base:
         # the bootstrap standard errors of the capacity change and of the
         # window p99 change (newer runs only)
         se = ses[v] = c.get("relative_se", 0) * 100
-        window = c.get("window_p99_at_90", 0)
+        window = c.get("window_p99_at_90")
+        window = f"{window:.0f}us" if window is not None else "-"
         p99_se = p99_ses[v] = c.get("p99_ratio_se_at_90", 0) * 100
-        print(f"  {v:14} {c['rps']:8.0f} {-loss:+8.1f}% {se:6.1f}% {p99 or 0:7d}us {window:6.0f}us "
+        print(f"  {v:14} {c['rps']:8.0f} {-loss:+8.1f}% {se:6.1f}% {p99 or 0:7d}us {window:>8} "
               f"{change:+7.1f}% {p99_se:6.1f}% {bg:9.1f} ns {lost:6d}")
     if "untraced_again" in losses:
         print(f"    noise floor: a second untraced server measured {-losses['untraced_again']:+.1f} % "

@@ -217,16 +217,28 @@ pub fn closed_loop(port: u16, duration: Duration) -> u64 {
 /// was due, not from when it could be sent (a request held up behind a
 /// slow response on its connection counts its wait: no coordinated
 /// omission, as wrk2).
-pub fn open_loop(port: u16, rate: f64, duration: Duration, window: Duration) -> Vec<Histogram<u64>> {
+pub fn open_loop(
+    port: u16,
+    rate: f64,
+    duration: Duration,
+    window: Duration,
+) -> Vec<Histogram<u64>> {
     let per_connection = rate / OPEN_CONNECTIONS as f64;
     let interval = Duration::from_secs_f64(1.0 / per_connection);
     let windows = ((duration.as_nanos() / window.as_nanos()) as usize).max(1);
-    let mut h = vec![Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"); windows];
+    let mut h =
+        vec![Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"); windows];
     let until = Instant::now() + duration;
-    drive(port, OPEN_CONNECTIONS, Some(interval), until, |start, due, now| {
-        let us = now.saturating_duration_since(due).as_micros() as u64;
-        let k = (due.saturating_duration_since(start).as_nanos() / window.as_nanos()) as usize;
-        h[k.min(windows - 1)].saturating_record(us.max(1));
-    });
+    drive(
+        port,
+        OPEN_CONNECTIONS,
+        Some(interval),
+        until,
+        |start, due, now| {
+            let us = now.saturating_duration_since(due).as_micros() as u64;
+            let k = (due.saturating_duration_since(start).as_nanos() / window.as_nanos()) as usize;
+            h[k.min(windows - 1)].saturating_record(us.max(1));
+        },
+    );
     h
 }
