@@ -120,8 +120,9 @@ impl<T, R> SlotSender<T, R> {
     /// [`send`](Self::send) for a value held in place: on success the value
     /// is moved out of `value` with one copy; when refused, `value` is left
     /// as it was (the production path: spans finish this way). Calls
-    /// `wake` when the ring holds at least `wake_at` values, once per drain
-    /// (`Producer::push_from`): the moment to ring the flusher's doorbell.
+    /// `wake` when the ring holds at least `wake_at` values or refuses the
+    /// value as full, once per drain (`Producer::push_from`): the moment to
+    /// ring the flusher's doorbell.
     #[inline(always)]
     pub fn send_from(
         &mut self,

@@ -202,3 +202,69 @@ fn a_drop_wakes_the_flusher_when_the_budget_caps_a_ring_below_its_threshold() {
     assert_eq!(s.recorded + s.dropped.total(), s.finished, "{s:?}");
     assert_eq!(recorder.received(), s.recorded);
 }
+
+/// Many threads whose rings the memory budget holds far below the wake
+/// threshold, under `Block`: every refusal must reach the flusher, also
+/// one that rings just as the flusher goes to sleep (its re-check sees
+/// the refusal, `refused_at`). A refusal lost there would leave the thread
+/// waiting for the flusher's hour-long timer and end in a `Block` timeout.
+/// The race is narrow; thousands of refusals in each of three tracers give
+/// it many chances (with the re-check blind to refusals, the
+/// `doorbell_no_refused_recheck` mutant built without loom, about one
+/// tracer in three loses one).
+#[test]
+fn refusals_below_the_threshold_are_never_lost_to_a_sleeping_flusher() {
+    const THREADS: usize = 4;
+    const SPANS: usize = 100_000;
+    for _ in 0..3 {
+        let recorder = NullRecorder::new();
+        let tracer = Tracer::builder()
+            .ring_capacity(8192)
+            .max_batch_size(4096)
+            // The least budget: 8 blocks of 64 spans beyond each first
+            // block, shared by all threads: rings full at 64 .. 576 spans.
+            .ring_memory_budget(64 << 10)
+            .flush_interval(Duration::from_secs(3600))
+            .overflow(OverflowPolicy::Block {
+                timeout: Duration::from_secs(5),
+            })
+            .recorder(recorder.clone())
+            .build()
+            .expect("valid configuration");
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let t = tracer.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..SPANS {
+                        t.start_span("capped").finish();
+                    }
+                })
+            })
+            .collect();
+        // A lost refusal strands its thread in 5 s waits span after span:
+        // fail at the first timeout rather than wait for them all.
+        while !workers.iter().all(|w| w.is_finished()) {
+            let s = tracer.stats();
+            assert_eq!(
+                s.dropped.total(),
+                0,
+                "a refusal waited for the timer: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        tracer
+            .flush(Instant::now() + Duration::from_secs(30))
+            .unwrap();
+        let s = tracer.stats();
+        assert_eq!(
+            s.dropped.total(),
+            0,
+            "a refusal waited for the timer: {s:?}"
+        );
+        assert_eq!(s.recorded, (THREADS * SPANS) as u64, "{s:?}");
+        assert_eq!(recorder.received(), s.recorded);
+    }
+}
