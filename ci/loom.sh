@@ -4,7 +4,10 @@
 # check, and must make at least one model fail — proof the models have teeth.
 #
 # Builds with --cfg spanrec_loom into its own target dir (the normal build
-# cache stays valid), release profile with debug assertions for speed.
+# cache stays valid), release profile with debug assertions for speed. The
+# mutants share that dir: each is named by SPANREC_LOOM_MUTANT, which
+# engine/build.rs turns into its cfg, so a mutant rebuilds only spanrec and
+# the models, not every dependency (a changed RUSTFLAGS would).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
@@ -37,7 +40,7 @@ for m in "${mutants[@]}"; do
   # A mutant of a protocol only one group models runs that group alone.
   only=()
   case "$m" in room_wait_*) only=(--test room_wait) ;; esac
-  if RUSTFLAGS="$base_flags --cfg spanrec_loom_mutant=\"$m\"" CARGO_TARGET_DIR="$target-mutant" \
+  if SPANREC_LOOM_MUTANT="$m" RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
       cargo test -p spanrec-loom-tests --release --no-fail-fast "${only[@]}" -- --test-threads 1 >"$out" 2>&1; then
     echo "loom: mutant $m SURVIVED: no model failed"; exit 1
   fi

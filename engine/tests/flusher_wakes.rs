@@ -20,6 +20,24 @@ fn tracer(ring: usize, interval: Duration, overflow: OverflowPolicy) -> (Tracer,
     (tracer, recorder)
 }
 
+/// Rings of 8,192 that wake the flusher at 4,096, under the least memory
+/// budget (8 blocks of 64 spans beyond each ring's first block, shared by
+/// all threads): a ring is full at 64 .. 576 spans, far below its wake
+/// threshold. The timer is an hour: only a doorbell delivers in a test.
+fn capped_tracer(overflow: OverflowPolicy) -> (Tracer, NullRecorder) {
+    let recorder = NullRecorder::new();
+    let tracer = Tracer::builder()
+        .ring_capacity(8192)
+        .max_batch_size(4096)
+        .ring_memory_budget(64 << 10)
+        .flush_interval(Duration::from_secs(3600))
+        .overflow(overflow)
+        .recorder(recorder.clone())
+        .build()
+        .expect("valid configuration");
+    (tracer, recorder)
+}
+
 /// Waits (polling the recorder, never calling `flush`) until it holds
 /// `n` spans; how long that took.
 fn arrival(recorder: &NullRecorder, n: u64, give_up: Duration) -> Option<Duration> {
@@ -151,17 +169,7 @@ fn many_threads_past_half_all_get_drained() {
 /// not leave the thread dropping until `flush_interval` (an hour here).
 #[test]
 fn a_drop_wakes_the_flusher_when_the_budget_caps_a_ring_below_its_threshold() {
-    let recorder = NullRecorder::new();
-    let tracer = Tracer::builder()
-        .ring_capacity(8192)
-        .max_batch_size(4096)
-        // The least budget: 8 blocks of 64 spans beyond the first block.
-        .ring_memory_budget(64 << 10)
-        .flush_interval(Duration::from_secs(3600))
-        .overflow(OverflowPolicy::DropNewest)
-        .recorder(recorder.clone())
-        .build()
-        .expect("valid configuration");
+    let (tracer, recorder) = capped_tracer(OverflowPolicy::DropNewest);
     let t = tracer.clone();
     let accepted_again = std::thread::spawn(move || {
         // Registered, flushed, then time for the flusher to park: the ring
@@ -217,20 +225,9 @@ fn refusals_below_the_threshold_are_never_lost_to_a_sleeping_flusher() {
     const THREADS: usize = 4;
     const SPANS: usize = 100_000;
     for _ in 0..3 {
-        let recorder = NullRecorder::new();
-        let tracer = Tracer::builder()
-            .ring_capacity(8192)
-            .max_batch_size(4096)
-            // The least budget: 8 blocks of 64 spans beyond each first
-            // block, shared by all threads: rings full at 64 .. 576 spans.
-            .ring_memory_budget(64 << 10)
-            .flush_interval(Duration::from_secs(3600))
-            .overflow(OverflowPolicy::Block {
-                timeout: Duration::from_secs(5),
-            })
-            .recorder(recorder.clone())
-            .build()
-            .expect("valid configuration");
+        let (tracer, recorder) = capped_tracer(OverflowPolicy::Block {
+            timeout: Duration::from_secs(5),
+        });
         let workers: Vec<_> = (0..THREADS)
             .map(|_| {
                 let t = tracer.clone();

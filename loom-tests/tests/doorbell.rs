@@ -45,42 +45,46 @@ fn flusher(bell: &Doorbell, mut rx: Consumer<u32>, done: &AtomicBool, expected: 
     }
 }
 
-/// A producer fills a ring of 2 (so every push that finds the other value
-/// still there finds it half full) while the flusher drains and sleeps; it
-/// rings each time, as `ThreadSlot::send_sampled` does, and finally
-/// signals `done` through the same doorbell. Whatever the interleaving,
-/// every value arrives in order and the flusher is never left parked.
+/// A producer pushes 0, 1, 2 into a ring built with `capacity`, `wake_at`
+/// and `budget` while the flusher drains and sleeps; the producer rings
+/// whenever `push_from` says so (as `ThreadSlot::send_sampled` does: a ring
+/// found at `wake_at`, or a refusal), yields while the ring is full, and
+/// finally signals `done` through the same doorbell. Whatever the
+/// interleaving, every value arrives in order and the flusher is never left
+/// parked.
+fn produce_and_drain(capacity: usize, wake_at: usize, budget: usize) {
+    const N: u32 = 3;
+    let bell = Arc::new(Doorbell::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let (mut tx, rx) = block_ring::<u32>(capacity, wake_at, Budget::new(budget));
+    let f = {
+        let (bell, done) = (bell.clone(), done.clone());
+        thread::spawn(move || flusher(&bell, rx, &done, N))
+    };
+    let flusher_thread = f.thread().clone();
+    for v in 0..N {
+        let mut value = Some(v);
+        while !tx.push_from(&mut value, || {
+            if bell.ring() {
+                flusher_thread.unpark();
+            }
+        }) {
+            thread::yield_now();
+        }
+    }
+    // ORDERING: Release pairs with the flusher's Acquire loads.
+    done.store(true, Ordering::Release);
+    if bell.ring() {
+        flusher_thread.unpark();
+    }
+    assert_eq!(f.join().unwrap(), vec![0, 1, 2]);
+}
+
+/// A ring of 2 with `wake_at` 1: every push that finds the other value
+/// still there finds it at its threshold and rings.
 #[test]
 fn a_ring_past_half_wakes_a_sleeping_flusher() {
-    model("doorbell_wakes", || {
-        const N: u32 = 3;
-        let bell = Arc::new(Doorbell::new());
-        let done = Arc::new(AtomicBool::new(false));
-        let (mut tx, rx) = block_ring::<u32>(2, 1, Budget::new(8));
-        let f = {
-            let (bell, done) = (bell.clone(), done.clone());
-            thread::spawn(move || flusher(&bell, rx, &done, N))
-        };
-        let flusher_thread = f.thread().clone();
-        for v in 0..N {
-            let mut value = Some(v);
-            // As `ThreadSlot::send_sampled` does: ring when the ring is
-            // found half full; a full ring waits for the flusher.
-            while !tx.push_from(&mut value, || {
-                if bell.ring() {
-                    flusher_thread.unpark();
-                }
-            }) {
-                thread::yield_now();
-            }
-        }
-        // ORDERING: Release pairs with the flusher's Acquire loads.
-        done.store(true, Ordering::Release);
-        if bell.ring() {
-            flusher_thread.unpark();
-        }
-        assert_eq!(f.join().unwrap(), vec![0, 1, 2]);
-    });
+    model("doorbell_wakes", || produce_and_drain(2, 1, 8));
 }
 
 /// A ring the memory budget holds below its threshold: one block of 2
@@ -93,31 +97,7 @@ fn a_ring_past_half_wakes_a_sleeping_flusher() {
 #[test]
 fn a_ring_full_below_its_threshold_wakes_a_sleeping_flusher() {
     model("doorbell_full_below_threshold", || {
-        const N: u32 = 3;
-        let bell = Arc::new(Doorbell::new());
-        let done = Arc::new(AtomicBool::new(false));
-        let (mut tx, rx) = block_ring::<u32>(8, 4, Budget::new(0));
-        let f = {
-            let (bell, done) = (bell.clone(), done.clone());
-            thread::spawn(move || flusher(&bell, rx, &done, N))
-        };
-        let flusher_thread = f.thread().clone();
-        for v in 0..N {
-            let mut value = Some(v);
-            while !tx.push_from(&mut value, || {
-                if bell.ring() {
-                    flusher_thread.unpark();
-                }
-            }) {
-                thread::yield_now();
-            }
-        }
-        // ORDERING: Release pairs with the flusher's Acquire loads.
-        done.store(true, Ordering::Release);
-        if bell.ring() {
-            flusher_thread.unpark();
-        }
-        assert_eq!(f.join().unwrap(), vec![0, 1, 2]);
+        produce_and_drain(8, 4, 0)
     });
 }
 

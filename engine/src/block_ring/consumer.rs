@@ -43,7 +43,7 @@ impl<T> Consumer<T> {
         if self.head == self.cached_tail {
             // ORDERING: Acquire pairs with the producer's Release store of
             // `tail`: its slot writes and links happen before our reads.
-            self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+            self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
             if self.head == self.cached_tail {
                 return None;
             }
@@ -62,7 +62,7 @@ impl<T> Consumer<T> {
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
         if self.cached_tail.wrapping_sub(self.head) < max {
             // ORDERING: as in `pop`.
-            self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+            self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
         }
         let n = self.cached_tail.wrapping_sub(self.head).min(max);
         if n == 0 {
@@ -194,14 +194,14 @@ impl<T> Consumer<T> {
         // ORDERING: Acquire pairs with the producer's Release store of
         // `tail` (like `pop`); under the doorbell protocol this load follows
         // the flusher's SeqCst fence (see `doorbell.rs`).
-        self.cached_tail = self.queue.tail.load(Ordering::Acquire);
+        self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
         if self.cached_tail.wrapping_sub(self.head) >= self.wake_at {
             return true;
         }
         // ORDERING: Relaxed, after the flusher's SeqCst fence, which pairs
         // with the fence in the producer's `wake` after its store (Dekker,
         // `doorbell.rs`); nothing is read through it.
-        let refused = self.queue.refused_at.load(Ordering::Relaxed) == self.head;
+        let refused = self.queue.pushed.refused_at.load(Ordering::Relaxed) == self.head;
         // The mutant forgets refusals: a full queue below `wake_at` that
         // rang while the flusher was going to sleep waits for its timer.
         #[cfg(spanrec_loom_mutant = "doorbell_no_refused_recheck")]

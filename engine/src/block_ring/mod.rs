@@ -116,14 +116,32 @@ pub fn block_bytes<T>() -> usize {
     std::mem::size_of::<Block<T>>()
 }
 
+/// The producer's side of a queue: both written only by the producer, both
+/// read by the consumer's re-check, one cache line.
+struct Pushed {
+    /// Count of values ever pushed.
+    tail: AtomicUsize,
+    /// The `head` at which the producer last found the queue full and
+    /// called its `wake` (`usize::MAX`: never), so that the consumer's
+    /// `wake_due` re-check sees a full queue below `wake_at` (no block
+    /// left within the budget) until it has read from it.
+    ///
+    /// Invariant: written with the `head` the producer had just acquired
+    /// (so never ahead of the real one), before the `wake` call whose fence
+    /// orders it for the doorbell; equal to `head` only while the consumer
+    /// has read nothing since that refusal.
+    refused_at: AtomicUsize,
+}
+
 /// The shared part of a queue.
 struct Queue<T> {
     /// Count of values ever popped. Written only by the consumer.
     ///
     /// Invariant: `head <= tail` and `tail - head <= capacity` (wrapping).
     head: CachePadded<AtomicUsize>,
-    /// Count of values ever pushed. Written only by the producer.
-    tail: CachePadded<AtomicUsize>,
+    /// What the producer publishes, on one line: the consumer's `wake_due`
+    /// re-check reads `refused_at` from the line it just read `tail` from.
+    pushed: CachePadded<Pushed>,
     /// `capacity - 1`; the capacity is a power of two.
     mask: usize,
     /// Blocks the consumer left, for the producer: the address of the
@@ -141,16 +159,6 @@ struct Queue<T> {
     /// the chain: the producer for its next block, the consumer to rebuild
     /// `spare` from it or to free it.
     unused: AtomicUsize,
-    /// The `head` at which the producer last found the queue full and
-    /// called its `wake` (`usize::MAX`: never), so that the consumer's
-    /// `wake_due` re-check sees a full queue below `wake_at` (no block
-    /// left within the budget) until it has read from it.
-    ///
-    /// Invariant: written only by the producer, with the `head` it had
-    /// just acquired (so never ahead of the real one), before the `wake`
-    /// call whose fence orders it for the doorbell; equal to `head` only
-    /// while the consumer has read nothing since that refusal.
-    refused_at: AtomicUsize,
     /// The consumer's current block and the index where it ends, for the
     /// queue's drop. Written only by the consumer.
     head_block: UnsafeCell<(*mut Block<T>, usize)>,
@@ -196,7 +204,7 @@ impl<T> Drop for Queue<T> {
         // ORDERING: `&mut self`: both handles are gone and `Arc`'s drop
         // synchronized with their last writes; Relaxed reads suffice.
         let mut head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Relaxed);
+        let tail = self.pushed.tail.load(Ordering::Relaxed);
         let (mut block, mut end) = self.head_block.with(|b| {
             // SAFETY: nobody else is left to write it.
             unsafe { *b }
@@ -263,11 +271,13 @@ pub fn block_ring<T>(
     let first = Block::allocate();
     let queue = Arc::new(Queue {
         head: CachePadded::new(AtomicUsize::new(0)),
-        tail: CachePadded::new(AtomicUsize::new(0)),
+        pushed: CachePadded::new(Pushed {
+            tail: AtomicUsize::new(0),
+            refused_at: AtomicUsize::new(usize::MAX),
+        }),
         mask: capacity - 1,
         spare: AtomicUsize::new(0),
         unused: AtomicUsize::new(0),
-        refused_at: AtomicUsize::new(usize::MAX),
         head_block: UnsafeCell::new((first, BLOCK)),
         budget,
     });

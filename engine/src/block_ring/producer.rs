@@ -132,6 +132,7 @@ impl<T> Producer<T> {
                 // `ring`) orders it before the flusher's flag and pairs
                 // with the fence before `wake_due`'s load, as for `tail`.
                 self.queue
+                    .pushed
                     .refused_at
                     .store(self.cached_head, Ordering::Relaxed);
                 wake();
@@ -244,8 +245,8 @@ impl<T> Producer<T> {
         // `tail`: the slot writes (and block links) before it happen
         // before its reads.
         #[cfg(not(spanrec_loom_mutant = "ring_publish_relaxed"))]
-        self.queue.tail.store(self.tail, Ordering::Release);
+        self.queue.pushed.tail.store(self.tail, Ordering::Release);
         #[cfg(spanrec_loom_mutant = "ring_publish_relaxed")]
-        self.queue.tail.store(self.tail, Ordering::Relaxed);
+        self.queue.pushed.tail.store(self.tail, Ordering::Relaxed);
     }
 }
