@@ -48,6 +48,7 @@ pub(crate) fn spawn(
                 recorder,
                 slots: Vec::new(),
                 batch: Vec::with_capacity(max_batch),
+                with_ext: Vec::with_capacity(max_batch),
                 homes: std::collections::HashMap::new(),
                 batch_since: None,
                 last_pass: Instant::now(),
@@ -66,6 +67,15 @@ struct Flusher {
     slots: Vec<Slot>,
     /// Spans collected for the next `record` call.
     batch: Vec<SpanRecord>,
+    /// The indices in `batch` of the records that hold an extension, noted
+    /// as each record arrives (its lines still in cache), so that handing
+    /// the extensions back after the recorder touches only those records,
+    /// not every line of a batch the recorder has long evicted.
+    ///
+    /// Invariant: exactly the records of `batch` with an extension, in
+    /// order; cleared with `batch` (records gain no extension once in it:
+    /// the recorder sees them shared).
+    with_ext: Vec<usize>,
     /// Slot id → index in `slots`, to send each extension back to the
     /// thread that allocated it.
     ///
@@ -282,8 +292,11 @@ impl Flusher {
         if first_new == 0 && !self.batch.is_empty() {
             self.batch_since = Some(self.last_pass);
         }
-        for record in &mut self.batch[first_new..] {
+        for (i, record) in self.batch.iter_mut().enumerate().skip(first_new) {
             record.prepare_for_recorder(&self.shared);
+            if record.has_ext() {
+                self.with_ext.push(i);
+            }
         }
     }
 
@@ -329,10 +342,10 @@ impl Flusher {
         // The last home looked up: a batch holds runs of one thread's
         // spans, and a hit saves hashing the slot id.
         let mut last_home: Option<(u64, usize)> = None;
-        for record in &mut self.batch {
+        for &i in &self.with_ext {
             // The batch is cleared right after: nothing reads the record's
             // strings once its extension is gone.
-            let Some(mut ext) = record.take_ext() else {
+            let Some(mut ext) = self.batch[i].take_ext() else {
                 continue;
             };
             ext.free_heap_off_the_hot_path();
@@ -351,6 +364,7 @@ impl Flusher {
             }
         }
         self.batch.clear();
+        self.with_ext.clear();
         self.batch_since = None;
     }
 

@@ -196,6 +196,12 @@ impl SpanRecord {
         self.ext
     }
 
+    /// Whether the record holds an extension.
+    #[inline]
+    pub(crate) fn has_ext(&self) -> bool {
+        self.ext.is_some()
+    }
+
     /// Takes the extension out of a record that is about to be discarded
     /// (the flusher's batch, cleared right after). The record keeps no
     /// string that could point into it: its name and tags are cleared.
