@@ -372,7 +372,9 @@ fn many_threads_blocked_for_room_lose_nothing() {
 #[test]
 fn shutdown_releases_threads_blocked_for_room() {
     let rec = InMemoryRecorder::new();
-    rec.set_delay(Duration::from_secs(8));
+    // Longer than the 4 s the waiter is given after `shutdown`: its release
+    // cannot come from the recorder returning.
+    rec.set_delay(Duration::from_secs(6));
     let t = block_tracer(&rec, 1, 1, Duration::from_secs(60));
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let waiter = {
@@ -393,6 +395,8 @@ fn shutdown_releases_threads_blocked_for_room() {
         .recv_timeout(Duration::from_secs(4))
         .expect("a thread blocked for room still waits after shutdown");
     waiter.join().unwrap();
+    // Released: the spans still to deliver need not wait 6 s each.
+    rec.set_delay(Duration::ZERO);
     // Once the flusher is out of the recorder, the books balance.
     let until = secs(60);
     let st = loop {
