@@ -181,8 +181,11 @@ pub struct Config {
     pub ring_memory_budget: usize,
     /// Bytes of the first chunk of each span extension's bump arena, which
     /// holds the span's copied strings; allocated at the first copy (a span
-    /// that copies nothing holds none). An arena that outgrows it keeps its
-    /// largest chunk when recycled, up to 16 KiB (larger ones are freed by
+    /// that copies nothing holds none). Every pooled extension keeps its
+    /// first chunk when recycled, whatever its size (so a span that copies
+    /// strings allocates nothing in steady state: pooled extensions hold
+    /// about `arena_chunk_bytes` each); an arena that outgrows its first
+    /// chunk keeps its largest chunk up to 16 KiB (larger ones are freed by
     /// the flusher).
     pub arena_chunk_bytes: usize,
     /// Most spans per call to [`Recorder::record`](crate::Recorder::record).

@@ -33,6 +33,16 @@ fn capacity_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * std::mem::size_of::<T>()
 }
 
+/// Pushes `item` onto one of an `Ext`'s arrays, noting in `flusher_work`
+/// (passed apart, a disjoint field) a push that may grow the array.
+#[inline(always)]
+pub(super) fn push_noted<T>(v: &mut Vec<T>, item: T, flusher_work: &mut bool) {
+    if v.len() == v.capacity() {
+        *flusher_work = true;
+    }
+    v.push(item);
+}
+
 /// `v` emptied, its buffer freed if it grew past [`KEEP_BYTES`].
 fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
     v.clear();
@@ -44,11 +54,24 @@ fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
 }
 
 /// What a span holds beyond its record; see the module docs.
+///
+/// `repr(C)`: the fields the flusher reads of a buffer it gives back
+/// (`home`, `flusher_work`) share the first cache line.
+#[repr(C)]
 pub(crate) struct Ext {
     /// The tracer this buffer belongs to; fixed for the buffer's whole life.
     pub(crate) shared: Arc<Shared>,
     /// The id of the thread slot that allocated this buffer; fixed.
     pub(crate) home: u64,
+    /// The flusher must look at this buffer before giving it back
+    /// (`free_heap_off_the_hot_path`); otherwise it reads nothing else of
+    /// it (the rest lies on lines it would only miss on).
+    ///
+    /// Invariant: set whenever `owned` is non-empty, `inherited` is
+    /// `Some`, or an array or the arena may have grown since the last
+    /// `reset` (an array pushed at full capacity: `push_noted`; the arena
+    /// past `arena_keep`); cleared only by `reset`.
+    pub(super) flusher_work: bool,
     /// Tags beyond the record's inline ones.
     ///
     /// Invariant: non-empty only when the record's inline tags are full.
@@ -89,6 +112,12 @@ pub(crate) struct Ext {
     ///
     /// Invariant: reset only by `reset`, after the record is gone.
     pub(super) arena: Bump,
+    /// What the arena may hold and still be kept when recycled: its first
+    /// chunk (`arena_chunk_bytes`, as bumpalo sizes it) or [`KEEP_BYTES`],
+    /// whichever is larger. Keeping the first chunk whatever its size is
+    /// what lets a span that copies strings allocate nothing in steady
+    /// state, at any accepted `arena_chunk_bytes`.
+    arena_keep: usize,
 }
 
 // SAFETY: the only non-`Send` parts are `RStr` pointers into `arena` and
@@ -106,6 +135,7 @@ impl Ext {
         Box::new(Ext {
             shared,
             home,
+            flusher_work: false,
             tags: Vec::new(),
             logs: Vec::new(),
             log_fields: Vec::new(),
@@ -120,6 +150,7 @@ impl Ext {
             truncations: Truncations::default(),
             owned: Vec::new(),
             arena,
+            arena_keep: KEEP_BYTES,
         })
     }
 
@@ -130,6 +161,10 @@ impl Ext {
     /// buffer's cache lines. Either way, a buffer given back is not
     /// oversized.
     pub(crate) fn free_heap_off_the_hot_path(&mut self) {
+        if !self.flusher_work {
+            // Nothing owned or shared, nothing grown (the invariant).
+            return;
+        }
         let oversized = self.oversized();
         if oversized {
             self.shrink();
@@ -142,7 +177,7 @@ impl Ext {
     /// Whether a buffer grew past [`KEEP_BYTES`]: one span with a huge
     /// payload must not keep its memory in the pool forever.
     fn oversized(&self) -> bool {
-        self.arena.allocated_bytes() > KEEP_BYTES
+        self.arena.allocated_bytes() > self.arena_keep
             || capacity_bytes(&self.tags) > KEEP_BYTES
             || capacity_bytes(&self.logs) > KEEP_BYTES
             || capacity_bytes(&self.log_fields) > KEEP_BYTES
@@ -165,6 +200,7 @@ impl Ext {
     /// Makes the buffer ready for its next span, keeping every capacity
     /// (call `trim` first on a buffer that may have grown: see there).
     pub(crate) fn reset(&mut self) {
+        self.flusher_work = false;
         self.tags.clear();
         self.logs.clear();
         self.log_fields.clear();
@@ -194,7 +230,7 @@ impl Ext {
         self.references = shrunk(std::mem::take(&mut self.references));
         // The record is gone (`into_ext`): nothing reads these strings.
         self.owned = shrunk(std::mem::take(&mut self.owned));
-        if self.arena.allocated_bytes() > KEEP_BYTES {
+        if self.arena.allocated_bytes() > self.arena_keep {
             // The record holding `RStr`s into the arena is gone
             // (`into_ext`); the next copy allocates a first chunk.
             self.arena = Bump::new();
@@ -230,15 +266,27 @@ impl Ext {
             // context, say) holds no arena memory. An empty arena has no
             // string to invalidate.
             self.arena = Bump::with_capacity(self.shared.config.arena_chunk_bytes);
+            self.arena_keep = self.arena.allocated_bytes().max(KEEP_BYTES);
         }
-        RStr::from_str(self.arena.alloc_str(s))
+        let r = RStr::from_str(self.arena.alloc_str(s));
+        if self.arena.allocated_bytes() > self.arena_keep {
+            self.flusher_work = true;
+        }
+        r
     }
 
     pub(super) fn own_string(&mut self, s: String) -> RStr {
         let r = RStr::from_str(&s);
         // Moving the `String` does not move its bytes.
         self.owned.push(s);
+        self.flusher_work = true;
         r
+    }
+
+    /// Sets the shared remote context (see `inherited`'s invariant).
+    pub(super) fn set_inherited(&mut self, block: Option<Arc<Inherited>>) {
+        self.flusher_work |= block.is_some();
+        self.inherited = block;
     }
 
     /// Stores a key, name or event, cutting keys to `max` bytes.

@@ -41,7 +41,7 @@ pub use value::{AsTag, Reference, ReferenceKind, Truncations, Value, ValueRef};
 
 use crate::shared::Shared;
 use crate::sync::Arc;
-use ext::LogEntry;
+use ext::{push_noted, LogEntry};
 use packed::{Field, RStr, MAX_KEY_BYTES, MAX_NAME_BYTES};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -57,7 +57,11 @@ fn materialize(ext: &mut Ext) {
         for (k, v) in block.items() {
             // `ext.inherited` holds the block until the record is gone:
             // the `RStr` invariant holds.
-            ext.baggage.push((RStr::from_str(k), RStr::from_str(v)));
+            push_noted(
+                &mut ext.baggage,
+                (RStr::from_str(k), RStr::from_str(v)),
+                &mut ext.flusher_work,
+            );
         }
     }
 }
@@ -322,11 +326,12 @@ impl SpanRecord {
             self.trace_id = trace_id;
             self.first_ref_span = span_id;
         } else if let Some(ext) = ext_of(&mut self.ext, self.tracer_id) {
-            ext.references.push(Reference {
+            let reference = Reference {
                 kind,
                 trace_id,
                 span_id,
-            });
+            };
+            push_noted(&mut ext.references, reference, &mut ext.flusher_work);
         }
     }
 
@@ -359,15 +364,16 @@ impl SpanRecord {
             }
             let key = ext.store_str(key.into(), MAX_KEY_BYTES);
             let field = Field::new(key, ext.store_value(value.into(), max_value));
-            ext.log_fields.push(field);
+            push_noted(&mut ext.log_fields, field, &mut ext.flusher_work);
         }
         let last = ext.log_fields.len() as u32;
         let event = ext.store_str(event, usize::MAX);
-        ext.logs.push(LogEntry {
+        let entry = LogEntry {
             time,
             event,
             fields: (first, last),
-        });
+        };
+        push_noted(&mut ext.logs, entry, &mut ext.flusher_work);
     }
 
     /// Sets a baggage item, replacing an item with the same key. Refused and
@@ -403,7 +409,7 @@ impl SpanRecord {
             Some(i) => ext.baggage[i].1 = value,
             None => {
                 let key = ext.copy_str(key);
-                ext.baggage.push((key, value));
+                push_noted(&mut ext.baggage, (key, value), &mut ext.flusher_work);
             }
         }
         ext.baggage_bytes = bytes;
@@ -436,7 +442,7 @@ impl SpanRecord {
         };
         let fresh = ext.inherited.is_none() && ext.baggage.is_empty();
         if ext.inherited.is_none() {
-            ext.inherited = block.cloned();
+            ext.set_inherited(block.cloned());
         }
         let shared = match (&ext.inherited, block) {
             (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
@@ -477,7 +483,7 @@ impl SpanRecord {
                 continue;
             }
             let item = (store(ext, k), store(ext, v));
-            ext.baggage.push(item);
+            push_noted(&mut ext.baggage, item, &mut ext.flusher_work);
             ext.baggage_bytes = bytes;
         }
     }

@@ -3,6 +3,7 @@
 //! for a new literal key (`add_tag_borrowed`) or the general one
 //! (replacements, owned keys and strings, limits).
 
+use super::ext::push_noted;
 use super::packed::{Field, RStr, Stored, MAX_KEY_BYTES};
 use super::{ext_of, SpanRecord, Value};
 use std::borrow::Cow;
@@ -95,7 +96,7 @@ impl SpanRecord {
             self.tags[n].write(field);
             self.tag_count += 1;
         } else {
-            ext.tags.push(field);
+            push_noted(&mut ext.tags, field, &mut ext.flusher_work);
         }
         true
     }
@@ -146,7 +147,7 @@ impl SpanRecord {
                 self.tags[n].write(field);
                 self.tag_count += 1;
             }
-            (None, None) => ext.tags.push(field),
+            (None, None) => push_noted(&mut ext.tags, field, &mut ext.flusher_work),
         }
     }
 }

@@ -1,0 +1,104 @@
+//! The hot path never touches the global allocator in steady state (the
+//! README's promise), for spans that need an extension too: copied
+//! strings (the arena), tags beyond the inline ones, logs, whatever
+//! `arena_chunk_bytes` is within its accepted range; and a `String` the
+//! caller gives a span is freed on the flusher, not on the span thread.
+//! Counted by a global allocator that counts the calls made on threads
+//! that switched it on: the span thread, while it starts, tags, logs and
+//! finishes (the flusher and `flush` are not the hot path).
+
+use spanrec::{NullRecorder, OverflowPolicy, Tracer, MAX_ARENA_CHUNK_BYTES};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) };
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Spans per round: fewer than the ring holds, so none waits.
+const SPANS: usize = 1_000;
+
+/// One round of spans that each need an extension, and the allocator
+/// calls the span thread made for them.
+fn round(t: &Tracer, text: &str) -> u64 {
+    // The caller's own allocations, made before counting starts.
+    let mut owned: Vec<String> = (0..SPANS).map(|i| format!("user-{i}")).collect();
+    CALLS.with(|c| c.set(0));
+    COUNTING.with(|c| c.set(true));
+    for i in 0..SPANS as u64 {
+        let mut s = t.start_span("request");
+        s.set_tag("http.method", "GET");
+        s.set_tag("http.target", text);
+        s.set_tag("i", i);
+        s.set_tag("more", i + 1);
+        s.log("event", [("text", text)]);
+        s.set_tag("user", owned.pop().unwrap_or_default());
+        s.finish();
+    }
+    COUNTING.with(|c| c.set(false));
+    drop(owned);
+    t.flush(Instant::now() + Duration::from_secs(30))
+        .expect("flushed");
+    CALLS.with(Cell::get)
+}
+
+#[test]
+fn spans_with_extensions_allocate_nothing_once_warm_at_any_arena_chunk_size() {
+    for chunk in [1, 256, 16 << 10, 64 << 10, MAX_ARENA_CHUNK_BYTES] {
+        let rec = NullRecorder::new();
+        let t = Tracer::builder()
+            .recorder(rec.clone())
+            .arena_chunk_bytes(chunk)
+            .overflow(OverflowPolicy::Block {
+                timeout: Duration::from_secs(30),
+            })
+            .build()
+            .unwrap();
+        let text = "/machines/0/containers/lxd/7";
+        for _ in 0..3 {
+            round(&t, text);
+        }
+        let calls: Vec<u64> = (0..3).map(|_| round(&t, text)).collect();
+        assert_eq!(
+            calls,
+            [0, 0, 0],
+            "arena_chunk_bytes {chunk}: allocator calls on the span thread per round of {SPANS} spans"
+        );
+        let stats = t.stats();
+        assert_eq!(stats.recorded, stats.finished, "{stats:?}");
+    }
+}
