@@ -28,19 +28,13 @@ const MAX_LINES: usize = 8;
 
 /// Hints every cache line of `bytes` bytes from `p` (at most `MAX_LINES`).
 #[inline(always)]
-fn lines(p: *const u8, bytes: usize) {
+pub(crate) fn lines(p: *const u8, bytes: usize) {
     let end = bytes.min(LINE * MAX_LINES);
     let mut offset = 0;
     while offset < end {
         line(p.wrapping_add(offset));
         offset += LINE;
     }
-}
-
-/// Hints the cache lines of `*p`.
-#[inline(always)]
-pub(crate) fn value<T>(p: *const T) {
-    lines(p.cast(), core::mem::size_of::<T>());
 }
 
 /// Hints the cache lines of a slice's elements.

@@ -55,14 +55,20 @@ fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
 
 /// What a span holds beyond its record; see the module docs.
 ///
-/// `repr(C)`: the fields the flusher reads of a buffer it gives back
-/// (`home`, `flusher_work`) share the first cache line.
-#[repr(C)]
+/// `repr(C, align(64))`, fields in order of use, so that a span touches
+/// few lines of a buffer that has gone cold in the pool: the first line
+/// holds what every span with an extension reads or writes (the tracer,
+/// `home`, the flags, the truncation counts, the extra tags); the second
+/// the arena; the rest, the *cold* part (logs, references, baggage, the
+/// remote context, owned strings), is read or written only when
+/// `cold_used` says it holds anything (`reset` included).
+#[repr(C, align(64))]
 pub(crate) struct Ext {
     /// The tracer this buffer belongs to; fixed for the buffer's whole life.
     pub(crate) shared: Arc<Shared>,
     /// The id of the thread slot that allocated this buffer; fixed.
     pub(crate) home: u64,
+    pub(crate) truncations: Truncations,
     /// The flusher must look at this buffer before giving it back
     /// (`free_heap_off_the_hot_path`); otherwise it reads nothing else of
     /// it (the rest lies on lines it would only miss on).
@@ -72,42 +78,24 @@ pub(crate) struct Ext {
     /// `reset` (an array pushed at full capacity: `push_noted`; the arena
     /// past `arena_keep`); cleared only by `reset`.
     pub(super) flusher_work: bool,
-    /// Tags beyond the record's inline ones.
+    /// Whether the cold fields (from `logs` on) may differ from what
+    /// `reset` leaves them as.
     ///
-    /// Invariant: non-empty only when the record's inline tags are full.
-    pub(super) tags: Vec<Field>,
-    pub(super) logs: Vec<LogEntry>,
-    pub(super) log_fields: Vec<Field>,
-    /// References after the record's first one.
-    pub(super) references: Vec<Reference>,
-    pub(super) baggage: Vec<(RStr, RStr)>,
-    /// Sum of the lengths of the keys and values in `baggage`.
-    pub(super) baggage_bytes: usize,
-    /// The W3C `tracestate` inherited from the first reference.
-    pub(super) trace_state: RStr,
-    /// The remote context this span shares with its ancestors and
-    /// descendants: inherited baggage and `tracestate` strings point into
-    /// it instead of being copied.
-    ///
-    /// Invariant: set at most once between two `reset`s and never
-    /// replaced, so the `RStr`s into it live as long as the record.
-    pub(super) inherited: Option<Arc<Inherited>>,
+    /// Invariant: set before any cold field is written (`cold`); cleared
+    /// only by `reset`, which resets the cold fields when it is set. So
+    /// when it is clear, every cold field is empty and need not be read.
+    /// The `RStr` invariant rests on it: a cold list `reset` skipped would
+    /// keep strings into the arena it resets (checked by a debug assertion
+    /// in `reset`, and by `engine/tests/recycled_buffers.rs`).
+    cold_used: bool,
     /// The span's baggage is exactly `inherited`'s items, read from there:
     /// no per-span list. Invariant: when set, `baggage` is empty and
     /// `inherited` is `Some`; cleared (the list made) before any change.
     pub(super) baggage_from_block: bool,
-    /// Bytes of baggage values replaced so far (each replacement copies
-    /// the new value): bounded by `max_baggage_bytes`, so a span that
-    /// replaces one item in a loop cannot grow its arena without end.
-    pub(super) replaced_baggage_bytes: usize,
-    /// The same for tags: bytes copied by replacing tags, bounded by
-    /// `max_tags × max_value_bytes`.
-    pub(super) replaced_bytes: usize,
-    pub(crate) truncations: Truncations,
-    /// Strings callers gave away, freed when the buffer is reset: on the
-    /// flusher if any (see `free_heap_off_the_hot_path`), so the hot path
-    /// frees nothing.
-    pub(super) owned: Vec<String>,
+    /// Tags beyond the record's inline ones.
+    ///
+    /// Invariant: non-empty only when the record's inline tags are full.
+    pub(super) tags: Vec<Field>,
     /// Holds the bytes of every arena `RStr` of the record.
     ///
     /// Invariant: reset only by `reset`, after the record is gone.
@@ -118,7 +106,44 @@ pub(crate) struct Ext {
     /// what lets a span that copies strings allocate nothing in steady
     /// state, at any accepted `arena_chunk_bytes`.
     arena_keep: usize,
+    /// The same for tags: bytes copied by replacing tags, bounded by
+    /// `max_tags × max_value_bytes`.
+    pub(super) replaced_bytes: usize,
+    // The cold part (see `cold_used`).
+    pub(super) logs: Vec<LogEntry>,
+    pub(super) log_fields: Vec<Field>,
+    /// References after the record's first one.
+    pub(super) references: Vec<Reference>,
+    pub(super) baggage: Vec<(RStr, RStr)>,
+    /// Sum of the lengths of the keys and values in `baggage`.
+    pub(super) baggage_bytes: usize,
+    /// Bytes of baggage values replaced so far (each replacement copies
+    /// the new value): bounded by `max_baggage_bytes`, so a span that
+    /// replaces one item in a loop cannot grow its arena without end.
+    pub(super) replaced_baggage_bytes: usize,
+    /// The W3C `tracestate` inherited from the first reference.
+    pub(super) trace_state: RStr,
+    /// The remote context this span shares with its ancestors and
+    /// descendants: inherited baggage and `tracestate` strings point into
+    /// it instead of being copied.
+    ///
+    /// Invariant: set at most once between two `reset`s and never
+    /// replaced, so the `RStr`s into it live as long as the record.
+    pub(super) inherited: Option<Arc<Inherited>>,
+    /// Strings callers gave away, freed when the buffer is reset: on the
+    /// flusher if any (see `free_heap_off_the_hot_path`), so the hot path
+    /// frees nothing.
+    pub(super) owned: Vec<String>,
 }
+
+// What the layout is for: the fields every span with an extension uses
+// lie on the first line, the arena on the second (not under loom, whose
+// `Arc` is larger).
+#[cfg(not(spanrec_loom))]
+const _: () = {
+    assert!(std::mem::offset_of!(Ext, tags) + std::mem::size_of::<Vec<Field>>() <= 64);
+    assert!(std::mem::offset_of!(Ext, replaced_bytes) + 8 <= 128);
+};
 
 // SAFETY: the only non-`Send` parts are `RStr` pointers into `arena` and
 // `owned` (heap memory this `Ext` owns and that moves with it), into the
@@ -135,22 +160,23 @@ impl Ext {
         Box::new(Ext {
             shared,
             home,
+            truncations: Truncations::default(),
             flusher_work: false,
+            cold_used: false,
+            baggage_from_block: false,
             tags: Vec::new(),
+            arena,
+            arena_keep: KEEP_BYTES,
+            replaced_bytes: 0,
             logs: Vec::new(),
             log_fields: Vec::new(),
             references: Vec::new(),
             baggage: Vec::new(),
             baggage_bytes: 0,
+            replaced_baggage_bytes: 0,
             trace_state: RStr::EMPTY,
             inherited: None,
-            baggage_from_block: false,
-            replaced_baggage_bytes: 0,
-            replaced_bytes: 0,
-            truncations: Truncations::default(),
             owned: Vec::new(),
-            arena,
-            arena_keep: KEEP_BYTES,
         })
     }
 
@@ -200,23 +226,60 @@ impl Ext {
     /// Makes the buffer ready for its next span, keeping every capacity
     /// (call `trim` first on a buffer that may have grown: see there).
     pub(crate) fn reset(&mut self) {
+        // The invariant that lets `reset` skip the cold lines, checked in
+        // every debug build (all the tests): a cold field written without
+        // `cold` would keep `RStr`s into the arena reset below.
+        debug_assert!(
+            self.cold_used || self.cold_is_reset(),
+            "cold field written unmarked"
+        );
         self.flusher_work = false;
-        self.tags.clear();
-        self.logs.clear();
-        self.log_fields.clear();
-        self.references.clear();
-        self.baggage.clear();
-        self.baggage_bytes = 0;
-        self.trace_state = RStr::EMPTY;
-        // The record's `RStr`s into the block are gone with the record.
-        self.inherited = None;
-        self.baggage_from_block = false;
-        self.replaced_baggage_bytes = 0;
-        self.replaced_bytes = 0;
         self.truncations = Truncations::default();
-        self.owned.clear();
+        self.baggage_from_block = false;
+        self.tags.clear();
+        self.replaced_bytes = 0;
         // The record holding `RStr`s into the arena is gone (`into_ext`).
         self.arena.reset();
+        if std::mem::take(&mut self.cold_used) {
+            self.logs.clear();
+            self.log_fields.clear();
+            self.references.clear();
+            self.baggage.clear();
+            self.baggage_bytes = 0;
+            self.replaced_baggage_bytes = 0;
+            self.trace_state = RStr::EMPTY;
+            // The record's `RStr`s into the block are gone with the record.
+            self.inherited = None;
+            self.owned.clear();
+        }
+    }
+
+    /// Whether every cold field is as `reset` leaves it.
+    fn cold_is_reset(&self) -> bool {
+        self.logs.is_empty()
+            && self.log_fields.is_empty()
+            && self.references.is_empty()
+            && self.baggage.is_empty()
+            && self.baggage_bytes == 0
+            && self.replaced_baggage_bytes == 0
+            && self.trace_state.len == 0
+            && self.inherited.is_none()
+            && self.owned.is_empty()
+    }
+
+    /// Whether the cold fields may hold anything (see `cold_used`): when
+    /// not, they are empty and a reader need not touch their lines.
+    #[inline]
+    pub(super) fn cold_used(&self) -> bool {
+        self.cold_used
+    }
+
+    /// Marks the cold fields as written, before writing any of them
+    /// (`cold_used`'s invariant).
+    #[inline]
+    pub(super) fn cold(&mut self) -> &mut Ext {
+        self.cold_used = true;
+        self
     }
 
     /// The out-of-line part of `trim`.
@@ -278,7 +341,7 @@ impl Ext {
     pub(super) fn own_string(&mut self, s: String) -> RStr {
         let r = RStr::from_str(&s);
         // Moving the `String` does not move its bytes.
-        self.owned.push(s);
+        self.cold().owned.push(s);
         self.flusher_work = true;
         r
     }
@@ -286,7 +349,7 @@ impl Ext {
     /// Sets the shared remote context (see `inherited`'s invariant).
     pub(super) fn set_inherited(&mut self, block: Option<Arc<Inherited>>) {
         self.flusher_work |= block.is_some();
-        self.inherited = block;
+        self.cold().inherited = block;
     }
 
     /// Stores a key, name or event, cutting keys to `max` bytes.

@@ -241,11 +241,21 @@ impl SpanRecord {
     #[inline]
     pub(crate) fn prefetch_contents(&self) {
         if let Some(ext) = self.ext_ref() {
-            crate::prefetch::value(ext);
+            // The first two lines (see `Ext`'s layout), all when the cold
+            // part holds anything.
+            let hot = std::mem::size_of::<Ext>().min(128);
+            let ext_bytes = if ext.cold_used() {
+                std::mem::size_of::<Ext>()
+            } else {
+                hot
+            };
+            crate::prefetch::lines((ext as *const Ext).cast(), ext_bytes);
             crate::prefetch::slice(&ext.tags);
-            crate::prefetch::slice(&ext.logs);
-            crate::prefetch::slice(&ext.log_fields);
-            crate::prefetch::slice(&ext.baggage);
+            if ext.cold_used() {
+                crate::prefetch::slice(&ext.logs);
+                crate::prefetch::slice(&ext.log_fields);
+                crate::prefetch::slice(&ext.baggage);
+            }
         }
     }
 
@@ -311,7 +321,10 @@ impl SpanRecord {
     /// Whether the span has any reference yet.
     #[inline]
     pub(crate) fn has_references(&self) -> bool {
-        self.flags & FIRST_REF != 0 || self.ext_ref().is_some_and(|e| !e.references.is_empty())
+        self.flags & FIRST_REF != 0
+            || self
+                .ext_ref()
+                .is_some_and(|e| e.cold_used() && !e.references.is_empty())
     }
 
     /// Adds a reference. The first one, made before the span starts, gives
@@ -326,6 +339,7 @@ impl SpanRecord {
             self.trace_id = trace_id;
             self.first_ref_span = span_id;
         } else if let Some(ext) = ext_of(&mut self.ext, self.tracer_id) {
+            let ext = ext.cold();
             let reference = Reference {
                 kind,
                 trace_id,
@@ -349,6 +363,7 @@ impl SpanRecord {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
+        let ext = ext.cold();
         let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
         let time = time.unwrap_or_else(|| Time::Ticks(ext.shared.clock.now()));
         let limits = *ext.limits();
@@ -385,6 +400,7 @@ impl SpanRecord {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
+        let ext = ext.cold();
         materialize(ext);
         let limits = *ext.limits();
         let old = ext.baggage.iter().position(|(k, _)| {
@@ -440,6 +456,7 @@ impl SpanRecord {
         let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
             return;
         };
+        let ext = ext.cold();
         let fresh = ext.inherited.is_none() && ext.baggage.is_empty();
         if ext.inherited.is_none() {
             ext.set_inherited(block.cloned());
@@ -517,8 +534,10 @@ impl SpanRecord {
     /// (baggage or a `tracestate`): the common answer, no, skips the rest.
     #[inline]
     pub(crate) fn has_context(&self) -> bool {
-        self.ext_ref()
-            .is_some_and(|e| !e.baggage.is_empty() || e.baggage_from_block || e.trace_state.len > 0)
+        self.ext_ref().is_some_and(|e| {
+            e.cold_used()
+                && (!e.baggage.is_empty() || e.baggage_from_block || e.trace_state.len > 0)
+        })
     }
 
     /// Whether this span's baggage is exactly its shared block's items.
@@ -528,12 +547,16 @@ impl SpanRecord {
 
     /// The shared remote context this span's inherited strings point into.
     pub(crate) fn inherited_block(&self) -> Option<&Arc<Inherited>> {
-        self.ext_ref().and_then(|e| e.inherited.as_ref())
+        self.ext_ref()
+            .filter(|e| e.cold_used())
+            .and_then(|e| e.inherited.as_ref())
     }
 
     /// The W3C `tracestate` inherited from the first reference.
     pub(crate) fn trace_state(&self) -> &str {
-        self.ext_ref().map_or("", |e| self.str(e.trace_state))
+        self.ext_ref()
+            .filter(|e| e.cold_used())
+            .map_or("", |e| self.str(e.trace_state))
     }
 
     pub(crate) fn baggage_item(&self, key: &str) -> Option<&str> {
