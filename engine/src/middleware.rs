@@ -82,13 +82,56 @@ where
         }
         span.set_tag("http.target", request.uri().path());
         if let Some(peer) = request.extensions().get::<SocketAddr>() {
-            span.set_tag("net.peer.addr", peer.to_string());
+            // Formatted on the stack and copied into the span's arena: no
+            // allocation per request (`to_string` made one).
+            let mut text = AddrText::default();
+            match std::fmt::Write::write_fmt(&mut text, format_args!("{peer}")) {
+                Ok(()) => span.set_tag("net.peer.addr", text.as_str()),
+                Err(_) => span.set_tag("net.peer.addr", peer.to_string()),
+            }
         }
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
         };
         InSpan::new(inner, Some(span), Some(tag_response::<R, S::Error>))
+    }
+}
+
+/// A socket address's text, formatted without allocating. 64 bytes hold
+/// the longest text an IPv6 socket address can have (45 for the address
+/// with an IPv4 tail, a scope id, a port, brackets); `Display` writes at
+/// most 58 (it prints IPv4 tails only for mapped addresses).
+struct AddrText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for AddrText {
+    fn default() -> Self {
+        AddrText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl AddrText {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are written (`write_str`).
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for AddrText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let Some(room) = self.buf.get_mut(self.len..end) else {
+            return Err(std::fmt::Error);
+        };
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

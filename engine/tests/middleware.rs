@@ -101,6 +101,35 @@ fn joins_the_callers_trace_and_tags_the_exchange() {
     );
 }
 
+/// The peer's address is recorded as `SocketAddr`'s `Display` writes it,
+/// up to the longest one (IPv6 with an IPv4 tail, a scope id and a port).
+#[test]
+fn peer_addresses_of_every_shape_are_tagged_whole() {
+    for peer in [
+        "10.0.0.7:5000",
+        "255.255.255.255:65535",
+        "[::1]:1",
+        "[2001:db8::1%7]:5000",
+        "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535",
+    ] {
+        let (tracer, recorder) = setup();
+        let addr: std::net::SocketAddr = peer.parse().expect("addr");
+        let mut request = http::Request::get("/").body(()).expect("request");
+        request.extensions_mut().insert(addr);
+        serve(&tracer, request, 200);
+        let spans = spans(&tracer, &recorder);
+        let server = spans
+            .iter()
+            .find(|s| s.operation_name == "GET")
+            .expect("server span");
+        assert_eq!(
+            server.tag("net.peer.addr"),
+            Some(&OwnedValue::Str(addr.to_string())),
+            "{peer}"
+        );
+    }
+}
+
 #[test]
 fn server_errors_and_corrupted_headers_are_tagged() {
     let (tracer, recorder) = setup();

@@ -102,3 +102,81 @@ fn spans_with_extensions_allocate_nothing_once_warm_at_any_arena_chunk_size() {
         assert_eq!(stats.recorded, stats.finished, "{stats:?}");
     }
 }
+
+/// The server gate as `tower` calls it: joining the caller's
+/// `traceparent`, tagging method, target and the peer's address (from the
+/// request's extensions), entering the span and finishing it with the
+/// status. The requests are built, and kept, outside the counted calls:
+/// their memory is the caller's.
+#[cfg(feature = "tower")]
+#[test]
+fn a_request_through_trace_layer_allocates_nothing_on_its_thread_once_warm() {
+    use spanrec::middleware::TraceLayer;
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::rc::Rc;
+    use std::task::{Context, Poll, Waker};
+    use tower::{Layer, Service};
+
+    let rec = NullRecorder::new();
+    let t = Tracer::builder()
+        .recorder(rec)
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        })
+        .build()
+        .unwrap();
+    let kept = Rc::new(RefCell::new(Vec::with_capacity(SPANS)));
+    let handler = {
+        let kept = kept.clone();
+        tower::service_fn(move |request: http::Request<()>| {
+            kept.borrow_mut().push(request);
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(())))
+        })
+    };
+    let mut service = TraceLayer::new(t.clone()).layer(handler);
+    let peer: std::net::SocketAddr = "[2001:db8::1%7]:5000".parse().unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let mut requests: Vec<_> = (0..SPANS)
+            .map(|_| {
+                let mut request = http::Request::get("/machines/0")
+                    .header(
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    )
+                    .body(())
+                    .unwrap();
+                request.extensions_mut().insert(peer);
+                request
+            })
+            .collect();
+        let mut responses = Vec::with_capacity(SPANS);
+        CALLS.with(|c| c.set(0));
+        COUNTING.with(|c| c.set(true));
+        // `drain`: the emptied vector is freed after counting stops.
+        for request in requests.drain(..) {
+            let mut response = std::pin::pin!(service.call(request));
+            match response
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(r) => responses.push(r),
+                Poll::Pending => panic!("the handler completes at once"),
+            }
+        }
+        COUNTING.with(|c| c.set(false));
+        calls.push(CALLS.with(Cell::get));
+        assert_eq!(responses.len(), SPANS);
+        kept.borrow_mut().clear();
+        t.flush(Instant::now() + Duration::from_secs(30))
+            .expect("flushed");
+    }
+    assert_eq!(
+        calls[3..],
+        [0, 0, 0],
+        "allocator calls on the request thread per round of {SPANS} requests: {calls:?}"
+    );
+    let stats = t.stats();
+    assert_eq!(stats.recorded, stats.finished, "{stats:?}");
+}
