@@ -103,6 +103,76 @@ fn spans_with_extensions_allocate_nothing_once_warm_at_any_arena_chunk_size() {
     }
 }
 
+/// Every other call of the hot path, for a thread serving requests: joining
+/// a caller's `traceparent` from an `http::HeaderMap` (ids only), children
+/// by explicit parent and by the entered span, follows-from references,
+/// logs at explicit times, renames, explicit finish times, and a sampler
+/// that drops half the roots (unsampled spans recycle their buffers).
+#[cfg(feature = "http")]
+#[test]
+fn every_hot_path_call_allocates_nothing_once_warm() {
+    use spanrec::{Sampler, SpanContext};
+    use std::time::SystemTime;
+
+    let t = Tracer::builder()
+        .recorder(NullRecorder::new())
+        .sampler(Sampler::Ratio(0.5))
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        })
+        .build()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    let cause = SpanContext::new(0x1234, 0x5678, true);
+    let at = SystemTime::now();
+    let path = String::from("/machines/0");
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        CALLS.with(|c| c.set(0));
+        COUNTING.with(|c| c.set(true));
+        for i in 0..SPANS as u64 {
+            let mut server = t.join_or_start("GET", &headers);
+            server.set_tag("http.target", path.as_str());
+            {
+                let _in = server.enter();
+                let mut implicit = t.start_span("db.query");
+                implicit.set_tag("i", i);
+                implicit.log_at(at, "rows", [("n", i)]);
+                implicit.finish_at(at);
+            }
+            let mut child = t.span("cache.get").child_of(&server).start();
+            child.add_follows_from(&cause);
+            child.set_operation_name("cache.miss");
+            child.set_tag("hit", false);
+            child.finish();
+            // A root: sampled or not, by the ratio.
+            let mut root = t.start_span("tick");
+            root.set_tag("i", i);
+            root.finish();
+            server.finish();
+        }
+        COUNTING.with(|c| c.set(false));
+        calls.push(CALLS.with(Cell::get));
+        t.flush(Instant::now() + Duration::from_secs(30))
+            .expect("flushed");
+    }
+    assert_eq!(
+        calls[3..],
+        [0, 0, 0],
+        "allocator calls on the span thread per round of {SPANS} requests: {calls:?}"
+    );
+    let stats = t.stats();
+    assert_eq!(
+        stats.recorded + stats.dropped.total(),
+        stats.finished,
+        "{stats:?}"
+    );
+}
+
 /// The server gate as `tower` calls it: joining the caller's
 /// `traceparent`, tagging method, target and the peer's address (from the
 /// request's extensions), entering the span and finishing it with the
