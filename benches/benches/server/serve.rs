@@ -78,9 +78,13 @@ pub fn run(variant: &str, iterations: u64) {
             }
             "spanrec_layer" | "spanrec_api" => {
                 let recorder = spanrec::NullRecorder::new();
+                // `SPANREC_*` variables apply (`ci/server-cachegrind.sh`
+                // sets the flush interval); none are set in the timed runs.
                 let tracer = spanrec::Tracer::builder()
                     .service_name("server")
                     .recorder(recorder.clone())
+                    .env()
+                    .expect("SPANREC_* variables")
                     .build()
                     .expect("tracer");
                 if variant == "spanrec_layer" {
