@@ -57,11 +57,12 @@ const SPANS: usize = 1_000;
 /// (ring blocks, span buffers) grows only when more spans are in flight
 /// than ever before, which a flusher descheduled longer than in the
 /// warm-up rounds can cause once in a while (CI saw one call in a round of
-/// 1,000 requests, beside a parallel test run); an allocation per span or
-/// per request, the bug this file is for, makes 1,000 or more.
+/// 1,000 requests, beside a parallel test run; a new buffer makes a few);
+/// an allocation per span or per request, the bug this file is for, makes
+/// 1,000 or more.
 fn assert_steady(calls: &[u64], what: &str) {
     assert!(
-        calls.iter().all(|&c| c < (SPANS / 100) as u64),
+        calls.iter().all(|&c| c < (SPANS / 10) as u64),
         "{what}: allocator calls on the calling thread per round of {SPANS}: {calls:?}"
     );
 }
