@@ -35,11 +35,11 @@ models=$(grep -oE "loom model [a-z0-9_]+: [0-9]+ interleavings" "$out" | wc -l)
 interleavings=$(grep -oE "loom model [a-z0-9_]+: [0-9]+ interleavings" "$out" | awk '{s += $(NF-1)} END {print s + 0}')
 echo "loom: $models models, $interleavings interleavings explored, all passed"
 
-mutants=(ring_publish_relaxed ring_release_relaxed exit_relaxed exit_checked_after_drain close_drops_silently flush_completes_unread_tickets doorbell_no_fence doorbell_no_recheck doorbell_no_refused_recheck block_spare_relaxed room_wait_no_fence room_wait_no_lock)
+mutants=(ring_publish_relaxed ring_release_relaxed exit_relaxed exit_checked_after_drain close_drops_silently flush_completes_unread_tickets doorbell_no_fence doorbell_no_recheck doorbell_no_refused_recheck block_spare_relaxed read_in_place_releases room_wait_no_fence room_wait_no_lock)
 for m in "${mutants[@]}"; do
   # A mutant of a protocol only one group models runs that group alone.
   only=()
-  case "$m" in room_wait_*) only=(--test room_wait) ;; esac
+  case "$m" in room_wait_*) only=(--test room_wait) ;; read_in_place_*) only=(--test block_ring) ;; esac
   if SPANREC_LOOM_MUTANT="$m" RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
       cargo test -p spanrec-loom-tests --release --no-fail-fast "${only[@]}" -- --test-threads 1 >"$out" 2>&1; then
     echo "loom: mutant $m SURVIVED: no model failed"; exit 1

@@ -2,7 +2,7 @@
 //! no syscall and no shared write unless the flusher really sleeps while a
 //! ring fills up.
 //!
-//! The flusher sleeps until its batch is due (`flusher.rs`); a thread that
+//! The flusher sleeps until its batch is due (`flusher/`); a thread that
 //! fills its ring faster wakes it. A producer that finds its ring holding
 //! `wake_at` spans (`Config::wake_at`: a quarter of the ring, 2,048 spans
 //! by default, or a batch if that is more, at most half the ring;

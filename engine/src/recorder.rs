@@ -89,9 +89,39 @@ impl FlushWaker {
     }
 }
 
+/// Records lying one after another: `len` from `first`. The flusher lends
+/// a batch as runs: records still in the rings' blocks where the threads
+/// wrote them (no copy), and records it had to move (its own buffer).
+///
+/// Invariant: `first..first + len` are initialized records that nobody
+/// writes, moves or frees while a [`Batch`] holding this run lives (the
+/// flusher builds the batch, calls the recorder and drops the batch before
+/// it releases them).
+#[derive(Clone, Copy)]
+pub(crate) struct Run {
+    pub(crate) first: std::ptr::NonNull<SpanRecord>,
+    pub(crate) len: usize,
+}
+
+impl Run {
+    /// The records.
+    ///
+    /// # Safety
+    /// The run's invariant holds for `'a`.
+    #[inline]
+    unsafe fn records<'a>(self) -> &'a [SpanRecord] {
+        // SAFETY: initialized and unwritten for 'a (the caller's
+        // obligation and the run's invariant).
+        unsafe { std::slice::from_raw_parts(self.first.as_ptr(), self.len) }
+    }
+}
+
 /// A batch of finished spans lent to [`Recorder::record`].
 pub struct Batch<'a> {
-    pub(crate) records: &'a [SpanRecord],
+    /// Invariant: each run's invariant holds for `'a`.
+    pub(crate) runs: &'a [Run],
+    /// The records in all runs.
+    pub(crate) len: usize,
     pub(crate) process: &'a Process,
     /// The tracer's drops so far, for recorders that report durability.
     pub(crate) dropped: Option<DropCounts>,
@@ -116,38 +146,79 @@ impl<'a> Batch<'a> {
 
     /// Number of spans.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.len
     }
 
     /// Whether the batch is empty (never, for batches the flusher sends).
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len == 0
     }
 
     /// The spans, in the order the flusher collected them.
     ///
     /// Iterating prefetches the extension (tags beyond the inline ones,
     /// logs, baggage) of the next record, so a recorder reading records in
-    /// order waits on fewer cache misses; the records themselves are
-    /// contiguous, which the hardware prefetcher handles.
+    /// order waits on fewer cache misses; the records themselves lie in
+    /// runs of up to 64, which the hardware prefetcher handles.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a SpanRecord> + 'a {
-        let records = self.records;
-        if let Some(first) = records.first() {
+        let runs = self.runs;
+        let mut records = runs
+            .iter()
+            // SAFETY: the runs' invariant holds for 'a (field invariant).
+            .flat_map(|run| unsafe { run.records::<'a>() })
+            .peekable();
+        if let Some(first) = records.peek() {
             first.prefetch_contents();
         }
-        records.iter().enumerate().map(move |(i, r)| {
-            if let Some(next) = records.get(i + 1) {
-                next.prefetch_contents();
-            }
-            r
-        })
+        let len = self.len;
+        ExactLen {
+            inner: std::iter::from_fn(move || {
+                let r = records.next()?;
+                if let Some(next) = records.peek() {
+                    next.prefetch_contents();
+                }
+                Some(r)
+            }),
+            left: len,
+        }
     }
 
     /// The `i`-th span.
     pub fn get(&self, i: usize) -> Option<&'a SpanRecord> {
-        self.records.get(i)
+        let mut i = i;
+        for run in self.runs {
+            if i < run.len {
+                // SAFETY: the runs' invariant holds for 'a.
+                return unsafe { run.records::<'a>() }.get(i);
+            }
+            i -= run.len;
+        }
+        None
     }
 }
+
+/// An iterator that knows how many items it has left.
+struct ExactLen<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
 
 /// A recorder's failure to accept a batch.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@
 //! Each thread slot has one (`SlotState::room`): its thread, finding its
 //! ring full, spins and yields briefly, then parks on the condition
 //! variable with its deadline (`OverflowPolicy::Block`'s timeout); the
-//! flusher, after each drain of that ring that moved something (and
-//! `shutdown`, after setting `closed`), notifies it — only when it waits:
+//! flusher, whenever it releases records of that ring (after the
+//! recorder's call, or a spill; and `shutdown`, after setting `closed`),
+//! notifies it — only when it waits:
 //! one fence and one load per drained ring otherwise, no lock. One waiter
 //! per `RoomWait`, so a notifier contends with at most that thread for
 //! the lock, and never wakes threads whose rings it did not drain. (A

@@ -191,6 +191,27 @@ impl<T, R> SlotReceiver<T, R> {
         Drained { moved, for_good }
     }
 
+    /// Reads queued values in place, one run within a block of at most
+    /// `limit` ([`Consumer::read_in_place`]): a pointer to the first and how
+    /// many, valid until [`forget_read`](Self::forget_read) releases them;
+    /// `for_good` once the sender had exited before this call and nothing
+    /// is left unread.
+    pub fn read_in_place(&mut self, limit: usize) -> (*mut T, Drained) {
+        // ORDERING: Acquire pairs with the Release store in
+        // `SlotSender::drop`; `unread` below loads `tail` afresh after it,
+        // so it sees every push the exited sender made.
+        let exited = self.flags.exited.load(Ordering::Acquire);
+        let (first, moved) = self.spans.read_in_place(limit);
+        let for_good = exited && self.spans.unread() == 0;
+        (first, Drained { moved, for_good })
+    }
+
+    /// Releases the `n` oldest values read in place, without dropping them
+    /// ([`Consumer::forget_read`]): the caller moved out what they own.
+    pub fn forget_read(&mut self, n: usize) {
+        self.spans.forget_read(n);
+    }
+
     /// [`drain_into`](Self::drain_into), handing each value to `f`.
     pub fn drain(&mut self, limit: usize, f: impl FnMut(T)) -> Drained {
         let mut out = Vec::new();

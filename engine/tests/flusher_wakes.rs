@@ -134,6 +134,61 @@ fn a_fast_thread_rings_at_most_once_per_half_ring_and_loses_nothing_with_block()
     assert!(s.doorbells > 0, "a thread filling its ring must ring");
 }
 
+/// The flusher lends records to the recorder where they lie, in the
+/// rings; a ring smaller than a batch would fill with records it holds
+/// back until the batch is due (an hour here). It must let go of them (a
+/// spill) whenever the ring is due, so a `Block` thread never waits for
+/// the batch: nothing lost, full batches arrive without a flush call.
+#[test]
+fn a_batch_larger_than_the_ring_does_not_hold_the_ring_back() {
+    const RING: usize = 64;
+    const BATCH: usize = 4096;
+    const SPANS: u64 = 20_000;
+    let recorder = NullRecorder::new();
+    let tracer = Tracer::builder()
+        .ring_capacity(RING)
+        .max_batch_size(BATCH)
+        .flush_interval(Duration::from_secs(3600))
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(5),
+        })
+        .recorder(recorder.clone())
+        .build()
+        .expect("valid configuration");
+    let t = tracer.clone();
+    std::thread::spawn(move || {
+        for i in 0..SPANS {
+            // Some spans with an extension (a copied string), which the
+            // flusher sends back to this thread after each batch.
+            let mut span = t.start_span("small ring");
+            if i % 3 == 0 {
+                span.set_tag("n", i.to_string());
+            }
+            span.finish();
+        }
+    })
+    .join()
+    .unwrap();
+    let s = tracer.stats();
+    assert_eq!(
+        s.dropped.total(),
+        0,
+        "a thread waited out its timeout: {s:?}"
+    );
+    let full = SPANS / BATCH as u64 * BATCH as u64;
+    assert!(
+        arrival(&recorder, full, Duration::from_secs(30)).is_some(),
+        "full batches not delivered: {} of {full}",
+        recorder.received()
+    );
+    tracer
+        .flush(Instant::now() + Duration::from_secs(30))
+        .unwrap();
+    let s = tracer.stats();
+    assert_eq!(s.recorded, SPANS, "{s:?}");
+    assert_eq!(s.dropped.total(), 0);
+}
+
 #[test]
 fn many_threads_past_half_all_get_drained() {
     const RING: usize = 64;

@@ -1,9 +1,11 @@
 //! Models of the block queue (`engine/src/block_ring/`), with blocks of 2
 //! slots under loom: hand-over across blocks while drained blocks circulate
 //! through the spare list, the self-link under a spent budget, and the
-//! flusher freeing spares while the producer takes them. loom's
-//! `UnsafeCell` tracking fails a model on any slot or link access that the
-//! protocol leaves unordered (the `block_spare_relaxed` mutant).
+//! flusher freeing spares while the producer takes them, values read in
+//! place and released later (the flusher lends records to the recorder
+//! where they lie). loom's `UnsafeCell` tracking fails a model on any slot
+//! or link access that the protocol leaves unordered (the
+//! `block_spare_relaxed` and `read_in_place_releases` mutants).
 //!
 //! Run: `bash ci/loom.sh` (sets `--cfg spanrec_loom`).
 #![cfg(spanrec_loom)]
@@ -120,5 +122,59 @@ fn releasing_spares_races_the_producer_safely() {
         drop(p);
         drop(c);
         assert_eq!(budget.blocks(), 0, "every block freed exactly once");
+    });
+}
+
+/// The consumer reads values in place and releases them later, keeping
+/// the newest read back while it reads on, so that its released index lags
+/// its read index across block ends (and, with a spent budget, across the
+/// self-link the producer may take only once everything is released). The
+/// producer must not write a slot read in place before its release: each
+/// value is read again (a tracked access) just before it is released, and
+/// must be whole and in order.
+fn read_in_place_then_release(budget: usize) {
+    let budget = Budget::new(budget);
+    let (mut p, mut c) = block_ring::<Pair>(4, 2, budget);
+    let producer = thread::spawn(move || {
+        for i in 0..5 {
+            push_spinning(&mut p, Pair(i, i));
+        }
+    });
+    // Values released so far (the value at the released index) and read.
+    let (mut released, mut read) = (0u64, 0u64);
+    while released < 5 {
+        let (first, n) = c.read_in_place(2);
+        assert_eq!(first.is_null(), n == 0);
+        read += n as u64;
+        let held = read - released;
+        for k in 0..held {
+            let Pair(a, b) = c.read_value(k as usize);
+            assert_eq!(a, b, "torn read");
+            assert_eq!(a, released + k, "out of order, duplicated or overwritten");
+        }
+        // Keep the newest back while more arrive; release everything once
+        // nothing new came.
+        let keep = if n > 0 { 1 } else { 0 };
+        let release = held.saturating_sub(keep);
+        c.forget_read(release as usize);
+        released += release;
+        if n == 0 {
+            thread::yield_now();
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(c.read_in_place(2).1, 0);
+    assert_eq!(c.pop(), None);
+}
+
+#[test]
+fn values_read_in_place_stay_until_released() {
+    model("block_ring_read_in_place", || read_in_place_then_release(8));
+}
+
+#[test]
+fn values_read_in_place_hold_a_spent_budget_back() {
+    model("block_ring_read_in_place_self_link", || {
+        read_in_place_then_release(0)
     });
 }

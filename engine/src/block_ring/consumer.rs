@@ -1,5 +1,6 @@
-//! The reading end of a block queue: pops, following block links and
-//! handing the blocks read to the producer, the flusher's `wake_due`
+//! The reading end of a block queue: pops, reads in place (values the
+//! consumer uses where they lie and releases later), following block links
+//! and handing the blocks read to the producer, the flusher's `wake_due`
 //! re-check. The protocol is in `mod.rs`.
 
 use super::{Block, Queue, BLOCK};
@@ -12,6 +13,18 @@ pub struct Consumer<T> {
     pub(super) wake_at: usize,
     /// Our own copy of `queue.head` (we are its only writer).
     head: usize,
+    /// One past the last value read in place (`read_in_place`); the values
+    /// in `head..read` are read but not released: still the queue's, their
+    /// slots not reused, since `head` is not published past them.
+    ///
+    /// Invariant: `head <= read <= tail` (wrapping).
+    read: usize,
+    /// The block that holds `read` while `read < read_block_end`: `block`
+    /// or a later one in the chain, whose links were followed before
+    /// `head` left any block (so no link it followed was rewritten).
+    read_block: *mut Block<T>,
+    /// One past the last index `read_block` holds.
+    read_block_end: usize,
     /// A possibly stale copy of `queue.tail`; never ahead of the real one.
     cached_tail: usize,
     /// The block that holds `head` while `head < block_end`.
@@ -31,6 +44,9 @@ impl<T> Consumer<T> {
             queue,
             wake_at,
             head: 0,
+            read: 0,
+            read_block: first,
+            read_block_end: BLOCK,
             cached_tail: 0,
             block: first,
             block_end: BLOCK,
@@ -40,6 +56,7 @@ impl<T> Consumer<T> {
     /// Removes the oldest value, if any.
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
+        debug_assert!(self.read == self.head, "pop with values read in place");
         if self.head == self.cached_tail {
             // ORDERING: Acquire pairs with the producer's Release store of
             // `tail`: its slot writes and links happen before our reads.
@@ -52,6 +69,7 @@ impl<T> Consumer<T> {
         let value = unsafe { self.read_head() };
         self.head = self.head.wrapping_add(1);
         self.publish_head();
+        self.read_from_head();
         Some(value)
     }
 
@@ -60,6 +78,7 @@ impl<T> Consumer<T> {
     /// of ours for the lot.
     #[inline]
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        debug_assert!(self.read == self.head, "pop with values read in place");
         if self.cached_tail.wrapping_sub(self.head) < max {
             // ORDERING: as in `pop`.
             self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
@@ -84,7 +103,117 @@ impl<T> Consumer<T> {
             left -= run;
         }
         self.publish_head();
+        self.read_from_head();
         n
+    }
+
+    /// After a pop: nothing is read in place, so `read` is `head`.
+    #[inline(always)]
+    fn read_from_head(&mut self) {
+        self.read = self.head;
+        self.read_block = self.block;
+        self.read_block_end = self.block_end;
+    }
+
+    /// Reads up to `max` values in place, the oldest not yet read first,
+    /// all within one block: returns a pointer to the first and how many
+    /// (0 and null: none). The values stay in their slots, owned by the
+    /// queue, until [`forget_read`](Self::forget_read) releases them:
+    /// until then the producer does not write their slots (`head` is not
+    /// published past them) and the blocks stay linked, so the pointer is
+    /// valid for reads and writes of those values while this consumer
+    /// lives and they are not released. (Under loom, one value at a time:
+    /// loom's cells are not laid out as an array.)
+    ///
+    /// A way to hand values on without copying them: the flusher lends
+    /// span records to the recorder where they lie.
+    #[inline]
+    pub fn read_in_place(&mut self, max: usize) -> (*mut T, usize) {
+        if self.cached_tail.wrapping_sub(self.read) < max {
+            // ORDERING: as in `pop`.
+            self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
+        }
+        let available = self.cached_tail.wrapping_sub(self.read).min(max);
+        if available == 0 {
+            return (std::ptr::null_mut(), 0);
+        }
+        if self.read == self.read_block_end {
+            // SAFETY: `read == read_block_end < tail` (acquired): the
+            // producer linked `read_block` before publishing that `tail`.
+            // `head <= read`, so `head` has not left this block and the
+            // link is not rewritten yet (`leave_block` relinks a block only
+            // once `head` is past its end; the producer rewrites a
+            // self-link only once the published `head` is past it).
+            self.read_block = unsafe { (*self.read_block).next.with(|n| *n) };
+            self.read_block_end = self.read_block_end.wrapping_add(BLOCK);
+        }
+        let run = available.min(self.read_block_end.wrapping_sub(self.read));
+        #[cfg(spanrec_loom)]
+        let run = run.min(1);
+        // SAFETY: `read_block` holds `read` (just ensured), below `tail`:
+        // the slot is initialized (the `slots` invariant). Only a pointer
+        // is taken here.
+        let first =
+            unsafe { (*self.read_block).slots[self.read % BLOCK].with_mut(|s| s.cast::<T>()) };
+        self.read = self.read.wrapping_add(run);
+        // The mutant releases values as it reads them in place: the
+        // producer may then overwrite a value the consumer still uses.
+        #[cfg(spanrec_loom_mutant = "read_in_place_releases")]
+        self.queue.head.store(self.read, Ordering::Release);
+        (first, run)
+    }
+
+    /// Releases the `n` oldest values read in place (at most all of them),
+    /// without dropping them: their slots count as uninitialized from now
+    /// on, so the caller must have moved out whatever they own, or accepts
+    /// that it leaks. Publishes `head`; blocks read to the end go back to
+    /// the producer.
+    pub fn forget_read(&mut self, n: usize) {
+        debug_assert!(n <= self.read.wrapping_sub(self.head));
+        let n = n.min(self.read.wrapping_sub(self.head));
+        let mut left = n;
+        while left > 0 {
+            if self.head == self.block_end {
+                // `head == block_end < read <= tail`: as `read_head`
+                // requires; `read` followed this block's link already.
+                self.leave_block();
+            }
+            let run = left.min(self.block_end.wrapping_sub(self.head));
+            self.head = self.head.wrapping_add(run);
+            left -= run;
+        }
+        if n > 0 {
+            self.publish_head();
+        }
+    }
+
+    /// How many values are queued and not read in place, by a fresh
+    /// (Acquire) load of the producer's index.
+    pub fn unread(&mut self) -> usize {
+        // ORDERING: as in `pop`.
+        self.cached_tail = self.queue.pushed.tail.load(Ordering::Acquire);
+        self.cached_tail.wrapping_sub(self.read)
+    }
+
+    /// The value read in place `k` places after the oldest not released,
+    /// copied: the loom models' check that a value read in place is not
+    /// overwritten before its release (loom tracks this access).
+    #[cfg(spanrec_loom)]
+    pub fn read_value(&self, k: usize) -> T
+    where
+        T: Copy,
+    {
+        assert!(k < self.read.wrapping_sub(self.head), "not read in place");
+        let at = self.head.wrapping_add(k);
+        let (mut block, mut end) = (self.block, self.block_end);
+        while at.wrapping_sub(end) as isize >= 0 {
+            // SAFETY: `end <= at < read <= tail`: linked (as in
+            // `read_in_place`), and not relinked while `head` is in it.
+            block = unsafe { (*block).next.with(|n| *n) };
+            end = end.wrapping_add(BLOCK);
+        }
+        // SAFETY: `at` is in `head..read`: initialized, not released.
+        unsafe { (*block).slots[at % BLOCK].with(|s| (*s).assume_init_read()) }
     }
 
     /// Moves the `run` values from `head` on, all in `block`, to the end of
@@ -188,7 +317,8 @@ impl<T> Consumer<T> {
     /// `wake_at` values, or the producer found it full (below `wake_at`:
     /// no block left within the budget) and nothing was read since. The
     /// flusher's re-check before it sleeps: the same two triggers as the
-    /// producer's `wake`.
+    /// producer's `wake`. Values read in place and not released count as
+    /// queued: their slots are not free to the producer.
     #[inline]
     pub fn wake_due(&mut self) -> bool {
         // ORDERING: Acquire pairs with the producer's Release store of

@@ -232,3 +232,100 @@ fn a_refusal_below_the_threshold_is_due_until_a_read() {
     );
     assert_eq!(wakes, 2);
 }
+
+/// Values read in place stay in their slots until released: the producer
+/// sees the queue full with them, a block is reused only once everything
+/// in it is released, and random read and release sizes see every value
+/// once, in order, where it lies (checked against a plain FIFO model).
+#[test]
+fn values_read_in_place_stay_until_released() {
+    let budget = Budget::new(4);
+    let (mut p, mut c) = block_ring::<u64>(256, 64, budget.clone());
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut pushed, mut released) = (0u64, 0u64);
+    // Pointers to the values read in place and not released, in order.
+    let mut held: std::collections::VecDeque<*mut u64> = Default::default();
+    for _ in 0..20_000 {
+        match next() % 3 {
+            0 => {
+                for _ in 0..next() % 80 {
+                    match p.push(pushed) {
+                        Ok(()) => pushed += 1,
+                        Err(Full(v)) => {
+                            assert_eq!(v, pushed);
+                            break;
+                        }
+                    }
+                }
+            }
+            1 => {
+                let (first, n) = c.read_in_place((next() % 100) as usize);
+                assert_eq!(first.is_null(), n == 0);
+                assert!(n <= BLOCK);
+                for k in 0..n {
+                    // SAFETY: `k < n`, read in place just now.
+                    held.push_back(unsafe { first.add(k) });
+                }
+            }
+            _ => {
+                let n = (next() % 100) as usize % (held.len() + 1);
+                c.forget_read(n);
+                released += n as u64;
+                for _ in 0..n {
+                    held.pop_front();
+                }
+            }
+        }
+        // Every value held is still where it was read, in order.
+        for (k, &v) in held.iter().enumerate() {
+            // SAFETY: read in place and not released.
+            assert_eq!(unsafe { *v }, released + k as u64);
+        }
+        assert!(pushed - released <= 256);
+        assert!(budget.blocks() <= 5, "the first block and the budget of 4");
+    }
+    c.forget_read(held.len());
+    let mut rest = Vec::new();
+    c.pop_into(&mut rest, usize::MAX);
+    let first = released + held.len() as u64;
+    assert!(rest.iter().copied().eq(first..pushed));
+}
+
+/// Dropping the queue with values read in place and not released drops
+/// them once (they are still the queue's); values released with
+/// `forget_read` are not dropped by the queue.
+#[test]
+fn values_read_in_place_are_dropped_with_the_queue_unless_released() {
+    let drops = std::rc::Rc::new(std::cell::Cell::new(0));
+    struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let (mut p, mut c) = block_ring::<Counted>(256, 64, unlimited());
+    for _ in 0..(BLOCK * 2 + 3) {
+        assert!(p.push(Counted(drops.clone())).is_ok());
+    }
+    let (first, n) = c.read_in_place(BLOCK);
+    assert_eq!(n, BLOCK);
+    // What a caller does before it releases: moves the values out.
+    for k in 0..5 {
+        // SAFETY: read in place, not released; released right after, so
+        // never read again.
+        drop(unsafe { first.add(k).read() });
+    }
+    c.forget_read(5);
+    assert_eq!(drops.get(), 5);
+    let (_, m) = c.read_in_place(BLOCK);
+    assert_eq!(m, BLOCK);
+    drop(p);
+    drop(c);
+    assert_eq!(drops.get(), BLOCK * 2 + 3, "each value dropped once");
+}

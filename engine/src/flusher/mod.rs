@@ -28,11 +28,15 @@
 //! second, which a server with no spare core paid for.
 
 use crate::record::SpanRecord;
-use crate::recorder::{Batch, FlushWaker, Recorder, RecorderError};
+use crate::recorder::{FlushWaker, Recorder, RecorderError};
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::thread_slots::FlusherSlot;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+mod lent_batch;
+use lent_batch::LentBatch;
 use std::time::{Duration, Instant};
 
 pub(crate) fn spawn(
@@ -47,8 +51,7 @@ pub(crate) fn spawn(
                 shared,
                 recorder,
                 slots: Vec::new(),
-                batch: Vec::with_capacity(max_batch),
-                with_ext: Vec::with_capacity(max_batch),
+                batch: LentBatch::new(max_batch),
                 homes: std::collections::HashMap::new(),
                 batch_since: None,
                 last_pass: Instant::now(),
@@ -65,26 +68,17 @@ struct Flusher {
     shared: Arc<Shared>,
     recorder: Box<dyn Recorder>,
     slots: Vec<Slot>,
-    /// Spans collected for the next `record` call.
-    batch: Vec<SpanRecord>,
-    /// The indices in `batch` of the records that hold an extension, noted
-    /// as each record arrives (its lines still in cache), so that handing
-    /// the extensions back after the recorder touches only those records,
-    /// not every line of a batch the recorder has long evicted.
-    ///
-    /// Invariant: exactly the records of `batch` with an extension, in
-    /// order; cleared with `batch` (records gain no extension once in it:
-    /// the recorder sees them shared).
-    with_ext: Vec<usize>,
+    /// The spans collected for the next `record` call.
+    batch: LentBatch,
     /// Slot id → index in `slots`, to send each extension back to the
     /// thread that allocated it.
     ///
     /// Invariant: rebuilt whenever `slots` changes.
     homes: std::collections::HashMap<u64, usize>,
-    /// No later than the oldest span in `batch` was finished: the start of
+    /// No later than the oldest span in the batch was finished: the start of
     /// the pass before the one that collected it (a span collected by a
     /// pass was pushed after the previous pass began draining). `None`
-    /// while `batch` is empty.
+    /// while the batch is empty.
     batch_since: Option<Instant>,
     /// When the last pass began. Spans still in a ring after a pass were
     /// pushed after it began.
@@ -121,10 +115,8 @@ struct Slot {
 /// not free and reallocate blocks, which would churn the allocator.
 const IDLE_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 
-/// Records moved from a ring into the batch at a time: one block of the
-/// ring (8 KiB), so the records are still in the first-level cache when
-/// `took` reads them back (a whole batch, 128 KiB, is not: one miss per
-/// span in `server_cachegrind`).
+/// Records read in place from a ring at a time: at most one block of the
+/// ring (8 KiB), readied by `took` as they are read.
 const TOOK_CHUNK: usize = crate::block_ring::BLOCK;
 
 impl Flusher {
@@ -170,6 +162,7 @@ impl Flusher {
             if pass.pressed {
                 continue;
             }
+            self.batch.spill_if_rings_due(&mut self.slots);
             self.sleep_until(self.wake_at(pass_start));
         }
     }
@@ -219,16 +212,16 @@ impl Flusher {
         let mut pressed = false;
         let wake_at = self.shared.config.wake_at();
         while let Some(record) = self.late.pop() {
-            self.add(record);
+            self.add_owned(record);
             moved += 1;
         }
         let max_batch = self.shared.config.max_batch_size;
         for i in 0..self.slots.len() {
             // A live thread keeps pushing; take at most a ring's worth so one
-            // busy thread cannot starve the others (an exited one: all).
-            // Records go straight from the ring into the batch: one copy,
-            // a block's worth at a time, so that `took` reads them while
-            // they are still in cache.
+            // busy thread cannot starve the others (an exited one pushes no
+            // more: a ring's worth is all). Records stay where the thread
+            // wrote them: read in place a block's run at a time, readied
+            // by `took` while in cache, lent to the recorder from there.
             let mut left = self.shared.config.ring_capacity;
             let mut n = 0;
             loop {
@@ -236,25 +229,21 @@ impl Flusher {
                     .saturating_sub(self.batch.len())
                     .clamp(1, left)
                     .min(TOOK_CHUNK);
-                let first_new = self.batch.len();
-                let drained = self.slots[i]
-                    .inner
-                    .receiver
-                    .drain_into(ask, &mut self.batch);
-                self.took(first_new);
-                n += drained.moved;
-                if drained.moved > 0 {
-                    // Wakes the thread if it waits for room (`Block`),
-                    // before a delivery that may take long.
-                    self.slots[i].inner.state.room.notify();
-                }
+                let (first, drained) = self.slots[i].inner.receiver.read_in_place(ask);
                 if drained.for_good {
                     self.slots[i].drained_for_good = true;
                 }
+                let Some(first) = NonNull::new(first) else {
+                    break;
+                };
+                self.note_first_record();
+                self.batch
+                    .add_read_in_place(i, first, drained.moved, &self.shared);
+                n += drained.moved;
                 if self.batch.len() >= max_batch {
                     self.deliver();
                 }
-                if drained.for_good || drained.moved < ask || drained.moved >= left {
+                if drained.for_good || drained.moved >= left {
                     break;
                 }
                 left -= drained.moved;
@@ -289,102 +278,60 @@ impl Flusher {
         );
     }
 
-    fn add(&mut self, record: SpanRecord) {
-        let first_new = self.batch.len();
-        self.batch.push(record);
-        self.took(first_new);
+    /// Adds a record that is not in a ring (a late span) to the batch.
+    fn add_owned(&mut self, record: SpanRecord) {
+        if !self.batch.owned_has_room() {
+            self.deliver();
+        }
+        self.note_first_record();
+        self.batch.add_owned(record, &self.shared);
         if self.batch.len() >= self.shared.config.max_batch_size {
             self.deliver();
         }
     }
 
-    /// Readies the records added to the batch from `first_new` on.
-    fn took(&mut self, first_new: usize) {
-        if first_new == 0 && !self.batch.is_empty() {
+    /// Before a record joins an empty batch: the batch is due
+    /// `flush_interval` after the start of the last pass.
+    fn note_first_record(&mut self) {
+        if self.batch.len() == 0 {
             self.batch_since = Some(self.last_pass);
-        }
-        for (i, record) in self.batch.iter_mut().enumerate().skip(first_new) {
-            record.prepare_for_recorder(&self.shared);
-            if record.has_ext() {
-                self.with_ext.push(i);
-            }
         }
     }
 
-    /// Hands the batch to the recorder (in pieces of at most
-    /// `max_batch_size`: an exited thread's ring is drained whole), counts
-    /// the outcome, and sends the extensions back to their threads.
+    /// Hands the batch to the recorder, counts the outcome, sends the
+    /// extensions back to their threads and releases the records.
     fn deliver(&mut self) {
-        if self.batch.is_empty() {
+        let len = self.batch.len();
+        if len == 0 {
             return;
         }
-        let max_batch = self.shared.config.max_batch_size;
+        debug_assert!(len <= self.shared.config.max_batch_size);
         let dropped = self.reports_durability.then(|| self.shared.stats().dropped);
-        for records in self.batch.chunks(max_batch) {
-            let n = records.len() as u64;
-            let counters = &self.shared.flusher_counters;
-            counters.batches.incr();
-            let batch = Batch {
-                records,
-                process: &self.shared.config.process,
-                dropped,
-            };
-            let recorder = &mut self.recorder;
-            match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
-                Ok(Ok(())) => {
-                    counters.recorded.add(n);
-                    if !self.reports_durability {
-                        self.shared.ledger.durable(n);
-                    }
-                }
-                Ok(Err(e)) => {
-                    counters.recorder_errors.incr();
-                    counters.recorder_error_drops.add(n);
-                    self.shared.set_last_recorder_error(error_chain(&e));
-                }
-                Err(_) => {
-                    counters.recorder_panics.incr();
-                    counters.recorder_error_drops.add(n);
-                    self.shared
-                        .set_last_recorder_error("recorder panicked in record".into());
+        let n = len as u64;
+        let counters = &self.shared.flusher_counters;
+        counters.batches.incr();
+        let batch = self.batch.lend(&self.shared.config.process, dropped);
+        let recorder = &mut self.recorder;
+        match catch_unwind(AssertUnwindSafe(|| recorder.record(&batch))) {
+            Ok(Ok(())) => {
+                counters.recorded.add(n);
+                if !self.reports_durability {
+                    self.shared.ledger.durable(n);
                 }
             }
-        }
-        // The last home looked up: a batch holds runs of one thread's
-        // spans, and a hit saves hashing the slot id.
-        let mut last_home: Option<(u64, usize)> = None;
-        for &i in &self.with_ext {
-            // The batch is cleared right after: nothing reads the record's
-            // strings once its extension is gone.
-            let Some(mut ext) = self.batch[i].take_ext() else {
-                continue;
-            };
-            ext.free_heap_off_the_hot_path();
-            // Back to the thread that allocated it, so a thread whose spans
-            // finish elsewhere (work-stealing runtimes) still never allocates
-            // in steady state. An extension whose home is gone, or whose
-            // return ring is full (more of its spans in flight than ever
-            // before), is freed here, off the hot path.
-            let home = match last_home {
-                Some((id, i)) if id == ext.home => Some(i),
-                _ => self.homes.get(&ext.home).copied(),
-            };
-            if let Some(i) = home {
-                last_home = Some((ext.home, i));
-                let _ = self.slots[i].inner.receiver.give_back(ext);
+            Ok(Err(e)) => {
+                counters.recorder_errors.incr();
+                counters.recorder_error_drops.add(n);
+                self.shared.set_last_recorder_error(error_chain(&e));
+            }
+            Err(_) => {
+                counters.recorder_panics.incr();
+                counters.recorder_error_drops.add(n);
+                self.shared
+                    .set_last_recorder_error("recorder panicked in record".into());
             }
         }
-        // Not `clear`: dropping the records would read each one again
-        // (its `ext` field), a line per span long evicted by the recorder.
-        // Nothing is left to drop: the loop above took every extension
-        // (`with_ext`'s invariant), and a record owns nothing else.
-        debug_assert!(self.batch.iter().all(|r| !r.has_ext()));
-        // SAFETY: a length of 0 is within the capacity and leaves no
-        // element to be initialized. The records are forgotten, not
-        // dropped: at worst (were `with_ext` wrong) an extension would
-        // leak, which is memory, not unsoundness.
-        unsafe { self.batch.set_len(0) };
-        self.with_ext.clear();
+        self.batch.finish(&mut self.slots, &self.homes);
         self.batch_since = None;
     }
 
@@ -428,8 +375,12 @@ impl Flusher {
         }
     }
 
-    /// Forgets slots of exited threads that are drained for good.
+    /// Forgets slots of exited threads that are drained for good, once
+    /// the batch holds no ring's records (it names slots by index).
     fn retire_drained(&mut self) {
+        if self.batch.holds_ring_records() {
+            return;
+        }
         let before = self.slots.len();
         let mut i = 0;
         while i < self.slots.len() {
