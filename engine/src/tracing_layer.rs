@@ -29,15 +29,16 @@
 //! | event inside a span | a log: its message as the event name, its fields as fields |
 //! | `follows_from` | a `follows_from` reference |
 //!
-//! Cost: unlike the native API, this path allocates. `tracing`'s registry
+//! Cost: unlike the native API, this path allocates: `tracing`'s registry
 //! locks per span and boxes what a layer keeps in a span's extensions (one
-//! allocation and one free per span), and an event's message, string
-//! fields and field list are collected before they are logged (about four
-//! allocator calls per event with a message and one string field: counted
-//! on this machine, 8 per two spans and one event, against 0 for the
-//! registry alone). A spanrec span is `Send` but not `Sync` while span
-//! extensions must be `Sync`, so the layer keeps each span behind an
-//! (uncontended) lock. The bench
+//! allocation and one free per span, through that API unavoidable). An
+//! event allocates nothing once the thread is warm: its fields are read
+//! into per-thread buffers that are reused (a message and `Debug` fields
+//! formatted there), then copied into the span's log and arena
+//! (`engine/tests/steady_state_allocations.rs` counts both). A span's
+//! `Debug` fields are still formatted into a `String` each.
+//! A spanrec span is `Send` but not `Sync` while span extensions must be
+//! `Sync`, so the layer keeps each span behind an (uncontended) lock. The bench
 //! `span_lifecycle/spanrec_via_tracing/root_2_fields` shows what that costs
 //! beside the native API.
 
@@ -77,6 +78,9 @@ crate::sync::thread_local! {
     /// The `tracing` spans entered on this thread through this layer, with
     /// the tokens of their spanrec entries (`active.rs`), innermost last.
     static ENTERED: std::cell::RefCell<Vec<(Id, u64)>> = std::cell::RefCell::new(Vec::new());
+    /// An event's fields as read (`EventFields`), reused from event to
+    /// event.
+    static EVENT_FIELDS: std::cell::RefCell<EventFields> = std::cell::RefCell::new(EventFields::default());
 }
 
 /// The field that carries a propagated W3C context into a root span.
@@ -133,37 +137,117 @@ impl Visit for Tags<'_> {
     }
 }
 
-/// Collects an event's message and fields.
+/// An event's fields as read, before the span is locked (a field's
+/// `Debug` impl may itself emit an event: no lock is held while it runs).
+/// Text (string fields, formatted `Debug` values) goes into one buffer;
+/// a thread's buffers are reused, so a warm thread reads an event without
+/// allocating.
 #[derive(Default)]
 struct EventFields {
-    message: Option<String>,
-    fields: Vec<(&'static str, Value<'static>)>,
+    text: String,
+    fields: Vec<(&'static str, Scalar)>,
+    /// The formatted `message` field: it names the log entry.
+    message: Option<std::ops::Range<usize>>,
+}
+
+/// A field's value; text as its range in `EventFields::text`.
+enum Scalar {
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Text(std::ops::Range<usize>),
+}
+
+impl EventFields {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.fields.clear();
+        self.message = None;
+    }
+
+    /// Appends `value`'s `Debug` text; its range.
+    fn push_debug(&mut self, value: &dyn fmt::Debug) -> std::ops::Range<usize> {
+        use fmt::Write as _;
+        let start = self.text.len();
+        let _ = write!(self.text, "{value:?}");
+        start..self.text.len()
+    }
+
+    /// Writes the fields into `span`'s log as one entry, named by the
+    /// message or else by `event`.
+    fn log_into(&self, span: &mut Span, event: &'static str) {
+        let Some(record) = span.sampled_record() else {
+            return;
+        };
+        let Some(mut draft) = record.log_begin(None) else {
+            return;
+        };
+        for (key, value) in &self.fields {
+            let value = match value {
+                Scalar::I64(v) => Value::I64(*v),
+                Scalar::U64(v) => Value::U64(*v),
+                Scalar::F64(v) => Value::F64(*v),
+                Scalar::Bool(v) => Value::Bool(*v),
+                Scalar::Text(r) => Value::Str(&self.text[r.clone()]),
+            };
+            record.log_field(&mut draft, Cow::Borrowed(key), value);
+        }
+        if let Some(r) = &self.message {
+            record.log_event_copied(&mut draft, &self.text[r.clone()]);
+        }
+        record.log_end(draft, Cow::Borrowed(event));
+    }
 }
 
 impl Visit for EventFields {
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.push((field.name(), Value::I64(value)));
+        self.fields.push((field.name(), Scalar::I64(value)));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.push((field.name(), Value::U64(value)));
+        self.fields.push((field.name(), Scalar::U64(value)));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.push((field.name(), Value::F64(value)));
+        self.fields.push((field.name(), Scalar::F64(value)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.push((field.name(), Value::Bool(value)));
+        self.fields.push((field.name(), Scalar::Bool(value)));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.fields
-            .push((field.name(), Value::String(value.to_owned())));
+        let start = self.text.len();
+        self.text.push_str(value);
+        let range = start..self.text.len();
+        self.fields.push((field.name(), Scalar::Text(range)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
+        let range = self.push_debug(value);
         if field.name() == "message" {
-            self.message = Some(text);
+            self.message = Some(range);
         } else {
-            self.fields.push((field.name(), Value::String(text)));
+            self.fields.push((field.name(), Scalar::Text(range)));
         }
+    }
+}
+
+/// Reads `event`'s fields into this thread's reused buffers (fresh ones
+/// while those are in use: an event emitted by a `Debug` impl of another
+/// event's field; or during thread teardown) and hands them to `f`.
+fn with_event_fields(event: &Event<'_>, f: impl FnOnce(&EventFields)) {
+    let mut f = Some(f);
+    let _ = EVENT_FIELDS.try_with(|fields| {
+        if let Ok(mut fields) = fields.try_borrow_mut() {
+            fields.clear();
+            event.record(&mut *fields);
+            if let Some(f) = f.take() {
+                f(&fields);
+            }
+        }
+    });
+    // Not read above (the buffers in use, or gone): fresh ones.
+    if let Some(f) = f.take() {
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        f(&fields);
     }
 }
 
@@ -225,16 +309,12 @@ where
         let Some(this) = ctx.event_span(event) else {
             return;
         };
-        let mut fields = EventFields::default();
-        event.record(&mut fields);
-        let name: Cow<'static, str> = match fields.message {
-            Some(m) => Cow::Owned(m),
-            None => Cow::Borrowed(event.metadata().name()),
-        };
-        let ext = this.extensions();
-        if let Some(r) = ext.get::<Recorded>() {
-            r.0.lock().log(name, fields.fields);
-        }
+        with_event_fields(event, |fields| {
+            let ext = this.extensions();
+            if let Some(r) = ext.get::<Recorded>() {
+                fields.log_into(&mut r.0.lock(), event.metadata().name());
+            }
+        });
     }
 
     /// Entering a `tracing` span enters its spanrec span on this thread:

@@ -253,3 +253,59 @@ fn a_request_through_trace_layer_allocates_nothing_on_its_thread_once_warm() {
     let stats = t.stats();
     assert_eq!(stats.recorded, stats.finished, "{stats:?}");
 }
+
+/// A `tracing` event inside a span allocates nothing on its thread once
+/// warm: rounds of spans through `SpanrecLayer` with and without an event
+/// each (a formatted message, a string, a number and a `Debug` field)
+/// make the same allocator calls (the registry's box and free per span,
+/// which that API makes unavoidable).
+#[cfg(feature = "tracing")]
+#[test]
+fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let t = Tracer::builder()
+        .recorder(NullRecorder::new())
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        })
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(spanrec::SpanrecLayer::new(t.clone()));
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..6 {
+            for events in [true, false] {
+                CALLS.with(|c| c.set(0));
+                COUNTING.with(|c| c.set(true));
+                for i in 0..SPANS {
+                    let span = tracing::info_span!("request", user = "admin").entered();
+                    if events {
+                        tracing::info!(key = "machines", rows = i as i64, detail = ?(i, "x"), "cache miss {i}");
+                    }
+                    drop(span);
+                }
+                COUNTING.with(|c| c.set(false));
+                t.flush(Instant::now() + Duration::from_secs(30))
+                    .expect("flushed");
+                let calls = CALLS.with(Cell::get);
+                if events {
+                    with.push(calls);
+                } else {
+                    without.push(calls);
+                }
+            }
+        }
+    });
+    // What the events add, in the warm rounds.
+    let added: Vec<i64> = with
+        .iter()
+        .zip(&without)
+        .skip(2)
+        .map(|(&w, &wo)| w as i64 - wo as i64)
+        .collect();
+    assert!(
+        added.iter().all(|&d| d < (SPANS / 10) as i64),
+        "allocator calls per round of {SPANS} spans with an event each: {with:?}, without: \
+         {without:?}"
+    );
+}

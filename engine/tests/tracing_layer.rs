@@ -66,6 +66,50 @@ fn nested_spans_fields_events_and_late_fields() {
     );
 }
 
+/// Every kind of event field keeps its type; a message names the entry,
+/// an event without one is named by its metadata. An event emitted by a
+/// field's `Debug` impl while the layer reads another event neither
+/// deadlocks nor panics (`tracing` does not dispatch it: the subscriber is
+/// not re-entered).
+#[test]
+fn events_keep_every_field_kind_and_an_event_inside_debug_is_harmless() {
+    struct Loud;
+    impl std::fmt::Debug for Loud {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            tracing::info!(inner = 1_i64, "from debug");
+            write!(f, "Loud!")
+        }
+    }
+    let spans = run(|| {
+        let _span = tracing::info_span!("s").entered();
+        tracing::info!(i = -1_i64, u = 2_u64, x = 0.5_f64, b = true, s = "text", d = ?vec![1, 2], "first {}", 1);
+        tracing::info!(loud = ?Loud, "outer");
+        tracing::info!(n = 7_i64);
+    });
+    let s = by_name(&spans, "s");
+    let events: Vec<&str> = s.logs.iter().map(|l| l.event.as_str()).collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(&events[..2], ["first 1", "outer"]);
+    assert!(events[2].starts_with("event "), "{events:?}");
+    let str = |v: &str| OwnedValue::Str(v.into());
+    assert_eq!(
+        s.logs[0].fields,
+        vec![
+            ("i".to_string(), OwnedValue::I64(-1)),
+            ("u".to_string(), OwnedValue::U64(2)),
+            ("x".to_string(), OwnedValue::F64(0.5)),
+            ("b".to_string(), OwnedValue::Bool(true)),
+            ("s".to_string(), str("text")),
+            ("d".to_string(), str("[1, 2]")),
+        ]
+    );
+    assert_eq!(s.logs[1].fields, vec![("loud".to_string(), str("Loud!"))]);
+    assert_eq!(
+        s.logs[2].fields,
+        vec![("n".to_string(), OwnedValue::I64(7))]
+    );
+}
+
 #[test]
 fn follows_from_becomes_a_reference() {
     let spans = run(|| {

@@ -24,10 +24,12 @@
 //! unsafe storage of strings and fields), `ext.rs` (the extension),
 //! `inherited.rs` (a remote context's baggage and `tracestate`, shared),
 //! this file (the record and how spans write it), `tags.rs` (how spans set
-//! tags), `read.rs` (how recorders read it).
+//! tags), `log.rs` (how spans write log entries), `read.rs` (how recorders
+//! read it).
 
 mod ext;
 mod inherited;
+mod log;
 mod packed;
 mod read;
 mod tags;
@@ -42,7 +44,7 @@ pub use value::{AsTag, Reference, ReferenceKind, Truncations, Value, ValueRef};
 use crate::shared::Shared;
 use crate::sync::Arc;
 use ext::{push_noted, LogEntry};
-use packed::{Field, RStr, MAX_KEY_BYTES, MAX_NAME_BYTES};
+use packed::{Field, RStr, MAX_NAME_BYTES};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -347,48 +349,6 @@ impl SpanRecord {
             };
             push_noted(&mut ext.references, reference, &mut ext.flusher_work);
         }
-    }
-
-    /// Appends a log entry (dropped and counted beyond the limits).
-    /// `time` is now when `None`.
-    pub(crate) fn log<'a, K, V>(
-        &mut self,
-        time: Option<Time>,
-        event: Cow<'static, str>,
-        fields: impl IntoIterator<Item = (K, V)>,
-    ) where
-        K: Into<Cow<'static, str>>,
-        V: Into<Value<'a>>,
-    {
-        let Some(ext) = ext_of(&mut self.ext, self.tracer_id) else {
-            return;
-        };
-        let ext = ext.cold();
-        let max_value = ext.limits().max_value_bytes.min(u32::MAX as usize);
-        let time = time.unwrap_or_else(|| Time::Ticks(ext.shared.clock.now()));
-        let limits = *ext.limits();
-        if ext.logs.len() >= limits.max_logs {
-            ext.truncations.logs += 1;
-            return;
-        }
-        let first = ext.log_fields.len() as u32;
-        for (i, (key, value)) in fields.into_iter().enumerate() {
-            if i >= limits.max_log_fields {
-                ext.truncations.log_fields += 1;
-                continue;
-            }
-            let key = ext.store_str(key.into(), MAX_KEY_BYTES);
-            let field = Field::new(key, ext.store_value(value.into(), max_value));
-            push_noted(&mut ext.log_fields, field, &mut ext.flusher_work);
-        }
-        let last = ext.log_fields.len() as u32;
-        let event = ext.store_str(event, usize::MAX);
-        let entry = LogEntry {
-            time,
-            event,
-            fields: (first, last),
-        };
-        push_noted(&mut ext.logs, entry, &mut ext.flusher_work);
     }
 
     /// Sets a baggage item, replacing an item with the same key. Refused and

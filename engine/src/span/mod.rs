@@ -117,6 +117,14 @@ impl Span {
         }
     }
 
+    /// The record of a sampled span, to write a log entry field by field
+    /// (the `tracing` bridge); `None` when unsampled (logs are no-ops).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn sampled_record(&mut self) -> Option<&mut crate::record::SpanRecord> {
+        let record = self.rec_mut();
+        record.sampled().then_some(record)
+    }
+
     /// Logs an event at an explicit time.
     pub fn log_at<'v, K, V>(
         &mut self,
