@@ -37,9 +37,17 @@ echo "loom: $models models, $interleavings interleavings explored, all passed"
 
 mutants=(ring_publish_relaxed ring_release_relaxed exit_relaxed exit_checked_after_drain close_drops_silently flush_completes_unread_tickets doorbell_no_fence doorbell_no_recheck doorbell_no_refused_recheck block_spare_relaxed read_in_place_releases room_wait_no_fence room_wait_no_lock)
 for m in "${mutants[@]}"; do
-  # A mutant of a protocol only one group models runs that group alone.
-  only=()
-  case "$m" in room_wait_*) only=(--test room_wait) ;; read_in_place_*) only=(--test block_ring) ;; esac
+  # Each mutant runs the model group of the protocol it weakens (the
+  # block queue's indices and blocks, the slot's exit and close flags, the
+  # flush tickets, the doorbell, the room wait): that group must catch it.
+  case "$m" in
+    ring_*|block_*|read_in_place_*) only=(--test block_ring) ;;
+    exit_*|close_*) only=(--test slot_protocol) ;;
+    flush_*) only=(--test flush_requests) ;;
+    doorbell_*) only=(--test doorbell) ;;
+    room_wait_*) only=(--test room_wait) ;;
+    *) echo "loom: mutant $m has no model group"; exit 1 ;;
+  esac
   if SPANREC_LOOM_MUTANT="$m" RUSTFLAGS="$base_flags" CARGO_TARGET_DIR="$target" \
       cargo test -p spanrec-loom-tests --release --no-fail-fast "${only[@]}" -- --test-threads 1 >"$out" 2>&1; then
     echo "loom: mutant $m SURVIVED: no model failed"; exit 1

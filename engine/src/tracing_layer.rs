@@ -35,8 +35,8 @@
 //! event allocates nothing once the thread is warm: its fields are read
 //! into per-thread buffers that are reused (a message and `Debug` fields
 //! formatted there), then copied into the span's log and arena
-//! (`engine/tests/steady_state_allocations.rs` counts both). A span's
-//! `Debug` fields are still formatted into a `String` each.
+//! (`engine/tests/steady_state_allocations.rs` counts both); so are a
+//! span's `Debug` fields.
 //! A spanrec span is `Send` but not `Sync` while span extensions must be
 //! `Sync`, so the layer keeps each span behind an (uncontended) lock. The bench
 //! `span_lifecycle/spanrec_via_tracing/root_2_fields` shows what that costs
@@ -81,6 +81,9 @@ crate::sync::thread_local! {
     /// An event's fields as read (`EventFields`), reused from event to
     /// event.
     static EVENT_FIELDS: std::cell::RefCell<EventFields> = std::cell::RefCell::new(EventFields::default());
+    /// Where a span field's `Debug` value is formatted before it is copied
+    /// into the span's arena, reused.
+    static FORMATTED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The field that carries a propagated W3C context into a root span.
@@ -133,7 +136,22 @@ impl Visit for Tags<'_> {
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.span.set_tag(field.name(), format!("{value:?}"));
+        use fmt::Write as _;
+        let span = &mut *self.span;
+        // Formatted into this thread's buffer, then copied into the span's
+        // arena (a fresh `String` while the buffer is in use or gone).
+        let reused = FORMATTED.try_with(|buffer| {
+            let Ok(mut buffer) = buffer.try_borrow_mut() else {
+                return false;
+            };
+            buffer.clear();
+            let _ = write!(buffer, "{value:?}");
+            span.set_tag(field.name(), buffer.as_str());
+            true
+        });
+        if !matches!(reused, Ok(true)) {
+            span.set_tag(field.name(), format!("{value:?}"));
+        }
     }
 }
 

@@ -257,8 +257,9 @@ fn a_request_through_trace_layer_allocates_nothing_on_its_thread_once_warm() {
 /// A `tracing` event inside a span allocates nothing on its thread once
 /// warm: rounds of spans through `SpanrecLayer` with and without an event
 /// each (a formatted message, a string, a number and a `Debug` field)
-/// make the same allocator calls (the registry's box and free per span,
-/// which that API makes unavoidable).
+/// make the same allocator calls: the registry's box and free per span,
+/// which that API makes unavoidable, and nothing for the span's own
+/// `Debug` field.
 #[cfg(feature = "tracing")]
 #[test]
 fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
@@ -278,7 +279,8 @@ fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
                 CALLS.with(|c| c.set(0));
                 COUNTING.with(|c| c.set(true));
                 for i in 0..SPANS {
-                    let span = tracing::info_span!("request", user = "admin").entered();
+                    let span =
+                        tracing::info_span!("request", user = "admin", id = ?(i, 'x')).entered();
                     if events {
                         tracing::info!(key = "machines", rows = i as i64, detail = ?(i, "x"), "cache miss {i}");
                     }
@@ -303,6 +305,14 @@ fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
         .skip(2)
         .map(|(&w, &wo)| w as i64 - wo as i64)
         .collect();
+    let registry = 2 * SPANS as u64;
+    assert!(
+        without[2..]
+            .iter()
+            .all(|&c| c < registry + (SPANS / 10) as u64),
+        "a span through the layer: allocator calls per round of {SPANS}: {without:?} (the \
+         registry's box and free: {registry})"
+    );
     assert!(
         added.iter().all(|&d| d < (SPANS / 10) as i64),
         "allocator calls per round of {SPANS} spans with an event each: {with:?}, without: \

@@ -1,6 +1,6 @@
-//! The flusher: one named thread per tracer that moves finished spans from
-//! every thread's ring into batches, hands them to the recorder and sends the
-//! emptied buffers back.
+//! The flusher: one named thread per tracer that hands the finished spans
+//! in every thread's ring to the recorder in batches, lent where they lie
+//! (`lent_batch.rs`), and sends the emptied buffers back.
 //!
 //! Its CPU grows with the spans it delivers, not with time. After a pass
 //! it sleeps until the first of:
@@ -34,10 +34,10 @@ use crate::sync::Arc;
 use crate::thread_slots::FlusherSlot;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 mod lent_batch;
 use lent_batch::LentBatch;
-use std::time::{Duration, Instant};
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
