@@ -121,10 +121,23 @@ impl LentBatch {
             self.owned.reserve_exact(self.max);
         }
         self.owned.push(record);
-        let last = self.owned.len() - 1;
-        let first = NonNull::from(&mut self.owned[last]);
+        let Some(first) = self.owned_record(self.owned.len() - 1) else {
+            return;
+        };
         // The run's invariant: `owned` is not moved while it has records.
         self.took(Run { first, len: 1 }, shared);
+    }
+
+    /// A pointer to `owned[i]` (`None` past its end), made without a
+    /// reference to the vector's slice: one would retag every element and,
+    /// by the aliasing rules, invalidate the pointers earlier runs hold
+    /// into `owned` (`Vec::as_mut_ptr` and `push` materialize none).
+    fn owned_record(&mut self, i: usize) -> Option<NonNull<SpanRecord>> {
+        if i >= self.owned.len() {
+            return None;
+        }
+        // SAFETY: `i < len`: within the vector's allocation.
+        NonNull::new(unsafe { self.owned.as_mut_ptr().add(i) })
     }
 
     /// Readies the records of `run` and adds them to the batch.
@@ -288,10 +301,9 @@ impl LentBatch {
         unsafe { self.owned.set_len(0) };
         self.spill_to = std::mem::replace(&mut self.owned, to);
         self.runs.clear();
-        if !self.owned.is_empty() {
+        if let Some(first) = self.owned_record(0) {
             // The run's invariant: `owned`'s records; `owned` is not moved
             // while it holds them.
-            let first = NonNull::from(&mut self.owned[0]);
             self.runs.push(Run {
                 first,
                 len: self.owned.len(),

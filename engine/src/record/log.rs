@@ -88,6 +88,7 @@ impl SpanRecord {
 
     /// Names the entry being written with a copy of `event` (in place of
     /// the name `log_end` is given).
+    #[cfg(feature = "tracing")]
     pub(crate) fn log_event_copied(&mut self, draft: &mut LogDraft, event: &str) {
         if let Some(ext) = self.ext.as_deref_mut() {
             draft.event = Some(ext.copy_str(event));
