@@ -152,7 +152,8 @@ if base:
     p99_changes = {}
     p99_ses = {}
     backgrounds = {}
-    for v in ["untraced", "untraced_again", "spanrec_layer", "spanrec_api", "otel", "fastrace"]:
+    for v in ["untraced", "untraced_again", "untraced_tower", "spanrec_layer", "spanrec_api", "otel",
+              "fastrace"]:
         c = cpu("server", v)
         if not c:
             continue
@@ -185,6 +186,9 @@ if base:
     if "untraced_again" in losses:
         print(f"    noise floor: a second untraced server measured {-losses['untraced_again']:+.1f} % "
               f"capacity, window p99 at 90 % {p99_changes['untraced_again']:+.1f} %")
+    if "untraced_tower" in losses and "spanrec_layer" in losses:
+        print(f"    tower alone (untraced_tower): {-losses['untraced_tower']:+.1f} % capacity; "
+              f"TraceLayer's own share: {losses['untraced_tower'] - losses['spanrec_layer']:+.1f} %")
     print("    p99@90%: all requests of every round, the VM's ms stalls included; win p99: the "
           "median p99 of 100 ms windows, which the change compares")
     for v in ["spanrec_api", "spanrec_layer"]:

@@ -25,6 +25,9 @@
 //! the CPU of every server thread, spans created vs received.
 //! `untraced_again` is a second untraced server measured like the others:
 //! its "loss" is the noise floor of the run (an A/A comparison).
+//! `untraced_tower` is the untraced handler served through the tower
+//! adapter `spanrec_layer` needs (`TowerToHyperService`): what tower
+//! itself costs, so `TraceLayer`'s own share is its loss against it.
 //!
 //! `cargo bench -p spanrec-benches --bench server`. Targets (issue 12):
 //! spanrec loses ≤ 5 % capacity against untraced and adds ≤ 5 % to p99 at
@@ -39,9 +42,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The tracers compared, in the order they run.
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 7] = [
     "untraced",
     "untraced_again",
+    "untraced_tower",
     "spanrec_layer",
     "spanrec_api",
     "otel",

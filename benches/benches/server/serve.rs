@@ -76,6 +76,13 @@ pub fn run(variant: &str, iterations: u64) {
                 });
                 (Box::new(|| {}), Arc::new(|| 0))
             }
+            "untraced_tower" => {
+                // As `untraced`, through the tower adapter `spanrec_layer`
+                // is served with: what tower costs hyper without any
+                // layer, so the layer's own cost is its loss against this.
+                untraced_tower(listener, iterations);
+                (Box::new(|| {}), Arc::new(|| 0))
+            }
             "spanrec_layer" | "spanrec_api" => {
                 let recorder = spanrec::NullRecorder::new();
                 // `SPANREC_*` variables apply (`ci/server-cachegrind.sh`
@@ -171,6 +178,31 @@ fn spanrec_layer(listener: tokio::net::TcpListener, tracer: spanrec::Tracer, ite
                         Ok::<_, Infallible>(reply())
                     }
                 });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+            );
+        }
+    });
+}
+
+/// The untraced handler as a tower service, served as `spanrec_layer` is
+/// (`TowerToHyperService`), without the layer.
+fn untraced_tower(listener: tokio::net::TcpListener, iterations: u64) {
+    use hyper_util::service::TowerToHyperService;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = tower::ServiceBuilder::new().service_fn(
+                move |request: Request<Incoming>| async move {
+                    work(iterations);
+                    let out = reply();
+                    drop(request);
+                    Ok::<_, Infallible>(out)
+                },
+            );
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
