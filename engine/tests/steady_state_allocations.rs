@@ -319,3 +319,48 @@ fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
          {without:?}"
     );
 }
+
+/// A root `tracing` span that joins its caller's trace through a
+/// `traceparent` field allocates only what the registry does (its box and
+/// free): the context is extracted where the field's value is visited.
+#[cfg(feature = "tracing")]
+#[test]
+fn a_tracing_span_joining_a_traceparent_allocates_only_the_registrys_box() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let t = Tracer::builder()
+        .recorder(NullRecorder::new())
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        })
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(spanrec::SpanrecLayer::new(t.clone()));
+    let mut rounds = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..6 {
+            CALLS.with(|c| c.set(0));
+            COUNTING.with(|c| c.set(true));
+            for _ in 0..SPANS {
+                let span = tracing::info_span!(
+                    "request",
+                    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                )
+                .entered();
+                drop(span);
+            }
+            COUNTING.with(|c| c.set(false));
+            t.flush(Instant::now() + Duration::from_secs(30))
+                .expect("flushed");
+            rounds.push(CALLS.with(Cell::get));
+        }
+    });
+    let registry = 2 * SPANS as u64;
+    assert!(
+        rounds[2..]
+            .iter()
+            .all(|&c| c < registry + (SPANS / 10) as u64),
+        "a joined span through the layer: allocator calls per round of {SPANS}: {rounds:?} \
+         (the registry's box and free: {registry})"
+    );
+    assert_eq!(t.stats().finished, 6 * SPANS as u64);
+}
