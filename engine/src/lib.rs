@@ -124,8 +124,8 @@ pub use record::{
     AsTag, LogRef, Reference, ReferenceKind, SpanRecord, Truncations, Value, ValueRef,
 };
 pub use recorder::{
-    Batch, FinishedLog, FinishedSpan, FlushWaker, InMemoryRecorder, NullRecorder, OwnedValue,
-    Recorder, RecorderError,
+    Batch, BatchIter, FinishedLog, FinishedSpan, FlushWaker, InMemoryRecorder, NullRecorder,
+    OwnedValue, Recorder, RecorderError,
 };
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
 #[cfg(feature = "macros")]

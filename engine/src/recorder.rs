@@ -160,27 +160,16 @@ impl<'a> Batch<'a> {
     /// logs, baggage) of the next record, so a recorder reading records in
     /// order waits on fewer cache misses; the records themselves lie in
     /// runs of up to 64, which the hardware prefetcher handles.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a SpanRecord> + 'a {
-        let runs = self.runs;
-        let mut records = runs
-            .iter()
-            // SAFETY: the runs' invariant holds for 'a (field invariant).
-            .flat_map(|run| unsafe { run.records::<'a>() })
-            .peekable();
-        if let Some(first) = records.peek() {
+    pub fn iter(&self) -> BatchIter<'a> {
+        let iter = BatchIter {
+            runs: self.runs.iter(),
+            run: [].iter(),
+            left: self.len,
+        };
+        if let Some(first) = iter.upcoming() {
             first.prefetch_contents();
         }
-        let len = self.len;
-        ExactLen {
-            inner: std::iter::from_fn(move || {
-                let r = records.next()?;
-                if let Some(next) = records.peek() {
-                    next.prefetch_contents();
-                }
-                Some(r)
-            }),
-            left: len,
-        }
+        iter
     }
 
     /// The `i`-th span.
@@ -197,20 +186,46 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// An iterator that knows how many items it has left.
-struct ExactLen<I> {
-    inner: I,
+/// The spans of a [`Batch`], in order: [`Batch::iter`].
+pub struct BatchIter<'a> {
+    /// The runs not yet started.
+    ///
+    /// Invariant: each run's invariant holds for `'a` (the batch's).
+    runs: std::slice::Iter<'a, Run>,
+    /// What is left of the run begun.
+    run: std::slice::Iter<'a, SpanRecord>,
+    /// Records left in `run` and `runs`.
     left: usize,
 }
 
-impl<I: Iterator> Iterator for ExactLen<I> {
-    type Item = I::Item;
+impl<'a> BatchIter<'a> {
+    /// The record `next` returns, without taking it.
+    fn upcoming(&self) -> Option<&'a SpanRecord> {
+        self.run.as_slice().first().or_else(|| {
+            let run = *self.runs.as_slice().first()?;
+            // SAFETY: the runs' invariant holds for 'a (field invariant).
+            unsafe { run.records::<'a>() }.first()
+        })
+    }
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = &'a SpanRecord;
 
     #[inline]
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.inner.next()?;
+    fn next(&mut self) -> Option<&'a SpanRecord> {
+        let record = loop {
+            if let Some(r) = self.run.next() {
+                break r;
+            }
+            // SAFETY: the runs' invariant holds for 'a (field invariant).
+            self.run = unsafe { self.runs.next()?.records::<'a>() }.iter();
+        };
         self.left -= 1;
-        Some(item)
+        if let Some(next) = self.upcoming() {
+            next.prefetch_contents();
+        }
+        Some(record)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -218,7 +233,15 @@ impl<I: Iterator> Iterator for ExactLen<I> {
     }
 }
 
-impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+impl ExactSizeIterator for BatchIter<'_> {}
+
+impl std::fmt::Debug for BatchIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchIter")
+            .field("left", &self.left)
+            .finish()
+    }
+}
 
 /// A recorder's failure to accept a batch.
 #[derive(Debug, thiserror::Error)]

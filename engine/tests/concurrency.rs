@@ -422,3 +422,82 @@ fn dropping_the_last_handle_shuts_down_and_delivers() {
     }
     assert_eq!(rec.len(), 10);
 }
+
+/// Checks every batch's views agree: `iter` yields `len` records, its
+/// `len` counts down, and the `i`-th is `get(i)`.
+struct ViewChecker {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    multi_run: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Recorder for ViewChecker {
+    fn record(&mut self, batch: &spanrec::Batch<'_>) -> Result<(), spanrec::RecorderError> {
+        let mut iter = batch.iter();
+        assert_eq!(iter.len(), batch.len());
+        let mut i = 0;
+        while let Some(record) = iter.next() {
+            let at = batch.get(i).expect("get(i) below len");
+            assert!(std::ptr::eq(record, at), "iter and get disagree at {i}");
+            if i > 0 {
+                let before = batch.get(i - 1).expect("below len");
+                // A record not right after the one before: another run.
+                if !std::ptr::eq(std::ptr::from_ref(before).wrapping_add(1), record) {
+                    self.multi_run
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            i += 1;
+            assert_eq!(iter.len(), batch.len() - i);
+        }
+        assert_eq!(i, batch.len());
+        assert!(batch.get(i).is_none());
+        self.received
+            .fetch_add(i as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_batch_of_many_runs_reads_the_same_through_iter_and_get() {
+    const THREADS: u64 = 3;
+    const SPANS: u64 = 20_000;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let multi_run = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = Tracer::builder()
+        .recorder(ViewChecker {
+            received: received.clone(),
+            multi_run: multi_run.clone(),
+        })
+        .ring_capacity(512)
+        .max_batch_size(300)
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        })
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..SPANS {
+                    let mut s = t.start_span("view");
+                    s.set_tag("i", i);
+                    s.finish();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.flush(secs(60)).unwrap();
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        THREADS * SPANS
+    );
+    assert_eq!(t.stats().recorder_panics, 0, "a view check failed");
+    assert!(
+        multi_run.load(std::sync::atomic::Ordering::Relaxed),
+        "no batch of more than one run: the test checked nothing"
+    );
+}
