@@ -180,6 +180,14 @@ pub struct Stats {
     /// `max_batch_size` spans) or with time (about one per
     /// `flush_interval`), whichever is more; see docs/tuning.md.
     pub flusher_wakeups: u64,
+    /// Spans the flusher copied out of their thread's ring before the
+    /// batch holding them was delivered (a *spill*): the batch lies in the
+    /// rings where the threads wrote the records, and a ring it held
+    /// records in filled to its wake threshold while the batch waited for
+    /// `max_batch_size` spans or `flush_interval`. Zero in steady state
+    /// with `ring_capacity` at least twice `max_batch_size` (the default
+    /// is 8×); if it grows, raise `ring_capacity` (docs/tuning.md).
+    pub spilled: u64,
     /// Incoming contexts that were present but corrupted; `join_or_start`
     /// started a root for each and tagged it `propagation.error`.
     pub propagation_errors: u64,
@@ -305,6 +313,7 @@ pub(crate) struct FlusherCounters {
     pub(crate) recorder_panics: Counter,
     pub(crate) ring_high_water: Counter,
     pub(crate) wakeups: Counter,
+    pub(crate) spilled: Counter,
 }
 
 impl FlusherCounters {
@@ -316,5 +325,6 @@ impl FlusherCounters {
         stats.recorder_panics += self.recorder_panics.get();
         stats.ring_high_water = stats.ring_high_water.max(self.ring_high_water.get());
         stats.flusher_wakeups += self.wakeups.get();
+        stats.spilled += self.spilled.get();
     }
 }

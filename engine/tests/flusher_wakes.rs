@@ -187,6 +187,9 @@ fn a_batch_larger_than_the_ring_does_not_hold_the_ring_back() {
     let s = tracer.stats();
     assert_eq!(s.recorded, SPANS, "{s:?}");
     assert_eq!(s.dropped.total(), 0);
+    // A batch never fits in this ring: the flusher spilled, and counted
+    // what it moved.
+    assert!(s.spilled > 0 && s.spilled <= SPANS, "{s:?}");
 }
 
 #[test]

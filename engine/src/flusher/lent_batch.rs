@@ -267,15 +267,19 @@ impl LentBatch {
     /// due (it holds `wake_at` values, or its thread found it full),
     /// moves the batch out of the rings (`spill`). Otherwise the batch
     /// stays where it lies: a ring holds `wake_at` values before it is
-    /// due, by default `max_batch_size` or more.
-    pub(super) fn spill_if_rings_due(&mut self, slots: &mut [Slot]) {
-        if self
+    /// due, by default `max_batch_size` or more. Returns how many records
+    /// left a ring (`Stats::spilled`).
+    pub(super) fn spill_if_rings_due(&mut self, slots: &mut [Slot]) -> usize {
+        if !self
             .held
             .iter()
             .any(|&(i, _)| slots[i].inner.receiver.wake_due())
         {
-            self.spill(slots);
+            return 0;
         }
+        let from_rings = self.held.iter().map(|&(_, n)| n).sum();
+        self.spill(slots);
+        from_rings
     }
 
     /// Moves the batch's records, in order, into a buffer of our own and

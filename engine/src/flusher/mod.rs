@@ -162,7 +162,8 @@ impl Flusher {
             if pass.pressed {
                 continue;
             }
-            self.batch.spill_if_rings_due(&mut self.slots);
+            let spilled = self.batch.spill_if_rings_due(&mut self.slots);
+            self.shared.flusher_counters.spilled.add(spilled as u64);
             self.sleep_until(self.wake_at(pass_start));
         }
     }
