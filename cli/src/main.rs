@@ -203,6 +203,10 @@ fn connect(db: &DbArgs) -> Result<Collection<Document>, CliError> {
 }
 
 fn connect_database(db: &DbArgs) -> Result<mongodb::sync::Database, CliError> {
+    // A name MongoDB refuses is the caller's error, said before connecting
+    // (a stand-in server may accept it and answer "no spans").
+    spanrec_mongo::check_names(&db.database, &db.collection)
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let uri_text = connection_string(db)?;
     let uri = RedactedUri::new(&uri_text);
     let unreachable = |e: mongodb::error::Error| CliError::Unreachable {

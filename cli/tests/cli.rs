@@ -269,6 +269,35 @@ fn friendly_errors() {
         assert!(err.contains("not in"), "{args:?}: {err}");
     }
 
+    // A database or collection name MongoDB refuses (its manual's naming
+    // rules) is refused before any connection, whatever the command.
+    for (db, coll) in [
+        ("", "spans"),
+        ("a.b", "spans"),
+        ("a/b", "spans"),
+        ("a b", "spans"),
+        ("spanrec", ""),
+        ("spanrec", "$cmd"),
+        ("spanrec", "system.users"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spanrec"))
+            .args([
+                "--uri",
+                "mongodb://127.0.0.1:1",
+                "--database",
+                db,
+                "--collection",
+                coll,
+            ])
+            .arg("stats")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{db:?} {coll:?}: {err}");
+        assert!(err.contains("invalid"), "{db:?} {coll:?}: {err}");
+        assert!(!err.contains("cannot reach"), "{db:?} {coll:?}: {err}");
+    }
+
     // An unreachable server is named, its password never shown.
     let out = spanrec(
         "mongodb://reader:s3cret-pw@127.0.0.1:1/?serverSelectionTimeoutMS=500",

@@ -29,6 +29,7 @@ mod classify;
 mod duplicates;
 pub mod encode;
 mod mongo_stats;
+mod names;
 mod options;
 mod recorder;
 mod redact;
@@ -38,6 +39,7 @@ pub mod verify;
 mod writer;
 
 pub use mongo_stats::{MongoStats, MongoStatsHandle};
+pub use names::{check_names, NameError};
 pub use options::{default_spool_dir, MongoOptions, MongoRecorderError, MAX_WAIT};
 pub use recorder::MongoRecorder;
 pub use redact::{RedactedUri, SECRET_OPTIONS};

@@ -109,7 +109,9 @@ impl MongoOptions {
 /// The default spool directory of a collection, absolute:
 /// `$XDG_STATE_HOME/spanrec/spool/<db>.<coll>`, else
 /// `$HOME/.local/state/spanrec/spool/<db>.<coll>` (the XDG default), else
-/// `spanrec-spool/<db>.<coll>` under the current directory.
+/// `spanrec-spool/<db>.<coll>` under the current directory. `<db>.<coll>`
+/// is one file name: bytes other than ASCII letters, digits, `.`, `_` and
+/// `-` are written `%XX` (a collection name may hold `/`).
 pub fn default_spool_dir(database: &str, collection: &str) -> PathBuf {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let state = std::env::var_os("XDG_STATE_HOME")
@@ -119,7 +121,9 @@ pub fn default_spool_dir(database: &str, collection: &str) -> PathBuf {
                 .and_then(absolute)
                 .map(|h| h.join(".local/state"))
         });
-    let name = format!("{database}.{collection}");
+    // One path component whatever the names hold (a collection name may
+    // hold `/`): `names::file_name`.
+    let name = crate::names::file_name(&format!("{database}.{collection}"));
     match state {
         Some(state) => state.join("spanrec").join("spool").join(name),
         None => std::env::current_dir()
@@ -152,6 +156,9 @@ pub enum MongoRecorderError {
     /// A setting is out of range.
     #[error("invalid option: {0}")]
     Option(String),
+    /// The database or collection name is one MongoDB refuses.
+    #[error(transparent)]
+    Name(#[from] crate::NameError),
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Spawn(#[source] std::io::Error),

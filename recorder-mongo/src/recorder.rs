@@ -81,6 +81,7 @@ impl MongoRecorder {
     /// timeouts of 5 s, retryable writes on, app name `spanrec`.
     pub fn connect(uri: &str, options: MongoOptions) -> Result<MongoRecorder, MongoRecorderError> {
         let uri = RedactedUri::new(uri);
+        crate::check_names(&options.database, &options.collection)?;
         if options.queue_batches == 0 || options.max_attempts == 0 || options.insert_batch_size == 0
         {
             return Err(MongoRecorderError::Option(
@@ -153,7 +154,7 @@ impl MongoRecorder {
         let chain_collection = client
             .database(&options.database)
             .collection_with_options::<RawDocumentBuf>(
-                &format!("{}.chain", options.collection),
+                &format!("{}{}", options.collection, crate::names::CHAIN_SUFFIX),
                 CollectionOptions::builder()
                     .write_concern(options.write_concern.clone())
                     .build(),

@@ -322,6 +322,35 @@ fn oversized_document_is_refused_and_counted_while_the_batch_lands() {
 }
 
 #[test]
+fn names_mongodb_refuses_are_typed_errors_and_never_paths() {
+    let uri = "mongodb://127.0.0.1:1";
+    for (db, coll) in [("a.b", "c"), ("", "c"), ("db", "system.x"), ("db", "a$b")] {
+        let mut o = MongoOptions::new(db, coll);
+        o.spool_dir = spool_dir("names-refused");
+        match MongoRecorder::connect(uri, o) {
+            Err(spanrec_mongo::MongoRecorderError::Name(e)) => {
+                assert!(e.to_string().contains("invalid"), "{e}")
+            }
+            other => panic!("{db:?} {coll:?}: {other:?}"),
+        }
+    }
+    // A collection name may hold `/` (MongoDB allows it): its default
+    // spool directory is still one directory under the spool root.
+    let root = spanrec_mongo::default_spool_dir("db", "c");
+    let root = root.parent().expect("a spool root");
+    for coll in ["a/b", "../../../../tmp/x", "..", "x/.."] {
+        let dir = spanrec_mongo::default_spool_dir("db", coll);
+        assert_eq!(dir.parent(), Some(root), "{coll:?} -> {}", dir.display());
+        assert!(
+            dir.components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir)),
+            "{coll:?} -> {}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
 fn out_of_range_options_are_typed_errors() {
     // Each once passed `connect`; the backoffs then overflowed the retry
     // arithmetic (a panic on the writer thread) or slept past any shutdown.
