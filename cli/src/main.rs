@@ -13,8 +13,8 @@
 //! Every command takes `--json` (one JSON document on stdout; `tail` prints
 //! one per line) and `--uri` or `--uri-file` (default `$SPANREC_MONGO_URI`, else
 //! `mongodb://127.0.0.1:27017`), `--database`, `--collection`.
-//! Exit status: 0 ok, 1 nothing found (`verify`: the log is not intact),
-//! 2 bad input or unreachable database.
+//! Exit status: 0 ok, 1 nothing found (`verify`: the log is not intact, or
+//! holds no chain records), 2 bad input or unreachable database.
 
 mod export;
 mod input_file;
@@ -112,7 +112,9 @@ enum Command {
     Export(ExportArgs),
     /// Check the tamper-evident chain: every record's hash, MAC and link,
     /// every batch's Merkle root, checkpoints; report gaps and violations.
-    /// Exit 0 only for an intact log.
+    /// Exit 0 only for an intact log; 1 for one with no chain records
+    /// (an empty log and a wiped one look the same: --checkpoint or --head
+    /// tell them apart).
     Verify(verify::VerifyArgs),
 }
 
@@ -534,6 +536,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             if !report.intact() {
                 return Err(CliError::NotIntact(report.violations.len()));
+            }
+            // Nothing proves an empty log was not wiped (or that the name
+            // is not a typo): not "intact".
+            if report.records == 0 {
+                return Err(CliError::NotFound(format!(
+                    "no chain records in {}.{}.chain: nothing to verify (an empty log and a \
+                     wiped one look the same; --checkpoint or --head tell them apart)",
+                    cli.db.database, cli.db.collection
+                )));
             }
         }
     }

@@ -220,7 +220,9 @@ pub(crate) fn to_text(r: &Report) -> String {
         r.records,
         r.chains.len(),
         r.gaps.len(),
-        if r.intact() {
+        if r.intact() && r.records == 0 {
+            "nothing to verify".to_string()
+        } else if r.intact() {
             "intact".to_string()
         } else {
             format!("NOT INTACT: {} violations", r.violations.len())

@@ -251,6 +251,25 @@ fn tampering_is_detected_and_the_untouched_log_verifies() {
         json["verified_spans"], json["chains"], json["gaps"]
     );
     assert_eq!(json["chains"].as_array().unwrap().len(), 2);
+
+    // A log with no chain record at all (never written, wiped, or a
+    // mistyped name) is not "intact": nothing proves it was not wiped.
+    let empty = Command::new(env!("CARGO_BIN_EXE_spanrec"))
+        .args(["--uri", &uri, "--database", DB, "--collection"])
+        .arg(format!("{base}_never_written"))
+        .arg("verify")
+        .env_remove("SPANREC_MONGO_URI")
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&empty.stdout),
+        String::from_utf8_lossy(&empty.stderr),
+    );
+    assert_eq!(empty.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("nothing to verify"), "{out}");
+    assert!(!out.contains("intact"), "{out}");
+    assert!(err.contains("no chain records"), "{err}");
+
     let gaps = json["gaps"].as_array().unwrap();
     let refused: u64 = gaps
         .iter()
