@@ -258,9 +258,9 @@ fn filter_document(f: &Filter) -> Result<Document, CliError> {
     }
     let mut all = Vec::new();
     for t in &f.tags {
-        let (k, v) = t
-            .split_once('=')
-            .ok_or_else(|| CliError::Input(format!("--tag {t:?}: expected KEY=VALUE")))?;
+        let (k, v) = t.split_once('=').ok_or_else(|| {
+            CliError::Input(format!("--tag {}: expected KEY=VALUE", render::echo(t)))
+        })?;
         let key = format!("tags.{}", spanrec_mongo::encode::escape_key(k));
         // The typed value (`db.rows=3` finds Int64 3) or its string form.
         all.push(Bson::Document(doc! {
@@ -326,7 +326,8 @@ fn parse_trace_id(s: &str) -> Result<String, CliError> {
         (t.len() == 32 || t.len() == 16) && decode_u128(t.as_bytes(), Digits::AnyCase).is_some();
     if !valid {
         return Err(CliError::Input(format!(
-            "not a trace id: {s:?} (expected 32 hex digits, e.g. 4bf92f3577b34da6a3ce929d0e0e4736)"
+            "not a trace id: {} (expected 32 hex digits, e.g. 4bf92f3577b34da6a3ce929d0e0e4736)",
+            render::echo(s)
         )));
     }
     // Documents store 32 lowercase digits; a 64-bit id has a zero high half.
@@ -527,8 +528,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Verify(args) => {
-            let database = connect_database(&cli.db)?;
-            let report = verify::run(&cli.db, &database, args)?;
+            let report = verify::run(&cli.db, || connect_database(&cli.db), args)?;
             if cli.json {
                 print_json(&verify::to_json(&report));
             } else {

@@ -30,6 +30,17 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// An argument quoted back in an error message: its first 64 characters
+/// (escaped as `{:?}` does), and its length when cut, so that a hostile
+/// megabyte argument does not come back as a megabyte of message.
+pub fn echo(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 fn pairs(items: &[(String, serde_json::Value)]) -> String {
     items
         .iter()

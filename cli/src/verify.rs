@@ -42,8 +42,8 @@ fn heads(args: &VerifyArgs) -> Result<Vec<ChainHead>, CliError> {
     for h in &args.heads {
         out.push(parse_head(h).ok_or_else(|| {
             CliError::Input(format!(
-                "--head {:?}: expected SEQ:HASH or CHAIN:SEQ:HASH (HASH: 64 hex digits)",
-                clean(h)
+                "--head {}: expected SEQ:HASH or CHAIN:SEQ:HASH (HASH: 64 hex digits)",
+                crate::render::echo(h)
             ))
         })?);
     }
@@ -77,8 +77,14 @@ fn key(args: &VerifyArgs) -> Result<Option<ChainKey>, CliError> {
     key.map(Some).map_err(|e| CliError::Input(e.to_string()))
 }
 
-/// Checks the log; `Ok(report)` whether intact or not.
-pub(crate) fn run(db: &DbArgs, database: &Database, args: &VerifyArgs) -> Result<Report, CliError> {
+/// Checks the log; `Ok(report)` whether intact or not. The arguments are
+/// checked (and the key and checkpoint files read) before `connect` is
+/// called: bad input is said without waiting for a server.
+pub(crate) fn run(
+    db: &DbArgs,
+    connect: impl FnOnce() -> Result<Database, CliError>,
+    args: &VerifyArgs,
+) -> Result<Report, CliError> {
     let options = VerifyOptions {
         key: key(args)?,
         heads: heads(args)?,
@@ -93,6 +99,7 @@ pub(crate) fn run(db: &DbArgs, database: &Database, args: &VerifyArgs) -> Result
         Some(s) => Some(time::parse_time(s, time::now_unix_nanos()).map_err(CliError::Input)?),
         None => None,
     };
+    let database = connect()?;
     if let Some(ns) = since_ns {
         record_filter.insert(
             "time",

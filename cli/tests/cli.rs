@@ -269,6 +269,21 @@ fn friendly_errors() {
         assert!(err.contains("not in"), "{args:?}: {err}");
     }
 
+    // A hostile argument is quoted back cut short, escaped.
+    let huge = format!("\u{1b}[2J{}", "f".repeat(100_000));
+    for args in [
+        &["trace", huge.as_str()][..],
+        &["verify", "--head", huge.as_str()],
+        &["find", "--tag", huge.as_str()],
+    ] {
+        let out = spanrec("mongodb://127.0.0.1:1", "c", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", &err[..err.len().min(300)]);
+        assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..300]);
+        assert!(err.contains("(100004 bytes)"), "{err}");
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
+
     // A database or collection name MongoDB refuses (its manual's naming
     // rules) is refused before any connection, whatever the command.
     for (db, coll) in [
