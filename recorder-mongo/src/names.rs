@@ -15,9 +15,11 @@
 //! collection name may hold `/` (MongoDB allows it), so that name is
 //! encoded for the file system ([`file_name`]), never used as a path.
 
-/// A database or collection name MongoDB does not accept.
+/// A database or collection name MongoDB does not accept. Its message
+/// quotes the name escaped, cut to 64 characters (a hostile name is not
+/// echoed whole).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} name {name:?}: {reason}")]
+#[error("invalid {what} name {}: {reason}", shown(name))]
 pub struct NameError {
     /// `"database"` or `"collection"`.
     pub what: &'static str,
@@ -25,6 +27,16 @@ pub struct NameError {
     pub name: String,
     /// The rule it breaks.
     pub reason: &'static str,
+}
+
+/// `name` escaped as `{:?}` does, its first 64 characters and its length
+/// when longer.
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+    }
 }
 
 /// Longest namespace (`<database>.<collection>`), in bytes.
@@ -139,7 +151,9 @@ mod tests {
             ("spanrec", long_coll.as_str()),
         ] {
             let e = check_names(db, coll).expect_err(&format!("{db:?} {coll:?}"));
-            assert!(!e.to_string().is_empty());
+            let message = e.to_string();
+            assert!(message.len() < 200, "{message}");
+            assert!(!message.contains('\0'), "{message}");
         }
     }
 
