@@ -9,14 +9,32 @@ fn secs(n: u64) -> Instant {
 }
 
 /// A tracer under `Block { timeout }` with small rings and batches.
-fn block_tracer(rec: &InMemoryRecorder, ring: usize, batch: usize, timeout: Duration) -> Tracer {
+fn block_tracer(rec: impl Recorder, ring: usize, batch: usize, timeout: Duration) -> Tracer {
     Tracer::builder()
-        .recorder(rec.clone())
+        .recorder(rec)
         .ring_capacity(ring)
         .max_batch_size(batch)
         .overflow(OverflowPolicy::Block { timeout })
         .build()
         .unwrap()
+}
+
+/// Runs `span(tracer, thread, i)` for `i` in `0..spans` on each of
+/// `threads` threads, and joins them.
+fn on_threads(t: &Tracer, threads: u64, spans: u64, span: fn(&Tracer, u64, u64)) {
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..spans {
+                    span(&t, thread, i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
 }
 
 #[test]
@@ -33,22 +51,12 @@ fn eight_threads_every_span_recorded_exactly_once() {
         })
         .build()
         .unwrap();
-    let handles: Vec<_> = (0..THREADS)
-        .map(|thread| {
-            let t = t.clone();
-            std::thread::spawn(move || {
-                for i in 0..SPANS {
-                    let mut s = t.start_span("work");
-                    s.set_tag("thread", thread);
-                    s.set_tag("i", i);
-                    s.finish();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    on_threads(&t, THREADS, SPANS, |t, thread, i| {
+        let mut s = t.start_span("work");
+        s.set_tag("thread", thread);
+        s.set_tag("i", i);
+        s.finish();
+    });
     t.flush(secs(60)).unwrap();
     let spans = rec.spans();
     assert_eq!(spans.len() as u64, THREADS * SPANS);
@@ -100,21 +108,11 @@ fn overload_with_tiny_ring_accounts_for_every_span_and_bounds_memory() {
         .max_batch_size(BATCH as usize)
         .build()
         .unwrap();
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let t = t.clone();
-            std::thread::spawn(move || {
-                for _ in 0..SPANS {
-                    let mut s = t.start_span("overload");
-                    s.set_tag("payload", "some borrowed text");
-                    s.finish();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    on_threads(&t, THREADS, SPANS, |t, _, _| {
+        let mut s = t.start_span("overload");
+        s.set_tag("payload", "some borrowed text");
+        s.finish();
+    });
     t.flush(secs(60)).unwrap();
     let st = t.stats();
     assert_eq!(st.finished, THREADS * SPANS);
@@ -314,7 +312,7 @@ fn flush_from_inside_the_recorder_is_refused_not_deadlocked() {
 fn block_policy_waits_then_counts_a_timeout() {
     let rec = InMemoryRecorder::new();
     rec.set_delay(Duration::from_millis(300));
-    let t = block_tracer(&rec, 1, 1, Duration::from_millis(20));
+    let t = block_tracer(rec.clone(), 1, 1, Duration::from_millis(20));
     let begun = Instant::now();
     for _ in 0..6 {
         t.start_span("b").finish();
@@ -341,20 +339,10 @@ fn many_threads_blocked_for_room_lose_nothing() {
     const THREADS: u64 = 64;
     const SPANS: u64 = 2_000;
     let rec = InMemoryRecorder::new();
-    let t = block_tracer(&rec, 2, 16, Duration::from_secs(60));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let t = t.clone();
-            std::thread::spawn(move || {
-                for _ in 0..SPANS {
-                    t.start_span("blocked").finish();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let t = block_tracer(rec.clone(), 2, 16, Duration::from_secs(60));
+    on_threads(&t, THREADS, SPANS, |t, _, _| {
+        t.start_span("blocked").finish()
+    });
     t.flush(secs(60)).unwrap();
     let st = t.stats();
     assert_eq!(st.finished, THREADS * SPANS);
@@ -375,7 +363,7 @@ fn shutdown_releases_threads_blocked_for_room() {
     // Longer than the 4 s the waiter is given after `shutdown`: its release
     // cannot come from the recorder returning.
     rec.set_delay(Duration::from_secs(6));
-    let t = block_tracer(&rec, 1, 1, Duration::from_secs(60));
+    let t = block_tracer(rec.clone(), 1, 1, Duration::from_secs(60));
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let waiter = {
         let t = t.clone();
@@ -463,33 +451,16 @@ fn a_batch_of_many_runs_reads_the_same_through_iter_and_get() {
     const SPANS: u64 = 20_000;
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let multi_run = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let t = Tracer::builder()
-        .recorder(ViewChecker {
-            received: received.clone(),
-            multi_run: multi_run.clone(),
-        })
-        .ring_capacity(512)
-        .max_batch_size(300)
-        .overflow(OverflowPolicy::Block {
-            timeout: Duration::from_secs(60),
-        })
-        .build()
-        .unwrap();
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let t = t.clone();
-            std::thread::spawn(move || {
-                for i in 0..SPANS {
-                    let mut s = t.start_span("view");
-                    s.set_tag("i", i);
-                    s.finish();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let checker = ViewChecker {
+        received: received.clone(),
+        multi_run: multi_run.clone(),
+    };
+    let t = block_tracer(checker, 512, 300, Duration::from_secs(60));
+    on_threads(&t, THREADS, SPANS, |t, _, i| {
+        let mut s = t.start_span("view");
+        s.set_tag("i", i);
+        s.finish();
+    });
     t.flush(secs(60)).unwrap();
     assert_eq!(
         received.load(std::sync::atomic::Ordering::SeqCst),

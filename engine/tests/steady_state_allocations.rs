@@ -254,15 +254,10 @@ fn a_request_through_trace_layer_allocates_nothing_on_its_thread_once_warm() {
     assert_eq!(stats.recorded, stats.finished, "{stats:?}");
 }
 
-/// A `tracing` event inside a span allocates nothing on its thread once
-/// warm: rounds of spans through `SpanrecLayer` with and without an event
-/// each (a formatted message, a string, a number and a `Debug` field)
-/// make the same allocator calls: the registry's box and free per span,
-/// which that API makes unavoidable, and nothing for the span's own
-/// `Debug` field.
+/// A tracer (`Block`, null recorder) and a `tracing` subscriber that
+/// records into it through `SpanrecLayer`.
 #[cfg(feature = "tracing")]
-#[test]
-fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
+fn layered_tracer() -> (Tracer, impl tracing::Subscriber + Send + Sync) {
     use tracing_subscriber::layer::SubscriberExt;
     let t = Tracer::builder()
         .recorder(NullRecorder::new())
@@ -272,6 +267,19 @@ fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
         .build()
         .unwrap();
     let subscriber = tracing_subscriber::registry().with(spanrec::SpanrecLayer::new(t.clone()));
+    (t, subscriber)
+}
+
+/// A `tracing` event inside a span allocates nothing on its thread once
+/// warm: rounds of spans through `SpanrecLayer` with and without an event
+/// each (a formatted message, a string, a number and a `Debug` field)
+/// make the same allocator calls: the registry's box and free per span,
+/// which that API makes unavoidable, and nothing for the span's own
+/// `Debug` field.
+#[cfg(feature = "tracing")]
+#[test]
+fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
+    let (t, subscriber) = layered_tracer();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     tracing::subscriber::with_default(subscriber, || {
         for _ in 0..6 {
@@ -326,15 +334,7 @@ fn a_tracing_event_allocates_nothing_on_its_thread_once_warm() {
 #[cfg(feature = "tracing")]
 #[test]
 fn a_tracing_span_joining_a_traceparent_allocates_only_the_registrys_box() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let t = Tracer::builder()
-        .recorder(NullRecorder::new())
-        .overflow(OverflowPolicy::Block {
-            timeout: Duration::from_secs(30),
-        })
-        .build()
-        .unwrap();
-    let subscriber = tracing_subscriber::registry().with(spanrec::SpanrecLayer::new(t.clone()));
+    let (t, subscriber) = layered_tracer();
     let mut rounds = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
         for _ in 0..6 {
