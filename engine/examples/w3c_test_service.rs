@@ -8,9 +8,11 @@
 //! and `tracestate` of a child span.
 //!
 //! ```sh
-//! cargo run -p spanrec --example w3c_test_service -- 7777 &
-//! cd trace-context/test && pip install aiohttp && python test.py http://127.0.0.1:7777/test
+//! cargo run -p spanrec --example w3c_test_service -- 5000 &
+//! cd trace-context/test && pip install aiohttp && python test.py http://127.0.0.1:5000/test
 //! ```
+//!
+//! (Not port 7777: the harness listens there for the service's calls.)
 //!
 //! Plain `std` networking keeps the example free of an HTTP stack; it
 //! handles one request at a time, which is all the harness needs.

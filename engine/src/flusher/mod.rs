@@ -163,7 +163,11 @@ impl Flusher {
                 continue;
             }
             let spilled = self.batch.spill_if_rings_due(&mut self.slots);
-            self.shared.flusher_counters.spilled.add(spilled as u64);
+            if spilled > 0 {
+                // Usually nothing was spilled: no store to a line `stats`
+                // readers share then.
+                self.shared.flusher_counters.spilled.add(spilled as u64);
+            }
             self.sleep_until(self.wake_at(pass_start));
         }
     }
