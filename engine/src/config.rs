@@ -203,7 +203,7 @@ pub struct Config {
     pub process: Process,
     /// The formats [`Tracer::extract_any`](crate::Tracer::extract_any) and
     /// [`Tracer::join_or_start`](crate::Tracer::join_or_start) try, in order.
-    pub propagation: Vec<crate::propagation::Format>,
+    pub propagation: Vec<crate::formats::Format>,
     /// This service's key in W3C `tracestate` (e.g. `"spanrec"`): when set,
     /// injection puts `key=<span id>` first in the list. When unset, the
     /// incoming list is forwarded unchanged.
@@ -239,7 +239,7 @@ impl Default for Config {
             limits: SpanLimits::default(),
             sampler: Sampler::default(),
             process: Process::default(),
-            propagation: crate::propagation::Format::ALL.to_vec(),
+            propagation: crate::formats::Format::ALL.to_vec(),
             tracestate_key: None,
             honor_remote_sampling: false,
         }
@@ -399,7 +399,7 @@ impl Config {
             return Err(ConfigError::EmptyServiceName);
         }
         if let Some(key) = &self.tracestate_key {
-            if !crate::propagation::validate_tracestate_key(key) {
+            if !crate::formats::validate_tracestate_key(key) {
                 return Err(ConfigError::TraceStateKey {
                     got: key.to_string(),
                 });

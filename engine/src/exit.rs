@@ -22,7 +22,7 @@
 extern "C" fn at_exit() {
     // A panic must not unwind into C.
     let _ = std::panic::catch_unwind(|| {
-        let deadline = std::time::Instant::now() + crate::DROP_SHUTDOWN_TIMEOUT;
+        let deadline = std::time::Instant::now() + crate::shared::DROP_SHUTDOWN_TIMEOUT;
         for shared in crate::sync::directory::all::<crate::shared::Shared>() {
             // Errors are the same as a drop's: a timeout (counted as in
             // flight), or a forked child or the flusher thread itself

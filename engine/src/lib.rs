@@ -82,6 +82,7 @@ pub mod flush_requests;
 mod flush_requests;
 mod flusher;
 mod fork;
+mod formats;
 pub mod global;
 pub mod hex;
 mod ids;
@@ -104,6 +105,7 @@ pub mod slot_protocol;
 #[cfg(not(spanrec_loom))]
 mod slot_protocol;
 mod span;
+mod span_context;
 mod stats;
 mod sync;
 mod thread_slots;
@@ -127,10 +129,11 @@ pub use recorder::{
     Batch, BatchIter, FinishedLog, FinishedSpan, FlushWaker, InMemoryRecorder, NullRecorder,
     OwnedValue, Recorder, RecorderError,
 };
+pub use shared::{FlushError, DROP_SHUTDOWN_TIMEOUT};
 pub use span::{Entered, ParentRef, Span, SpanBuilder, SpanContext};
 #[cfg(feature = "macros")]
 pub use spanrec_macros::trace;
 pub use stats::{DropCounts, DropReason, Ledger, LimitCounts, Stats};
-pub use tracer::{FlushError, Tracer, DROP_SHUTDOWN_TIMEOUT};
+pub use tracer::Tracer;
 #[cfg(feature = "tracing")]
 pub use tracing_layer::SpanrecLayer;

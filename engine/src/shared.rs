@@ -15,9 +15,36 @@ use crate::stats::{FlusherCounters, Ledger, Stats, ThreadCounters};
 use crate::sync::Mutex;
 use crate::sync::{next_tracer_id, Arc, AtomicBool, AtomicU64, Ordering};
 use crate::thread_slots::{FlusherSlot, SlotState};
-use crate::tracer::FlushError;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long dropping the last [`Tracer`](crate::Tracer) handle waits for
+/// the final drain (also the budget of the process-exit drain, `exit.rs`).
+pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why [`Tracer::flush`](crate::Tracer::flush) or
+/// [`Tracer::shutdown`](crate::Tracer::shutdown) returned before its work
+/// was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The deadline passed first; the work goes on in the background.
+    #[error("the deadline passed before the flusher finished")]
+    Timeout,
+    /// Called from the flusher thread (from inside a `Recorder`), which
+    /// would wait for itself.
+    #[error("called from the flusher thread, which cannot wait for itself")]
+    OnFlusherThread,
+    /// The tracer has shut down; spans finished since were dropped and
+    /// counted under `DropReason::Shutdown`.
+    #[error("the tracer has shut down")]
+    Closed,
+    /// This process is a child made by `fork()` after the tracer was built:
+    /// its flusher thread exists only in the parent, so nothing here is
+    /// delivered. Build a new tracer in the child.
+    #[error("the tracer was inherited through fork(); its flusher runs only in the parent")]
+    ForkedChild,
+}
 
 /// State shared by a tracer's handles, its spans' buffers and its flusher.
 pub(crate) struct Shared {

@@ -5,39 +5,13 @@
 use crate::builder::TracerBuilder;
 use crate::config::Config;
 use crate::propagation::{self, binary, BaggageLimits, Carrier, ExtractError, Format, Refused};
-use crate::shared::Shared;
+use crate::shared::{FlushError, Shared, DROP_SHUTDOWN_TIMEOUT};
 use crate::span::{Span, SpanBuilder, SpanContext};
 use crate::stats::Stats;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::borrow::Cow;
 use std::fmt;
-use std::time::{Duration, Instant};
-
-/// How long dropping the last [`Tracer`] handle waits for the final drain.
-pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why [`Tracer::flush`] or [`Tracer::shutdown`] returned before its work
-/// was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FlushError {
-    /// The deadline passed first; the work goes on in the background.
-    #[error("the deadline passed before the flusher finished")]
-    Timeout,
-    /// Called from the flusher thread (from inside a `Recorder`), which
-    /// would wait for itself.
-    #[error("called from the flusher thread, which cannot wait for itself")]
-    OnFlusherThread,
-    /// The tracer has shut down; spans finished since were dropped and
-    /// counted under `DropReason::Shutdown`.
-    #[error("the tracer has shut down")]
-    Closed,
-    /// This process is a child made by `fork()` after the tracer was built:
-    /// its flusher thread exists only in the parent, so nothing here is
-    /// delivered. Build a new tracer in the child.
-    #[error("the tracer was inherited through fork(); its flusher runs only in the parent")]
-    ForkedChild,
-}
+use std::time::Instant;
 
 /// Creates spans and owns the flusher that hands them to a recorder.
 ///

@@ -11,7 +11,7 @@ use super::{
     Extracted, Format, Refused,
 };
 use crate::hex;
-use crate::span::SpanContext;
+use crate::span_context::SpanContext;
 
 const SINGLE: &str = "b3";
 const TRACE_ID: &str = "x-b3-traceid";

@@ -15,7 +15,7 @@
 //! that claims more bytes than are there. 26 bytes without baggage.
 
 use super::{is_token, BaggageLimits, ExtractError, ExtractErrorKind, Extracted, Format, Refused};
-use crate::span::SpanContext;
+use crate::span_context::SpanContext;
 
 /// The only version written and read.
 pub const VERSION: u8 = 1;

@@ -6,7 +6,7 @@ use super::{
     parse_hex_u128, parse_hex_u64, percent_decode, single_value, trim_ows, BaggageLimits, Carrier,
     ExtractError, ExtractErrorKind, Extracted, Format, Refused,
 };
-use crate::span::SpanContext;
+use crate::span_context::SpanContext;
 
 const HEADER: &str = "uber-trace-id";
 /// The longest `uber-trace-id` that can be valid: 69 characters, each

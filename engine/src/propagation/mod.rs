@@ -22,56 +22,10 @@ mod jaeger;
 mod ot;
 mod w3c;
 
-use crate::span::SpanContext;
-use std::fmt;
+use crate::span_context::SpanContext;
 
+pub use crate::formats::Format;
 pub use carrier::Carrier;
-pub(crate) use w3c::validate_tracestate_key;
-
-/// A propagation format for text carriers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// W3C Trace Context (`traceparent`, `tracestate`) and W3C Baggage
-    /// (`baggage`).
-    W3c,
-    /// OpenTracing basictracer: `ot-tracer-traceid`, `ot-tracer-spanid`,
-    /// `ot-tracer-sampled`, `ot-baggage-<key>`.
-    OpenTracing,
-    /// B3 single header: `b3: {trace}-{span}[-{sampled|d}[-{parent}]]`.
-    B3Single,
-    /// B3 multiple headers: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`, ...
-    B3Multi,
-    /// Jaeger: `uber-trace-id` and `uberctx-<key>` baggage.
-    Jaeger,
-    /// spanrec's [`binary`] envelope. Non-HTTP transports use
-    /// [`Tracer::inject_binary`](crate::Tracer::inject_binary) directly; with a
-    /// text carrier it travels hex-encoded in the `spanrec-context` header.
-    Binary,
-}
-
-impl Format {
-    /// Every text format, in the default extraction order.
-    pub const ALL: [Format; 5] = [
-        Format::W3c,
-        Format::B3Single,
-        Format::B3Multi,
-        Format::Jaeger,
-        Format::OpenTracing,
-    ];
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::W3c => "w3c",
-            Format::OpenTracing => "opentracing",
-            Format::B3Single => "b3",
-            Format::B3Multi => "b3multi",
-            Format::Jaeger => "jaeger",
-            Format::Binary => "binary",
-        })
-    }
-}
 
 /// What was wrong with an incoming context.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

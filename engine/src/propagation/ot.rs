@@ -10,7 +10,7 @@ use super::{
     ExtractErrorKind, Extracted, Format, Refused,
 };
 use crate::hex;
-use crate::span::SpanContext;
+use crate::span_context::SpanContext;
 
 const TRACE_ID: &str = "ot-tracer-traceid";
 const SPAN_ID: &str = "ot-tracer-spanid";

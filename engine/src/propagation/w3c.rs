@@ -5,8 +5,9 @@ use super::{
     baggage, trim_ows, BaggageLimits, Carrier, ExtractError, ExtractErrorKind, Extracted, Format,
     Refused,
 };
+use crate::formats::validate_tracestate_key;
 use crate::hex;
-use crate::span::SpanContext;
+use crate::span_context::SpanContext;
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -61,36 +62,6 @@ pub(crate) fn parse_traceparent(value: &str) -> Result<Traceparent, ExtractError
 fn id16(b: &[u8], at: usize) -> Option<u64> {
     let digits = b.get(at..at + 16)?;
     hex::decode_16_lowercase(digits.try_into().ok()?)
-}
-
-fn is_key_char(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/')
-}
-
-/// A `tracestate` list-member key: `lcalpha 0*255(keychar)`, or
-/// `tenant@system` with `(lcalpha / DIGIT) 0*240(keychar)` and
-/// `lcalpha 0*13(keychar)`.
-pub(crate) fn validate_tracestate_key(key: &str) -> bool {
-    let b = key.as_bytes();
-    match key.split_once('@') {
-        None => {
-            !b.is_empty()
-                && b.len() <= 256
-                && b[0].is_ascii_lowercase()
-                && b.iter().all(|&c| is_key_char(c))
-        }
-        Some((tenant, system)) => {
-            let (t, s) = (tenant.as_bytes(), system.as_bytes());
-            !t.is_empty()
-                && t.len() <= 241
-                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
-                && t.iter().all(|&c| is_key_char(c))
-                && !s.is_empty()
-                && s.len() <= 14
-                && s[0].is_ascii_lowercase()
-                && s.iter().all(|&c| is_key_char(c))
-        }
-    }
 }
 
 /// A list-member value: up to 256 printable ASCII characters except `,`

@@ -1,11 +1,13 @@
 //! Spans: the handle a caller holds (tags, logs, baggage, entering,
 //! finishing) and the thread's active span. How a span starts lives in
-//! `start.rs`, its context in `context.rs`.
+//! `start.rs`, what it can reference in `parent_ref.rs`; its context is
+//! `crate::span_context`.
 
-mod context;
+mod parent_ref;
 mod start;
 
-pub use context::{ParentRef, SpanContext};
+pub use crate::span_context::SpanContext;
+pub use parent_ref::ParentRef;
 pub use start::SpanBuilder;
 
 use crate::active;

@@ -1,7 +1,6 @@
-//! A span's context (what it passes on to its children, in-process or
-//! across the wire) and what a new span can reference.
-
-use super::Span;
+//! [`SpanContext`]: what a span passes on to its children, in-process or
+//! across the wire. Plain data, below the spans and the propagation codecs
+//! that both use it (see `docs/architecture.md`, "Layers").
 
 /// What a span passes on to its children, in-process or across the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,27 +52,5 @@ impl SpanContext {
     /// Whether both ids are non-zero.
     pub fn is_valid(&self) -> bool {
         self.trace_id != 0 && self.span_id != 0
-    }
-}
-
-/// Something a new span can reference: a live [`Span`] (cheapest: nothing
-/// is allocated) or a [`SpanContext`] (e.g. extracted from a request).
-#[derive(Clone, Copy)]
-pub enum ParentRef<'a> {
-    /// A live span.
-    Span(&'a Span),
-    /// A context.
-    Context(&'a SpanContext),
-}
-
-impl<'a> From<&'a Span> for ParentRef<'a> {
-    fn from(s: &'a Span) -> Self {
-        ParentRef::Span(s)
-    }
-}
-
-impl<'a> From<&'a SpanContext> for ParentRef<'a> {
-    fn from(c: &'a SpanContext) -> Self {
-        ParentRef::Context(c)
     }
 }
