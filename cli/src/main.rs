@@ -541,9 +541,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             // is not a typo): not "intact".
             if report.records == 0 {
                 return Err(CliError::NotFound(format!(
-                    "no chain records in {}.{}.chain: nothing to verify (an empty log and a \
+                    "no chain records in {}.{}: nothing to verify (an empty log and a \
                      wiped one look the same; --checkpoint or --head tell them apart)",
-                    cli.db.database, cli.db.collection
+                    cli.db.database,
+                    spanrec_mongo::chain::collection_name(&cli.db.collection)
                 )));
             }
         }

@@ -107,7 +107,7 @@ pub(crate) fn run(
         );
     }
     let records: Vec<RawDocumentBuf> = database
-        .collection::<RawDocumentBuf>(&format!("{}.chain", db.collection))
+        .collection::<RawDocumentBuf>(&spanrec_mongo::chain::collection_name(&db.collection))
         .find(record_filter)
         .run()
         .map_err(failed)?

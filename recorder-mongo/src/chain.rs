@@ -234,6 +234,15 @@ pub const GAP_REASONS: [&str; 6] = [
     "rejected",
 ];
 
+/// What the chain's collection name adds to the span collection's: its
+/// records go to `<collection>.chain`.
+pub const COLLECTION_SUFFIX: &str = ".chain";
+
+/// The collection the chain records of span collection `collection` go to.
+pub fn collection_name(collection: &str) -> String {
+    format!("{collection}{COLLECTION_SUFFIX}")
+}
+
 /// A chain record's `_id`: `<chain>-<seq, 20 digits>`.
 pub fn record_id(chain: &str, seq: u64) -> String {
     format!("{chain}-{seq:020}")

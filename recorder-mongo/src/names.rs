@@ -15,6 +15,8 @@
 //! collection name may hold `/` (MongoDB allows it), so that name is
 //! encoded for the file system ([`file_name`]), never used as a path.
 
+use crate::chain::COLLECTION_SUFFIX;
+
 /// A database or collection name MongoDB does not accept. Its message
 /// quotes the name escaped, cut to 64 characters (a hostile name is not
 /// echoed whole).
@@ -43,8 +45,6 @@ fn shown(name: &str) -> String {
 pub const MAX_NAMESPACE_BYTES: usize = 255;
 /// A database name is shorter than this, in bytes.
 pub const DATABASE_NAME_LIMIT: usize = 64;
-/// The suffix of the collection the audit chain's records go to.
-pub(crate) const CHAIN_SUFFIX: &str = ".chain";
 
 /// Checks `database` and `collection` against MongoDB's naming rules,
 /// counting the chain's collection (`<collection>.chain`) in the namespace
@@ -82,7 +82,7 @@ pub fn check_names(database: &str, collection: &str) -> Result<(), NameError> {
             "begins with system., a prefix MongoDB reserves",
         ));
     }
-    if database.len() + 1 + collection.len() + CHAIN_SUFFIX.len() > MAX_NAMESPACE_BYTES {
+    if database.len() + 1 + collection.len() + COLLECTION_SUFFIX.len() > MAX_NAMESPACE_BYTES {
         return Err(collection_error(
             "too long: <database>.<collection>.chain exceeds MongoDB's 255-byte namespace",
         ));
@@ -160,7 +160,7 @@ mod tests {
     /// The longest collection that fits with its chain collection.
     #[test]
     fn the_namespace_limit_counts_the_chain_collection() {
-        let fits = MAX_NAMESPACE_BYTES - "db.".len() - CHAIN_SUFFIX.len();
+        let fits = MAX_NAMESPACE_BYTES - "db.".len() - COLLECTION_SUFFIX.len();
         assert_eq!(check_names("db", &"c".repeat(fits)), Ok(()));
         assert!(check_names("db", &"c".repeat(fits + 1)).is_err());
     }

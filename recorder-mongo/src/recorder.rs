@@ -154,7 +154,7 @@ impl MongoRecorder {
         let chain_collection = client
             .database(&options.database)
             .collection_with_options::<RawDocumentBuf>(
-                &format!("{}{}", options.collection, crate::names::CHAIN_SUFFIX),
+                &crate::chain::collection_name(&options.collection),
                 CollectionOptions::builder()
                     .write_concern(options.write_concern.clone())
                     .build(),
